@@ -1,0 +1,1 @@
+"""leifurctl, the operator's tool."""

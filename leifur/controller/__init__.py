@@ -1,0 +1,1 @@
+"""The Service reconcile: decide, allocate, write status; finalizer-guarded."""

@@ -1,0 +1,1 @@
+"""The controller pattern: informers, work queue, workers, leader election, events, finalizers."""
