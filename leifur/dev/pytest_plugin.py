@@ -1,0 +1,67 @@
+"""Fixtures for Leifur's test suites: the real control plane and the netns lab.
+
+Tests that need root or the control plane are never skipped in CI: there they fail loudly
+if what they need is missing. On a developer's machine without root they are skipped with
+the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client, config
+
+from leifur.dev import controlplane, netlab
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() == 0 or IN_CI:
+        return
+    skip = pytest.mark.skip(reason="needs root for network namespaces (runs in CI as root)")
+    for item in items:
+        if "netns" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[controlplane.ControlPlane]:
+    """One etcd + kube-apiserver for the whole session; stopped even when tests fail."""
+    cp = controlplane.start()
+    print(f"\ncontrol plane started in {cp.startup_seconds:.1f}s")
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def api_client(control_plane) -> client.ApiClient:
+    return config.new_client_from_config(str(control_plane.kubeconfig))
+
+
+@pytest.fixture
+def core(api_client) -> client.CoreV1Api:
+    return client.CoreV1Api(api_client)
+
+
+@pytest.fixture
+def namespace(core) -> Iterator[str]:
+    """A fresh namespace per test. Without a controller-manager it never finishes
+    terminating, so it is only marked for deletion."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture
+def lab(request) -> Iterator[netlab.Lab]:
+    """A LAN of node namespaces; the node count comes from @pytest.mark.parametrize or defaults to 2."""
+    nodes = getattr(request, "param", 2)
+    with netlab.Lab(nodes) as lab:
+        yield lab
