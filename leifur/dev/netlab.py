@@ -1,0 +1,255 @@
+"""A LAN made of network namespaces: a bridge namespace as the switch, node namespaces with
+an eth0 each, a client namespace, and a veth from the host into the bridge so that node
+namespaces reach a control plane running on the host.
+
+Addresses come only from documentation ranges. Four labs can run at once: each takes a
+slot, a /26 of 192.0.2.0/24 and a /64 of 2001:db8::/32. Labs left behind by a run that
+died are torn down by the next one before it builds anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from leifur.dev import runtime
+
+SLOTS = 4
+PREFIX = "lf"  # every namespace and host link of ours starts with this
+_REGISTRY = "labs"
+MAX_NODES = 40
+
+
+@dataclass(frozen=True)
+class Host:
+    """One namespace on the LAN (a node or the client)."""
+
+    name: str  # node1, node2, ..., client
+    netns: str
+    ip4: str
+    ip6: str
+    mac: str
+
+
+def slot_addresses(slot: int) -> dict[str, str]:
+    base = 64 * slot
+    return {
+        "subnet4": f"192.0.2.{base}/26",
+        "host4": f"192.0.2.{base + 1}",
+        "subnet6": f"2001:db8:0:{slot}::/64",
+    }
+
+
+def _ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    argv = ["ip", *(["-n", netns] if netns else []), *args]
+    res = subprocess.run(argv, capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {res.stderr.strip()}")
+    return res
+
+
+def list_netns() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def netns_pids(netns: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _kill_netns_processes(netns: str) -> None:
+    """SIGKILL every process inside a namespace: nothing of ours may outlive the lab."""
+    for _ in range(20):
+        pids = netns_pids(netns)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def _destroy(namespaces: list[str], host_link: str | None) -> None:
+    existing = set(list_netns())
+    for ns in namespaces:
+        if ns in existing:
+            _kill_netns_processes(ns)
+            _ip("netns", "del", ns, check=False)
+    if host_link:
+        _ip("link", "del", host_link, check=False)
+
+
+def _teardown_record(_name: str, record: dict) -> None:
+    _destroy(record.get("namespaces", []), record.get("host_link"))
+
+
+def reap_orphans() -> list[str]:
+    return runtime.Registry(_REGISTRY).reap_orphans(_teardown_record)
+
+
+@dataclass
+class Lab:
+    """A LAN of `node_count` node namespaces, a client and a switch. Use as a context manager."""
+
+    node_count: int = 2
+    slot: int = -1
+    id: str = field(default_factory=lambda: secrets.token_hex(2))
+    nodes: list[Host] = field(default_factory=list)
+    client: Host | None = None
+    _lock: object = None
+    _procs: list[subprocess.Popen] = field(default_factory=list)
+
+    # -- names --------------------------------------------------------------------------
+
+    @property
+    def bridge_netns(self) -> str:
+        return f"{PREFIX}-{self.id}-sw"
+
+    @property
+    def host_link(self) -> str:
+        return f"{PREFIX}{self.id}host"
+
+    @property
+    def host_ip(self) -> str:
+        """The host's address on the LAN, where node namespaces reach the control plane."""
+        return slot_addresses(self.slot)["host4"]
+
+    @property
+    def namespaces(self) -> list[str]:
+        names = [self.bridge_netns] + [h.netns for h in self.nodes]
+        return names + ([self.client.netns] if self.client else [])
+
+    def _host(self, name: str, index: int) -> Host:
+        base = 64 * self.slot
+        if name == "client":
+            ip4, ip6, mac = f"192.0.2.{base + 62}", f"2001:db8:0:{self.slot}::100", "01:00"
+        else:
+            ip4, ip6, mac = f"192.0.2.{base + 10 + index}", f"2001:db8:0:{self.slot}::{10 + index}", f"00:{index:02x}"
+        return Host(name, f"{PREFIX}-{self.id}-{name}", ip4, ip6, f"02:00:00:{self.slot:02x}:{mac}")
+
+    # -- building -----------------------------------------------------------------------
+
+    def _take_slot(self) -> None:
+        for slot in range(SLOTS):
+            f = open(runtime.runtime_dir(_REGISTRY) / f"slot-{slot}.lock", "w")  # noqa: SIM115 - held for the lab's life
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                continue
+            self.slot, self._lock = slot, f
+            return
+        raise RuntimeError(f"all {SLOTS} lab slots are in use; stop another lab first")
+
+    def _register(self) -> None:
+        runtime.Registry(_REGISTRY).write(self.id, {
+            **runtime.owner_record(), "slot": self.slot,
+            "namespaces": self.namespaces, "host_link": self.host_link,
+        })
+
+    def _attach(self, host_side: str, inside: str, netns: str) -> None:
+        """A veth from the switch (port `host_side`) to `inside`@netns."""
+        sw = self.bridge_netns
+        _ip("link", "add", host_side, "netns", sw, "type", "veth", "peer", "name", inside, "netns", netns)
+        _ip("link", "set", host_side, "master", "br0", "up", netns=sw)
+
+    def build(self) -> Lab:
+        if not 1 <= self.node_count <= MAX_NODES:
+            raise ValueError(f"node_count must be 1..{MAX_NODES}")
+        reap_orphans()
+        self._take_slot()
+        self.nodes = [self._host(f"node{i}", i) for i in range(1, self.node_count + 1)]
+        self.client = self._host("client", 0)
+        # Register before creating anything, so a crash mid-build leaves nothing unrecorded.
+        self._register()
+        try:
+            self._build()
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    def _build(self) -> None:
+        sw = self.bridge_netns
+        for ns in self.namespaces:
+            _ip("netns", "add", ns)
+            _ip("link", "set", "lo", "up", netns=ns)
+        _ip("link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0",
+            "mcast_snooping", "0", netns=sw)
+        _ip("link", "set", "br0", "up", netns=sw)
+        addrs = slot_addresses(self.slot)
+        plen4 = addrs["subnet4"].split("/")[1]
+        assert self.client is not None
+        for host in [*self.nodes, self.client]:
+            self._attach(host.name, "eth0", host.netns)
+            _ip("link", "set", "eth0", "address", host.mac, netns=host.netns)
+            _ip("addr", "add", f"{host.ip4}/{plen4}", "dev", "eth0", netns=host.netns)
+            _ip("addr", "add", f"{host.ip6}/64", "dev", "eth0", "nodad", netns=host.netns)
+            _ip("link", "set", "eth0", "up", netns=host.netns)
+        # The host's leg: a veth whose far end is a switch port.
+        _ip("link", "add", self.host_link, "type", "veth", "peer", "name", "host", "netns", sw)
+        _ip("link", "set", "host", "master", "br0", "up", netns=sw)
+        _ip("addr", "add", f"{addrs['host4']}/{plen4}", "dev", self.host_link)
+        _ip("link", "set", self.host_link, "up")
+
+    # -- using --------------------------------------------------------------------------
+
+    def host(self, name: str) -> Host:
+        for h in [*self.nodes, *([self.client] if self.client else [])]:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def run(self, netns: str, argv: list[str], check: bool = True, timeout: float = 60,
+            **kw) -> subprocess.CompletedProcess:
+        """Run a command inside a namespace of this lab and wait for it."""
+        return subprocess.run(["ip", "netns", "exec", netns, *argv], check=check, timeout=timeout,
+                              capture_output=True, text=True, **kw)
+
+    def popen(self, netns: str, argv: list[str], **kw) -> subprocess.Popen:
+        """Start a long-running process inside a namespace; teardown kills it."""
+        proc = subprocess.Popen(["ip", "netns", "exec", netns, *argv], start_new_session=True,
+                                preexec_fn=runtime.die_with_parent, **kw)
+        self._procs.append(proc)
+        return proc
+
+    def teardown(self) -> None:
+        for proc in self._procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        self._procs.clear()
+        if self.slot >= 0:
+            _destroy(self.namespaces, self.host_link)
+            runtime.Registry(_REGISTRY).remove(self.id)
+        if self._lock is not None:
+            self._lock.close()  # type: ignore[attr-defined]
+            self._lock = None
+
+    def __enter__(self) -> Lab:
+        return self.build()
+
+    def __exit__(self, *exc) -> None:
+        self.teardown()
+
+
+def leftovers() -> dict[str, list[str]]:
+    """Namespaces and host links of ours that exist right now (for cleanup checks)."""
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    host_links = [
+        line.split(":")[1].strip().split("@")[0]
+        for line in links.splitlines()
+        if line.split(":")[1].strip().startswith(PREFIX)
+    ]
+    return {
+        "namespaces": [ns for ns in list_netns() if ns.startswith(f"{PREFIX}-")],
+        "links": host_links,
+    }

@@ -1,0 +1,44 @@
+"""Runs in its own pytest invocation after the whole suite (see hack/test.sh): nothing of
+ours may be left running or lying around."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from leifur.dev import gobuild, netlab, runtime
+
+
+def _our_server_processes() -> list[str]:
+    """Live processes running a binary from our build cache, or a Leifur program."""
+    cache_bin = str(gobuild.cache_root() / "bin")
+    persistent = {
+        pid for _, rec in runtime.Registry("controlplanes").records() if rec.get("persistent")
+        for pid in rec.get("pids", {}).values()
+    }
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) in persistent or int(proc.name) == os.getpid():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        cmd = " ".join(a.decode(errors="replace") for a in argv if a)
+        if cmd.startswith(cache_bin) or "leifur-agent" in cmd or "leifur-controller" in cmd:
+            found.append(f"{proc.name}: {cmd[:120]}")
+    return found
+
+
+def test_no_namespaces_or_links_remain():
+    assert netlab.leftovers() == {"namespaces": [], "links": []}
+
+
+def test_no_server_processes_remain():
+    assert _our_server_processes() == []
+
+
+def test_no_environment_is_still_registered():
+    for kind in ("controlplanes", "labs"):
+        leftover = [name for name, rec in runtime.Registry(kind).records() if not rec.get("persistent")]
+        assert leftover == [], f"{kind} still registered: {leftover}"

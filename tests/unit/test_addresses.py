@@ -1,0 +1,50 @@
+"""Every address the development environment puts on a wire or a certificate is from a
+documentation range (RFC 5737, RFC 3849)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from leifur.dev import controlplane, netlab
+
+DOC_RANGES = [ipaddress.ip_network(n) for n in
+              ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")]
+
+
+def documentation(addr: str) -> bool:
+    net = ipaddress.ip_network(addr, strict=False)
+    return any(net.version == r.version and net.subnet_of(r) for r in DOC_RANGES)
+
+
+@pytest.mark.parametrize("slot", range(netlab.SLOTS))
+def test_lab_addresses_are_documentation_addresses_and_slots_do_not_overlap(slot):
+    lab = netlab.Lab(netlab.MAX_NODES, slot=slot)
+    hosts = [lab._host(f"node{i}", i) for i in range(1, netlab.MAX_NODES + 1)] + [lab._host("client", 0)]
+    addrs = netlab.slot_addresses(slot)
+    subnet4, subnet6 = ipaddress.ip_network(addrs["subnet4"]), ipaddress.ip_network(addrs["subnet6"])
+    for h in hosts:
+        assert documentation(h.ip4) and documentation(h.ip6)
+        assert ipaddress.ip_address(h.ip4) in subnet4 and ipaddress.ip_address(h.ip6) in subnet6
+        assert ipaddress.ip_address(h.ip4) not in (subnet4.network_address, subnet4.broadcast_address)
+    assert len({h.ip4 for h in hosts} | {addrs["host4"]}) == len(hosts) + 1
+    assert len({h.mac for h in hosts}) == len(hosts)
+    # Locally administered unicast MACs only.
+    assert all(int(h.mac.split(":")[0], 16) & 0b11 == 0b10 for h in hosts)
+    others = [ipaddress.ip_network(netlab.slot_addresses(s)["subnet4"]) for s in range(netlab.SLOTS) if s != slot]
+    assert not any(subnet4.overlaps(o) for o in others)
+
+
+def test_lab_host_addresses_are_in_the_serving_certificate_list():
+    assert [netlab.slot_addresses(s)["host4"] for s in range(netlab.SLOTS)] == list(controlplane.LAB_HOST_ADDRESSES)
+
+
+def test_service_ranges_are_documentation_ranges_of_both_families():
+    assert all(documentation(c) for c in controlplane.SERVICE_CIDRS)
+    assert {ipaddress.ip_network(c).version for c in controlplane.SERVICE_CIDRS} == {4, 6}
+
+
+def test_names_fit_the_kernel_interface_limit():
+    lab = netlab.Lab(1, slot=0)
+    assert len(lab.host_link) <= 15
