@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs everything the demo and the tests need on a fresh Debian machine (run as root):
+# system tools via apt-get, a Python virtual environment in .venv, and the Go builds of
+# etcd, kube-apiserver and kubectl (cached outside the checkout; see leifur/dev/gobuild.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for tool in ip:iproute2 ping:iputils-ping arping:iputils-arping tcpdump:tcpdump; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool#*:}")
+done
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || need_apt+=(golang-go)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "==> apt-get install ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+[ -x /usr/local/go/bin/go ] && export PATH="$PATH:/usr/local/go/bin"
+
+if [ ! -x .venv/bin/python ]; then
+    echo "==> creating .venv"
+    python3 -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -e "$stamp" ]; then
+    echo "==> installing Leifur and its test dependencies into .venv"
+    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[test]'; } >.venv/pip.log 2>&1; then
+        cat .venv/pip.log; exit 1
+    fi
+    rm -f .venv/.installed-* && touch "$stamp"
+fi
+
+echo "==> control-plane binaries (built from Go modules on first use, then cached)"
+.venv/bin/python -m leifur.dev.gobuild
