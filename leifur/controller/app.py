@@ -1,0 +1,155 @@
+"""Wiring: informers -> work queues -> workers -> reconciles, under leader election."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from kubernetes import client
+
+from leifur import names
+from leifur.controller import metrics
+from leifur.controller.reconcile import PoolReconciler, ServiceReconciler, State
+from leifur.controller.writes import PoolWriter, ServiceWriter
+from leifur.kube.events import EventRecorder
+from leifur.kube.informer import Informer
+from leifur.kube.leader import LeaderElector
+from leifur.kube.worker import start_workers
+from leifur.kube.workqueue import RateLimitingQueue
+
+log = logging.getLogger(__name__)
+
+
+class Controller:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        identity: str,
+        load_balancer_class: str | None = None,
+        workers: int = 4,
+        lease_namespace: str | None = "leifur-system",
+        lease_name: str = "leifur-controller",
+        lease_duration: float = 15.0,
+        renew_deadline: float = 10.0,
+        retry_period: float = 2.0,
+    ) -> None:
+        self.identity = identity
+        self.workers = workers
+        self.stop_event = threading.Event()
+        self.lost_leadership = threading.Event()
+        self._leading = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+        self.services = Informer(api_client, "/api/v1/services", "services")
+        self.namespaces = Informer(api_client, "/api/v1/namespaces", "namespaces")
+        self.pools = Informer(api_client, f"/apis/{names.API_VERSION}/{names.POOLS}", names.POOLS)
+        self.service_queue = RateLimitingQueue("services")
+        self.pool_queue = RateLimitingQueue(names.POOLS)
+        self.recorder = EventRecorder(api_client, names.CONTROLLER_NAME, host=identity)
+        self.state = State()
+        self.service_reconciler = ServiceReconciler(
+            self.state, self.services, self.namespaces, ServiceWriter(api_client), self.recorder,
+            load_balancer_class, self.pool_queue.add, self.service_queue.add,
+        )
+        self.pool_reconciler = PoolReconciler(
+            self.state, self.pools, self.services, PoolWriter(api_client), self.recorder, self.enqueue_all_services,
+        )
+        self._wire_handlers()
+        self.elector = None
+        if lease_namespace:
+            self.elector = LeaderElector(
+                api_client, lease_namespace, lease_name, identity, lease_duration=lease_duration,
+                renew_deadline=renew_deadline, retry_period=retry_period,
+                on_started_leading=self._start_leading, on_stopped_leading=self._stop_leading,
+            )
+
+    # -- event handlers: they only enqueue keys -------------------------------------------
+
+    def _wire_handlers(self) -> None:
+        def svc_key(obj: dict) -> None:
+            self.service_queue.add(Informer.key_of(obj))
+
+        self.services.add_handler(svc_key, lambda _old, new: svc_key(new), svc_key)
+
+        def pool_key(obj: dict) -> None:
+            self.pool_queue.add(obj["metadata"]["name"])
+
+        self.pools.add_handler(pool_key, lambda _old, new: pool_key(new), pool_key)
+
+        def ns_update(old: dict, new: dict) -> None:
+            if (old["metadata"].get("labels") or {}) != (new["metadata"].get("labels") or {}):
+                ns = new["metadata"]["name"]
+                for key in self.services.keys():
+                    if key.startswith(ns + "/"):
+                        self.service_queue.add(key)
+
+        self.namespaces.add_handler(on_update=ns_update)
+
+    def enqueue_all_services(self) -> None:
+        for key in self.services.keys():
+            self.service_queue.add(key)
+        for name in self.pools.keys():
+            self.pool_queue.add(name)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def synced(self) -> bool:
+        return all(i.has_synced() for i in (self.services, self.namespaces, self.pools))
+
+    def ready(self) -> bool:
+        """Standby replicas are ready once their caches are warm; the leader once it has rebuilt."""
+        return self.synced() and (self.elector is None or not self.elector.is_leader() or self._leading.is_set())
+
+    def healthy(self) -> bool:
+        return not self.lost_leadership.is_set() and all(t.is_alive() for t in self._threads)
+
+    def start(self) -> None:
+        for informer in (self.services, self.namespaces, self.pools):
+            informer.start()
+        if self.elector is None:
+            threading.Thread(target=self._start_leading, name="lead", daemon=True).start()
+        else:
+            self.elector.start()
+
+    def _start_leading(self) -> None:
+        log.info("%s is the leader: waiting for caches, then rebuilding allocations", self.identity)
+        metrics.IS_LEADER.set(1)
+        while not self.stop_event.is_set():
+            if all(i.wait_for_sync(1.0) for i in (self.services, self.namespaces, self.pools)):
+                break
+        if self.stop_event.is_set():
+            return
+        # Pools first, then every IP already in Services' status, before the first new allocation.
+        self.state.refresh_pools(self.pools.list())
+        self.service_reconciler.rebuild()
+        self.enqueue_all_services()
+        self._threads += start_workers(self.service_queue, self.service_reconciler.sync, self.workers,
+                                       self.stop_event, "service")
+        self._threads += start_workers(self.pool_queue, self.pool_reconciler.sync, 1, self.stop_event, "pool")
+        self._leading.set()
+        log.info("%s: workers started", self.identity)
+
+    def _stop_leading(self) -> None:
+        if self.stop_event.is_set():
+            return  # our own graceful stop: the Lease is being released
+        # Another replica may be leading already: no further writes from here.
+        log.error("%s lost the leader Lease; stopping", self.identity)
+        metrics.IS_LEADER.set(0)
+        self.lost_leadership.set()
+        # Workers stop taking keys now; the main thread then calls stop() and exits.
+        self.stop_event.set()
+        self.service_queue.shut_down()
+        self.pool_queue.shut_down()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.service_queue.shut_down()
+        self.pool_queue.shut_down()
+        for t in self._threads:
+            t.join(timeout=20)
+        if self.elector is not None:
+            self.elector.stop(release=not self.lost_leadership.is_set())
+        for informer in (self.services, self.namespaces, self.pools):
+            informer.stop()
+        self.recorder.flush(2.0)
+        self.recorder.stop()

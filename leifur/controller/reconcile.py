@@ -1,0 +1,330 @@
+"""The reconciles: Services get IPs, pools get status and deletion protection.
+
+Both syncs are idempotent: they read from the informers' caches, compare with what should
+be, write only the difference, and raise on failure so that the work queue retries.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from leifur import names
+from leifur.controller import decide, metrics, service
+from leifur.controller.writes import PoolWriter, ServiceWriter, condition, same_conditions
+from leifur.ipam.allocator import AllocationError, Allocator
+from leifur.ipam.pool import IP, Pool, PoolError, find_overlaps, parse_pool
+from leifur.kube.events import EventRecorder
+from leifur.kube.informer import Informer
+
+log = logging.getLogger(__name__)
+
+
+class State:
+    """The allocator and the pool set, shared by both reconciles under one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.allocator = Allocator()
+        self.parsed: dict[str, Pool | PoolError] = {}  # every pool object, valid or not
+        self.overlaps: dict[str, list[str]] = {}
+        self.outside: list[str] = []  # Services holding an IP that no pool contains
+        self.pending: set[str] = set()  # Services not (fully) given what they ask for
+
+    def refresh_pools(self, pool_objects: list[dict]) -> bool:
+        """Re-read the pool set from the cache. True if what can be allocated from changed."""
+        parsed: dict[str, Pool | PoolError] = {}
+        for obj in pool_objects:
+            name = obj["metadata"]["name"]
+            try:
+                parsed[name] = parse_pool(name, obj.get("spec") or {})
+            except PoolError as e:
+                parsed[name] = e
+        usable = [
+            p for obj in pool_objects
+            if isinstance(p := parsed[obj["metadata"]["name"]], Pool) and not obj["metadata"].get("deletionTimestamp")
+        ]
+        with self.lock:
+            before = dict(self.allocator.pools)
+            self.parsed = parsed
+            self.overlaps = find_overlaps(p for p in parsed.values() if isinstance(p, Pool))
+            self.outside = self.allocator.set_pools(usable)
+            return before != self.allocator.pools
+
+    def holders_in(self, pool: Pool) -> dict[str, list[IP]]:
+        """Services holding IPs inside a pool's ranges (whether or not the pool is still usable)."""
+        with self.lock:
+            out: dict[str, list[IP]] = {}
+            for key in self.allocator.keys():
+                ips = [ip for ip in self.allocator.ips_of(key) if pool.contains(ip)]
+                if ips:
+                    out[key] = ips
+            return out
+
+
+class ServiceReconciler:
+    def __init__(self, state: State, services: Informer, namespaces: Informer, writer: ServiceWriter,
+                 recorder: EventRecorder, load_balancer_class: str | None,
+                 enqueue_pool: Callable[[str], None], enqueue_service: Callable[[str], None]) -> None:
+        self.state = state
+        self.services = services
+        self.namespaces = namespaces
+        self.writer = writer
+        self.recorder = recorder
+        self.lb_class = load_balancer_class
+        self.enqueue_pool = enqueue_pool
+        self.enqueue_service = enqueue_service
+
+    # -- start-up -----------------------------------------------------------------------
+
+    def rebuild(self) -> None:
+        """Load every IP our Services hold from their status, before any new allocation.
+
+        Oldest Service first: if two claim one IP (a hand edit), the older keeps it and the
+        younger is reconciled like any conflict.
+        """
+        svcs = sorted(self.services.list(), key=lambda s: (s["metadata"].get("creationTimestamp", ""),
+                                                           service.key_of(s)))
+        with self.state.lock:
+            for svc in svcs:
+                if not self._holds_ours(svc):
+                    continue
+                traits = service.traits_of(svc)
+                for ip in service.ingress_ips(svc):
+                    try:
+                        self.state.allocator.adopt(traits, ip)
+                    except AllocationError as e:
+                        log.warning("rebuild: %s keeps no claim on %s: %s", traits.key, ip, e)
+
+    def _holds_ours(self, svc: dict) -> bool:
+        meta = svc["metadata"]
+        return names.SERVICE_FINALIZER in (meta.get("finalizers") or []) and (
+            service.is_ours(svc, self.lb_class) or bool(meta.get("deletionTimestamp"))
+        )
+
+    # -- the sync -----------------------------------------------------------------------
+
+    def sync(self, key: str) -> None:
+        started = time.monotonic()
+        try:
+            self._sync(key)
+        finally:
+            metrics.RECONCILE_DURATION.labels("service").observe(time.monotonic() - started)
+
+    def _release(self, key: str) -> list[IP]:
+        with self.state.lock:
+            ips = self.state.allocator.release(key)
+            self.state.pending.discard(key)
+            waiting = sorted(self.state.pending) if ips else []
+        for ip in ips:
+            self._touch_pools_of(ip)
+        # A freed IP may be what a waiting Service needs.
+        for other in waiting:
+            self.enqueue_service(other)
+        return ips
+
+    def _touch_pools_of(self, ip: IP) -> None:
+        with self.state.lock:
+            pools = [name for name, p in self.state.parsed.items() if isinstance(p, Pool) and p.contains(ip)]
+        for name in pools:
+            self.enqueue_pool(name)
+
+    def _sync(self, key: str) -> None:
+        svc = self.services.get(key)
+        if svc is None:
+            # Gone without our finalizer (it was never ours, or it is already cleaned up).
+            self._release(key)
+            return
+        meta = svc["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        annotations = meta.get("annotations") or {}
+        if meta.get("deletionTimestamp") or not service.is_ours(svc, self.lb_class):
+            released = self._release(key)
+            if released:
+                log.info("%s: released %s", key, ", ".join(map(str, released)))
+            self._let_go(svc, finalizers, annotations)
+            return
+
+        if names.SERVICE_FINALIZER not in finalizers:
+            # The finalizer goes on before any IP becomes visible, so no IP can leak.
+            svc = self.writer.patch_metadata(svc, [*finalizers, names.SERVICE_FINALIZER], {})
+
+        ns = self.namespaces.get(svc["metadata"]["namespace"]) or {}
+        ns_labels = (ns.get("metadata") or {}).get("labels") or {}
+        before = [str(ip) for ip in service.ingress_ips(svc)]
+        try:
+            req = service.parse(svc)
+        except service.ServiceSpecError as e:
+            # Bad input: say so on the object and keep whatever it already holds.
+            with self.state.lock:
+                alloc = self.state.allocator
+                held = [(ip, alloc.pool_of(ip)) for ip in alloc.ips_of(key)]
+            outcome = decide.Outcome(ips=held, ok=False, reason=e.reason, message=str(e))
+        else:
+            with self.state.lock:
+                outcome = decide.allocate(self.state.allocator, req, ns_labels)
+        self._write(svc, outcome, before)
+
+    def _write(self, svc: dict, outcome: decide.Outcome, before: list[str]) -> None:
+        key = service.key_of(svc)
+        meta = svc["metadata"]
+        after = [str(ip) for ip, _ in outcome.ips]
+        with self.state.lock:
+            if outcome.ok and outcome.reason == decide.REASON_ALLOCATED:
+                self.state.pending.discard(key)
+            else:
+                self.state.pending.add(key)
+        current = (meta.get("annotations") or {}).get(names.ANN_ALLOCATED_FROM_POOL)
+        origin = set(outcome.pools)
+        if current and any(p is None for _, p in outcome.ips):
+            # An IP its pool no longer contains: the annotation still says where it came from, so
+            # that the pool can report the Service as left outside.
+            origin |= set(current.split(","))
+        pools = ",".join(sorted(origin)) or None
+        if current != pools:
+            svc = self.writer.patch_metadata(svc, list(svc["metadata"].get("finalizers") or []),
+                                             {names.ANN_ALLOCATED_FROM_POOL: pools})
+        status = svc.get("status") or {}
+        old_conditions = status.get("conditions")
+        conditions = condition(old_conditions, names.COND_SERVICE_ALLOCATED, outcome.ok, outcome.reason,
+                               outcome.message, meta.get("generation"))
+        if after != before or not same_conditions(old_conditions, conditions):
+            ingress = [{"ip": ip, "ipMode": "VIP"} for ip in after]
+            self.writer.patch_status(svc, ingress, conditions)
+            for ip in {*before, *after}:
+                self._touch_pools_of(ipaddress.ip_address(ip))
+            if after != before and after:
+                self.recorder.event(svc, "Normal", "IPAllocated", outcome.message)
+                metrics.ALLOCATIONS.inc()
+            if not outcome.ok or outcome.reason != decide.REASON_ALLOCATED:
+                self.recorder.event(svc, "Warning", "AllocationFailed", f"{outcome.reason}: {outcome.message}")
+                metrics.ALLOCATION_FAILURES.labels(outcome.reason).inc()
+        log.debug("%s: %s", key, outcome.message)
+
+    def _let_go(self, svc: dict, finalizers: list[str], annotations: dict) -> None:
+        """The Service is being deleted or is no longer ours: clear what we wrote, then the finalizer."""
+        if names.SERVICE_FINALIZER not in finalizers and names.ANN_ALLOCATED_FROM_POOL not in annotations:
+            return
+        status = svc.get("status") or {}
+        if not svc["metadata"].get("deletionTimestamp") and (
+            service.ingress_ips(svc) or any(c.get("type") == names.COND_SERVICE_ALLOCATED
+                                            for c in status.get("conditions") or [])
+        ):
+            conditions = [c for c in status.get("conditions") or [] if c.get("type") != names.COND_SERVICE_ALLOCATED]
+            svc = self.writer.patch_status(svc, [], conditions)
+        self.writer.patch_metadata(svc, [f for f in finalizers if f != names.SERVICE_FINALIZER],
+                                   {names.ANN_ALLOCATED_FROM_POOL: None})
+
+
+class PoolReconciler:
+    def __init__(self, state: State, pools: Informer, services: Informer, writer: PoolWriter,
+                 recorder: EventRecorder, enqueue_all_services: Callable[[], None]) -> None:
+        self.state = state
+        self.pools = pools
+        self.services = services
+        self.writer = writer
+        self.recorder = recorder
+        self.enqueue_all_services = enqueue_all_services
+
+    def sync(self, name: str) -> None:
+        started = time.monotonic()
+        try:
+            self._sync(name)
+        finally:
+            metrics.RECONCILE_DURATION.labels("ipaddresspool").observe(time.monotonic() - started)
+
+    def _sync(self, name: str) -> None:
+        if self.state.refresh_pools(self.pools.list()):
+            # New or changed addresses: pending Services may now be satisfiable.
+            self.enqueue_all_services()
+        obj = self.pools.get(name)
+        if obj is None:
+            metrics.forget_pool(name)
+            return
+        meta = obj["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        parsed = self.state.parsed.get(name)
+        if meta.get("deletionTimestamp"):
+            users = self.state.holders_in(parsed) if isinstance(parsed, Pool) else {}
+            if users:
+                listed = ", ".join(sorted(users)[:10]) + (" …" if len(users) > 10 else "")
+                self.recorder.event(obj, "Warning", "DeletionBlocked",
+                                    f"{len(users)} Service(s) still hold IPs from this pool: {listed}")
+                return
+            if names.POOL_FINALIZER in finalizers:
+                self.writer.patch_finalizers(obj, [f for f in finalizers if f != names.POOL_FINALIZER])
+            return
+        if names.POOL_FINALIZER not in finalizers:
+            obj = self.writer.patch_finalizers(obj, [*finalizers, names.POOL_FINALIZER])
+        status = self._status(obj, parsed)
+        old = obj.get("status") or {}
+        if {k: v for k, v in status.items() if k != "conditions"} != {
+            k: v for k, v in old.items() if k != "conditions"
+        } or not same_conditions(old.get("conditions"), status["conditions"]):
+            self._events(obj, old.get("conditions"), status["conditions"])
+            self.writer.patch_status(obj, status)
+
+    def _status(self, obj: dict, parsed: Pool | PoolError | None) -> dict:
+        meta = obj["metadata"]
+        gen = meta.get("generation")
+        conds = (obj.get("status") or {}).get("conditions")
+        name = meta["name"]
+        status: dict = {"observedGeneration": gen}
+        if not isinstance(parsed, Pool):
+            conds = condition(conds, names.COND_POOL_VALID, False, "InvalidSpec", str(parsed), gen)
+            metrics.forget_pool(name)
+            status["conditions"] = conds
+            return status
+        conds = condition(conds, names.COND_POOL_VALID, True, "Valid", "addresses parsed", gen)
+        others = self.state.overlaps.get(name, [])
+        conds = condition(conds, names.COND_POOL_OVERLAPPING, bool(others), "Overlap" if others else "NoOverlap",
+                          f"shares addresses with {', '.join(others)}" if others else "no overlap with other pools",
+                          gen)
+        users = self.state.holders_in(parsed)
+        outside = self._outside(name)
+        conds = condition(conds, names.COND_POOL_SERVICES_OUTSIDE, bool(outside),
+                          "AddressesRemoved" if outside else "AllInside",
+                          ("Services allocated from this pool hold IPs it no longer contains: " + ", ".join(outside))
+                          if outside else "every allocation is inside the pool", gen)
+        for version in (4, 6):
+            if version not in parsed.families():
+                continue
+            total = parsed.size(version)
+            in_use = len({ip for ips in users.values() for ip in ips if ip.version == version})
+            status[f"ipv{version}"] = {"total": _count(total), "inUse": in_use, "available": _count(total - in_use)}
+            metrics.set_pool_usage(name, version, total, in_use)
+        status["conditions"] = conds
+        return status
+
+    def _outside(self, pool_name: str) -> list[str]:
+        """Services whose annotation names this pool but whose IPs no pool contains."""
+        with self.state.lock:
+            outside = list(self.state.outside)
+        out = []
+        for key in outside:
+            svc = self.services.get(key)
+            ann = ((svc or {}).get("metadata") or {}).get("annotations") or {}
+            if pool_name in (ann.get(names.ANN_ALLOCATED_FROM_POOL) or "").split(","):
+                with self.state.lock:
+                    alloc = self.state.allocator
+                    ips = ", ".join(str(ip) for ip in alloc.ips_of(key) if alloc.pool_of(ip) is None)
+                out.append(f"{key} ({ips})")
+        return sorted(out)
+
+    def _events(self, obj: dict, old: list[dict] | None, new: list[dict]) -> None:
+        prev = {c["type"]: c for c in old or []}
+        for c in new:
+            if prev.get(c["type"], {}).get("status") == c["status"]:
+                continue
+            bad = (c["type"] == names.COND_POOL_VALID and c["status"] == "False") or (
+                c["type"] != names.COND_POOL_VALID and c["status"] == "True")
+            if bad:
+                self.recorder.event(obj, "Warning", c["reason"], c["message"])
+
+
+def _count(n: int) -> int | str:
+    """IPv6 sizes overflow int64: the CRD takes them as strings."""
+    return n if n < 2**63 else str(n)

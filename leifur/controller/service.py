@@ -1,0 +1,136 @@
+"""What a Service asks of us, read from its API object (a dict). Pure: no I/O."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from leifur import names
+from leifur.ipam.pool import IP
+from leifur.ipam.sharing import ServiceTraits
+
+REASON_INVALID_REQUEST = "InvalidRequest"
+
+_FAMILY = {"IPv4": 4, "IPv6": 6}
+
+
+class ServiceSpecError(Exception):
+    """The Service asks for something impossible; the message says what to change."""
+
+    reason = REASON_INVALID_REQUEST
+
+
+@dataclass(frozen=True)
+class ServiceRequest:
+    key: str
+    namespace: str
+    traits: ServiceTraits
+    families: tuple[int, ...]  # in the Service's ipFamilies order
+    policy: str  # SingleStack | PreferDualStack | RequireDualStack
+    requested: dict[int, IP] = field(default_factory=dict)  # family -> exact IP asked for
+    pool: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def required_families(self) -> tuple[int, ...]:
+        """Families that must all be allocated, or none is (RequireDualStack)."""
+        return self.families if self.policy == "RequireDualStack" else ()
+
+
+def key_of(svc: dict) -> str:
+    meta = svc["metadata"]
+    return f"{meta['namespace']}/{meta['name']}"
+
+
+def is_ours(svc: dict, load_balancer_class: str | None) -> bool:
+    """A LoadBalancer Service whose class is ours: unset by default, exactly `load_balancer_class` if given."""
+    spec = svc.get("spec") or {}
+    if spec.get("type") != "LoadBalancer" or svc["metadata"].get("deletionTimestamp"):
+        return False
+    return spec.get("loadBalancerClass") == load_balancer_class
+
+
+def traits_of(svc: dict) -> ServiceTraits:
+    spec = svc.get("spec") or {}
+    ports = frozenset((p.get("protocol", "TCP"), int(p["port"])) for p in spec.get("ports") or [])
+    selector = spec.get("selector")
+    annotations = svc["metadata"].get("annotations") or {}
+    return ServiceTraits(
+        key=key_of(svc),
+        sharing_key=annotations.get(names.ANN_ALLOW_SHARED_IP) or None,
+        ports=ports,
+        traffic_policy=spec.get("externalTrafficPolicy") or "Cluster",
+        selector=frozenset(selector.items()) if selector else None,
+    )
+
+
+def ingress_ips(svc: dict) -> list[IP]:
+    """The IPs in status.loadBalancer.ingress (unparsable entries are ignored: not ours)."""
+    out = []
+    for entry in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []:
+        try:
+            out.append(ipaddress.ip_address(entry.get("ip", "")))
+        except ValueError:
+            continue
+    return out
+
+
+def _parse_ip(text: str, where: str) -> IP:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise ServiceSpecError(f"{where}: {text.strip()!r} is not an IP address") from None
+
+
+def requested_ips(svc: dict) -> list[IP]:
+    """IPs asked for by spec.loadBalancerIP or the leifur.io/load-balancer-ips annotation."""
+    spec = svc.get("spec") or {}
+    annotations = svc["metadata"].get("annotations") or {}
+    from_spec = spec.get("loadBalancerIP") or ""
+    from_annotation = annotations.get(names.ANN_LOAD_BALANCER_IPS) or ""
+    if from_spec and from_annotation:
+        raise ServiceSpecError(
+            f"both spec.loadBalancerIP and the {names.ANN_LOAD_BALANCER_IPS} annotation are set; "
+            "use only the annotation"
+        )
+    if from_spec:
+        return [_parse_ip(from_spec, "spec.loadBalancerIP")]
+    ips = [_parse_ip(t, names.ANN_LOAD_BALANCER_IPS) for t in from_annotation.split(",") if t.strip()]
+    if len({ip.version for ip in ips}) != len(ips):
+        raise ServiceSpecError(f"{names.ANN_LOAD_BALANCER_IPS}: at most one IP per family, got {from_annotation!r}")
+    return ips
+
+
+def parse(svc: dict) -> ServiceRequest:
+    """Everything the allocation needs from one Service; ServiceSpecError if it cannot be satisfied."""
+    spec = svc.get("spec") or {}
+    meta = svc["metadata"]
+    policy = spec.get("ipFamilyPolicy") or "SingleStack"
+    families = tuple(_FAMILY[f] for f in spec.get("ipFamilies") or ["IPv4"] if f in _FAMILY)
+    if policy == "SingleStack":
+        families = families[:1]
+    requested = {ip.version: ip for ip in requested_ips(svc)}
+    for version, ip in requested.items():
+        if version not in families:
+            raise ServiceSpecError(
+                f"requested IP {ip} is IPv{version}, but the Service's ipFamilies are "
+                f"{spec.get('ipFamilies')} with ipFamilyPolicy {policy}"
+            )
+    if requested and policy == "RequireDualStack" and len(requested) < len(families):
+        raise ServiceSpecError(
+            "ipFamilyPolicy RequireDualStack: request one IP of each family, or none and let the pools choose"
+        )
+    annotations = meta.get("annotations") or {}
+    pool = annotations.get(names.ANN_ADDRESS_POOL)
+    if pool is not None and not pool.strip():
+        raise ServiceSpecError(f"{names.ANN_ADDRESS_POOL} is empty; name an IPAddressPool or remove it")
+    return ServiceRequest(
+        key=key_of(svc),
+        namespace=meta["namespace"],
+        traits=traits_of(svc),
+        families=families,
+        policy=policy,
+        requested=requested,
+        pool=pool.strip() if pool else None,
+        labels=dict(meta.get("labels") or {}),
+    )

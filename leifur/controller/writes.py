@@ -1,0 +1,83 @@
+"""API writes of the controller, each guarded by the resourceVersion we decided on.
+
+A write built from a stale cache fails with 409 Conflict; the work queue retries after
+the informer has caught up. Merge patches replace lists whole, so finalizers are written
+as the complete list we want.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from kubernetes import client
+
+from leifur import names
+
+MERGE = "application/merge-patch+json"
+REQUEST_TIMEOUT = (5, 15)  # connect, read: bounds every sync's API calls
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(old: list[dict] | None, type_: str, status: bool, reason: str, message: str,
+              generation: int | None) -> list[dict]:
+    """The conditions list with `type_` set; lastTransitionTime moves only when the status flips."""
+    old = old or []
+    prev = next((c for c in old if c.get("type") == type_), None)
+    status_s = "True" if status else "False"
+    cond = {
+        "type": type_, "status": status_s, "reason": reason, "message": message[:32768],
+        "lastTransitionTime": prev["lastTransitionTime"] if prev and prev.get("status") == status_s else now(),
+    }
+    if generation is not None:
+        cond["observedGeneration"] = generation
+    return [c for c in old if c.get("type") != type_] + [cond]
+
+
+def same_conditions(a: list[dict] | None, b: list[dict] | None) -> bool:
+    def strip(cs):
+        return sorted((c.get("type"), c.get("status"), c.get("reason"), c.get("message"),
+                       c.get("observedGeneration")) for c in cs or [])
+    return strip(a) == strip(b)
+
+
+class ServiceWriter:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api_client)
+
+    def patch_metadata(self, svc: dict, finalizers: list[str], annotations: dict[str, str | None]) -> dict:
+        """Set the finalizer list and our annotations (None deletes one). Returns the new object."""
+        meta = svc["metadata"]
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers,
+                             "annotations": annotations}}
+        out = self.core.api_client.sanitize_for_serialization(self.core.patch_namespaced_service(
+            meta["name"], meta["namespace"], body, _content_type=MERGE, _request_timeout=REQUEST_TIMEOUT))
+        return out
+
+    def patch_status(self, svc: dict, ingress: list[dict], conditions: list[dict]) -> dict:
+        meta = svc["metadata"]
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"]},
+                "status": {"loadBalancer": {"ingress": ingress or None}, "conditions": conditions or None}}
+        return self.core.api_client.sanitize_for_serialization(self.core.patch_namespaced_service_status(
+            meta["name"], meta["namespace"], body, _content_type=MERGE, _request_timeout=REQUEST_TIMEOUT))
+
+
+class PoolWriter:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.custom = client.CustomObjectsApi(api_client)
+
+    def patch_finalizers(self, pool: dict, finalizers: list[str]) -> dict:
+        meta = pool["metadata"]
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers}}
+        return self.custom.patch_cluster_custom_object(
+            names.GROUP, names.VERSION, names.POOLS, meta["name"], body, _content_type=MERGE,
+            _request_timeout=REQUEST_TIMEOUT)
+
+    def patch_status(self, pool: dict, status: dict) -> dict:
+        meta = pool["metadata"]
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
+        return self.custom.patch_cluster_custom_object_status(
+            names.GROUP, names.VERSION, names.POOLS, meta["name"], body, _content_type=MERGE,
+            _request_timeout=REQUEST_TIMEOUT)

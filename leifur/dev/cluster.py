@@ -1,0 +1,233 @@
+"""Test and demo helpers on top of a real control plane: CRDs, pools, Services, waiting,
+and the real leifur-controller run as a separate process."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from leifur import names
+from leifur.dev import runtime
+from leifur.dev.controlplane import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO / "deploy" / "crds"
+T = TypeVar("T")
+
+
+def wait_for(fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> T:
+    """Poll fn until it returns something truthy; its last value or exception explains a timeout."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = fn()
+            if value:
+                return value
+            last = value
+        except (ApiException, AssertionError, KeyError) as e:
+            last = e
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+def install_crds(api_client: client.ApiClient) -> None:
+    """Create (or update) Leifur's CRDs and wait until they are served."""
+    ext = client.ApiextensionsV1Api(api_client)
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        body = yaml.safe_load(path.read_text())
+        try:
+            ext.create_custom_resource_definition(body)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            current = ext.read_custom_resource_definition(body["metadata"]["name"])
+            body["metadata"]["resourceVersion"] = current.metadata.resource_version
+            ext.replace_custom_resource_definition(body["metadata"]["name"], body)
+
+        def established(name=body["metadata"]["name"]) -> bool:
+            conds = ext.read_custom_resource_definition(name).status.conditions or []
+            return any(c.type == "Established" and c.status == "True" for c in conds)
+
+        wait_for(established, 30, what=f"CRD {path.name} established")
+
+
+class Cluster:
+    """Thin conveniences over the API for tests: dicts in, dicts out."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    def _dict(self, obj) -> dict:
+        return self.api_client.sanitize_for_serialization(obj)
+
+    # -- pools ----------------------------------------------------------------------------
+
+    def create_pool(self, name: str, addresses: list[str], **spec) -> dict:
+        body = {"apiVersion": names.API_VERSION, "kind": "IPAddressPool", "metadata": {"name": name},
+                "spec": {"addresses": addresses, **spec}}
+        return self.custom.create_cluster_custom_object(names.GROUP, names.VERSION, names.POOLS, body)
+
+    def pool(self, name: str) -> dict:
+        return self.custom.get_cluster_custom_object(names.GROUP, names.VERSION, names.POOLS, name)
+
+    def patch_pool(self, name: str, spec: dict) -> dict:
+        return self.custom.patch_cluster_custom_object(
+            names.GROUP, names.VERSION, names.POOLS, name, {"spec": spec},
+            _content_type="application/merge-patch+json")
+
+    def delete_pool(self, name: str) -> None:
+        with contextlib.suppress(ApiException):
+            self.custom.delete_cluster_custom_object(names.GROUP, names.VERSION, names.POOLS, name)
+
+    def pool_exists(self, name: str) -> bool:
+        try:
+            self.pool(name)
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    def pool_condition(self, name: str, type_: str) -> dict | None:
+        for c in (self.pool(name).get("status") or {}).get("conditions") or []:
+            if c["type"] == type_:
+                return c
+        return None
+
+    # -- services -------------------------------------------------------------------------
+
+    def create_service(self, namespace: str, name: str, ports: tuple[int, ...] = (80,), protocol: str = "TCP",
+                       annotations: dict | None = None, **spec) -> dict:
+        body = {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "annotations": annotations or {}, "labels": spec.pop("labels", {})},
+            "spec": {"type": "LoadBalancer", "selector": spec.pop("selector", {"app": name}),
+                     "ports": [{"name": f"p{p}", "port": p, "protocol": protocol} for p in ports], **spec},
+        }
+        return self._dict(self.core.create_namespaced_service(namespace, body))
+
+    def service(self, namespace: str, name: str) -> dict:
+        return self._dict(self.core.read_namespaced_service(name, namespace))
+
+    def patch_service(self, namespace: str, name: str, patch: dict) -> dict:
+        return self._dict(self.core.patch_namespaced_service(name, namespace, patch,
+                                                             _content_type="application/merge-patch+json"))
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        with contextlib.suppress(ApiException):
+            self.core.delete_namespaced_service(name, namespace)
+
+    def service_exists(self, namespace: str, name: str) -> bool:
+        try:
+            self.core.read_namespaced_service(name, namespace)
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    def ips(self, namespace: str, name: str) -> list[str]:
+        status = self.service(namespace, name).get("status") or {}
+        return [i["ip"] for i in (status.get("loadBalancer") or {}).get("ingress") or []]
+
+    def service_condition(self, namespace: str, name: str) -> dict | None:
+        for c in (self.service(namespace, name).get("status") or {}).get("conditions") or []:
+            if c["type"] == names.COND_SERVICE_ALLOCATED:
+                return c
+        return None
+
+    def events(self, namespace: str, name: str, kind: str = "Service") -> list[dict]:
+        evs = self.core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={name},involvedObject.kind={kind}")
+        return [self._dict(e) for e in evs.items]
+
+    def has_event(self, namespace: str, name: str, reason: str, kind: str = "Service") -> dict | None:
+        return next((e for e in self.events(namespace, name, kind) if e["reason"] == reason), None)
+
+    def all_lb_ips(self) -> dict[str, list[str]]:
+        """Every Service's ingress IPs, keyed namespace/name."""
+        out = {}
+        for s in self.core.list_service_for_all_namespaces().items:
+            ing = (s.status.load_balancer.ingress or []) if s.status and s.status.load_balancer else []
+            if ing:
+                out[f"{s.metadata.namespace}/{s.metadata.name}"] = [i.ip for i in ing]
+        return out
+
+    def ensure_namespace(self, name: str, labels: dict | None = None) -> None:
+        try:
+            self.core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+
+class ControllerProcess:
+    """The real leifur-controller, run as a child process like in production."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, *extra: str, identity: str = "c1",
+                 lease_namespace: str = "leifur-system") -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self.argv = [
+            sys.executable, "-m", "leifur.controller.main", "--kubeconfig", str(kubeconfig),
+            "--metrics-address", f"127.0.0.1:{self.port}", "--identity", identity,
+            "--lease-namespace", lease_namespace, "--lease-duration", "4", "--renew-deadline", "3",
+            "--retry-period", "0.5", "--log-level", "debug", *extra,
+        ]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> ControllerProcess:
+        self.proc = runtime.spawn(self.argv, self.log_path, persistent=False)
+        return self
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"controller exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                return self.get("/readyz")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(ready, timeout, what="controller /readyz")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.proc is None:
+            return None
+        runtime.stop_child(self.proc, timeout)
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

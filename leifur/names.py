@@ -1,0 +1,28 @@
+"""Names users see: API group, annotations, finalizers, labels, condition types (DESIGN.md)."""
+
+GROUP = "leifur.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+POOLS = "ipaddresspools"
+L2ADVERTISEMENTS = "l2advertisements"
+
+# Service annotations the user writes.
+ANN_ADDRESS_POOL = "leifur.io/address-pool"
+ANN_LOAD_BALANCER_IPS = "leifur.io/load-balancer-ips"
+ANN_ALLOW_SHARED_IP = "leifur.io/allow-shared-ip"
+# ...and the one we write.
+ANN_ALLOCATED_FROM_POOL = "leifur.io/ip-allocated-from-pool"
+
+SERVICE_FINALIZER = "leifur.io/load-balancer"
+POOL_FINALIZER = "leifur.io/pool-protection"
+
+LABEL_EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+# The condition we keep on each Service we own (status.conditions).
+COND_SERVICE_ALLOCATED = "leifur.io/IPAllocated"
+# Conditions on IPAddressPool status.
+COND_POOL_VALID = "Valid"
+COND_POOL_OVERLAPPING = "Overlapping"
+COND_POOL_SERVICES_OUTSIDE = "ServicesOutside"
+
+CONTROLLER_NAME = "leifur-controller"

@@ -1,0 +1,241 @@
+"""leifur-controller against the real API server: allocation, requests, dual stack, sharing,
+pool choice, ownership, pool status and protection, bad input."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from leifur import names
+from leifur.dev.cluster import wait_for
+
+pytestmark = pytest.mark.controlplane
+
+
+def test_service_gets_an_ip_and_releases_it_on_delete(env):
+    env.controller()
+    pool = env.pool("a", ["203.0.113.0/30"])
+    env.svc("web")
+    ip = env.wait_ips("web")[0]
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network("203.0.113.0/30")
+    svc = env.cluster.service(env.ns, "web")
+    assert names.SERVICE_FINALIZER in svc["metadata"]["finalizers"]
+    assert svc["metadata"]["annotations"][names.ANN_ALLOCATED_FROM_POOL] == pool
+    cond = env.wait_condition("web", "True", "Allocated")
+    assert ip in cond["message"]
+    assert wait_for(lambda: env.cluster.has_event(env.ns, "web", "IPAllocated"), what="IPAllocated event")
+
+    # Fill the pool, then free one IP by deleting its Service: the next Service gets exactly it.
+    for i in range(3):
+        env.svc(f"s{i}")
+    held = {name: env.wait_ips(name)[0] for name in ("s0", "s1", "s2")}
+    assert len({ip, *held.values()}) == 4
+    env.svc("late")
+    env.wait_condition("late", "False", "Exhausted")
+    env.cluster.delete_service(env.ns, "s1")
+    wait_for(lambda: not env.cluster.service_exists(env.ns, "s1"), what="s1 finalizer removed")
+    assert env.wait_ips("late") == [held["s1"]]
+
+
+def test_requested_ips_outside_pools_or_taken_are_refused_without_disturbing_others(env):
+    env.controller()
+    env.pool("a", ["203.0.113.16/29"])
+    env.svc("owner", annotations={names.ANN_LOAD_BALANCER_IPS: "203.0.113.20"})
+    assert env.wait_ips("owner") == ["203.0.113.20"]
+
+    env.svc("outside", annotations={names.ANN_LOAD_BALANCER_IPS: "198.51.100.77"})
+    cond = env.wait_condition("outside", "False")
+    assert cond["reason"] == "NotInPool" and "198.51.100.77" in cond["message"]
+    assert env.ips("outside") == []
+    ev = wait_for(lambda: env.cluster.has_event(env.ns, "outside", "AllocationFailed"), what="warning event")
+    assert ev["type"] == "Warning"
+
+    env.svc("thief", loadBalancerIP="203.0.113.20")
+    cond = env.wait_condition("thief", "False", "Taken")
+    assert f"{env.ns}/owner" in cond["message"]
+    assert env.ips("thief") == []
+
+    env.svc("both", loadBalancerIP="203.0.113.21", annotations={names.ANN_LOAD_BALANCER_IPS: "203.0.113.21"})
+    cond = env.wait_condition("both", "False", "InvalidRequest")
+    assert "loadBalancerIP" in cond["message"]
+
+    env.svc("garbage", annotations={names.ANN_LOAD_BALANCER_IPS: "not-an-ip"})
+    env.wait_condition("garbage", "False", "InvalidRequest")
+
+    # Nobody else was disturbed, and a well-formed Service still gets an IP.
+    assert env.ips("owner") == ["203.0.113.20"]
+    env.svc("fine")
+    assert env.wait_ips("fine")[0] != "203.0.113.20"
+
+
+def test_dual_stack_policies(env):
+    env.controller()
+    env.pool("v4", ["203.0.113.32/29"])
+    env.svc("single6", ipFamilies=["IPv6"], ipFamilyPolicy="SingleStack")
+    env.svc("require", ipFamilies=["IPv4", "IPv6"], ipFamilyPolicy="RequireDualStack")
+    env.svc("prefer", ipFamilies=["IPv4", "IPv6"], ipFamilyPolicy="PreferDualStack")
+    env.wait_condition("single6", "False", "FamilyUnavailable")
+    env.wait_condition("require", "False")
+    assert env.ips("require") == []  # both or nothing
+    prefer = env.wait_ips("prefer")
+    assert ipaddress.ip_address(prefer[0]).version == 4
+
+    env.pool("v6", ["2001:db8:33::/120"])
+    assert ipaddress.ip_address(env.wait_ips("single6")[0]).version == 6
+    got = env.wait_ips("require", 2)
+    assert [ipaddress.ip_address(i).version for i in got] == [4, 6]
+    # PreferDualStack keeps its IPv4 address and adds the missing family.
+    later = env.wait_ips("prefer", 2)
+    assert later[0] == prefer[0] and ipaddress.ip_address(later[1]).version == 6
+
+
+def test_sharing_needs_same_key_disjoint_ports_and_compatible_policy(env):
+    env.controller()
+    env.pool("a", ["203.0.113.48/29"])
+    share = {names.ANN_ALLOW_SHARED_IP: "k1"}
+    env.svc("dns-tcp", ports=(53,), protocol="TCP", annotations=share)
+    ip = env.wait_ips("dns-tcp")[0]
+    env.svc("dns-udp", ports=(53,), protocol="UDP", annotations=share, loadBalancerIP=ip)
+    assert env.wait_ips("dns-udp") == [ip]
+    # Same key but the port overlaps: may not share.
+    env.svc("clash", ports=(53,), protocol="UDP", annotations=share, loadBalancerIP=ip)
+    cond = env.wait_condition("clash", "False", "Taken")
+    assert "53/UDP" in cond["message"]
+    # Same key, free port, but Local policy against Cluster: may not share.
+    env.svc("local", ports=(8080,), annotations=share, externalTrafficPolicy="Local", loadBalancerIP=ip)
+    env.wait_condition("local", "False", "Taken")
+    # Without a requested IP, a Service with the same key and free ports joins the shared IP.
+    env.svc("joiner", ports=(443,), annotations=share)
+    assert env.wait_ips("joiner") == [ip]
+    # A different key never shares.
+    env.svc("other", ports=(9999,), annotations={names.ANN_ALLOW_SHARED_IP: "k2"})
+    assert env.wait_ips("other") != [ip]
+
+
+def test_pool_choice_by_annotation_priority_and_selectors(env):
+    env.controller()
+    cluster = env.cluster
+    cluster.core.patch_namespace(env.ns, {"metadata": {"labels": {"team": "blue"}}})
+    env.pool("general", ["203.0.113.64/29"])
+    blue = env.pool("blue", ["203.0.113.72/29"], serviceAllocation={
+        "priority": 10, "namespaceSelectors": [{"matchLabels": {"team": "blue"}}]})
+    gold_selector = {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["gold"]}]}
+    gold = env.pool("gold", ["203.0.113.80/29"], serviceAllocation={"priority": 1, "serviceSelectors": [gold_selector]})
+    manual = env.pool("manual", ["203.0.113.88/29"], autoAssign=False)
+
+    env.svc("plain")
+    env.svc("golden", labels={"tier": "gold"})
+    env.svc("picked", annotations={names.ANN_ADDRESS_POOL: manual})
+    env.svc("missing", annotations={names.ANN_ADDRESS_POOL: "no-such-pool"})
+
+    def pool_of(name):
+        return env.cluster.service(env.ns, name)["metadata"]["annotations"].get(names.ANN_ALLOCATED_FROM_POOL)
+
+    env.wait_ips("plain")
+    assert pool_of("plain") == blue  # the namespace selector matches; it beats unselective pools
+    env.wait_ips("golden")
+    assert pool_of("golden") == gold  # priority 1 beats 10
+    env.wait_ips("picked")
+    assert pool_of("picked") == manual  # autoAssign: false, but named
+    env.wait_condition("missing", "False")
+    assert env.ips("missing") == []
+
+
+def test_services_that_are_not_ours_are_left_alone_and_released_when_they_leave(env):
+    env.controller()
+    env.pool("a", ["203.0.113.96/29"])
+    env.svc("foreign", loadBalancerClass="example.com/other")
+    env.svc("mine")
+    ip = env.wait_ips("mine")[0]
+    env.cluster.patch_service(env.ns, "mine", {"spec": {"type": "ClusterIP"}})
+
+    def released():
+        svc = env.cluster.service(env.ns, "mine")
+        return names.SERVICE_FINALIZER not in (svc["metadata"].get("finalizers") or []) and not env.ips("mine")
+
+    wait_for(released, what="type change releases IP and finalizer")
+    svc = env.cluster.service(env.ns, "mine")
+    assert names.ANN_ALLOCATED_FROM_POOL not in (svc["metadata"].get("annotations") or {})
+    # The released IP is free again.
+    env.svc("next", loadBalancerIP=ip)
+    assert env.wait_ips("next") == [ip]
+    foreign = env.cluster.service(env.ns, "foreign")
+    assert not env.ips("foreign") and not foreign["metadata"].get("finalizers")
+
+
+def test_load_balancer_class_flag_handles_exactly_that_class(env):
+    env.controller("--load-balancer-class", "leifur.io/lb")
+    env.pool("a", ["203.0.113.104/29"])
+    env.svc("classed", loadBalancerClass="leifur.io/lb")
+    env.svc("unclassed")
+    env.wait_ips("classed")
+    assert not env.ips("unclassed")
+    assert not env.cluster.service(env.ns, "unclassed")["metadata"].get("finalizers")
+
+
+def test_pool_status_protection_and_shrinking(env):
+    env.controller()
+    pool = env.pool("a", ["203.0.113.112/29", "2001:db8:70::/64"], avoidBuggyIPs=True)
+    env.svc("one", annotations={names.ANN_LOAD_BALANCER_IPS: "203.0.113.119"})
+    env.wait_ips("one")
+
+    def usage():
+        st = env.cluster.pool(pool).get("status") or {}
+        return st if st.get("ipv4", {}).get("inUse") == 1 else None
+
+    st = wait_for(usage, what="pool status")
+    assert st["ipv4"] == {"total": 8, "inUse": 1, "available": 7}
+    assert st["ipv6"]["total"] == str(2**64) and st["ipv6"]["inUse"] == 0
+    assert env.cluster.pool_condition(pool, "Valid")["status"] == "True"
+    assert names.POOL_FINALIZER in env.cluster.pool(pool)["metadata"]["finalizers"]
+
+    # Shrinking under a live allocation: the Service keeps its IP and the pool says so.
+    env.cluster.patch_pool(pool, {"addresses": ["203.0.113.112/30", "2001:db8:70::/64"]})
+    wait_for(lambda: (c := env.cluster.pool_condition(pool, "ServicesOutside")) and c["status"] == "True"
+             and f"{env.ns}/one" in c["message"], what="ServicesOutside condition")
+    assert env.ips("one") == ["203.0.113.119"]
+
+    # Deleting a pool in use is held until the last Service lets go.
+    env.cluster.patch_pool(pool, {"addresses": ["203.0.113.112/29"]})
+    env.cluster.delete_pool(pool)
+    wait_for(lambda: env.cluster.has_event("default", pool, "DeletionBlocked", kind="IPAddressPool"),
+             what="DeletionBlocked event")
+    assert env.cluster.pool_exists(pool) and env.ips("one") == ["203.0.113.119"]
+    env.cluster.delete_service(env.ns, "one")
+    wait_for(lambda: not env.cluster.pool_exists(pool), what="pool deleted after its last Service")
+
+
+def test_bad_pools_are_reported_and_do_not_disturb_other_services(env):
+    env.controller()
+    good = env.pool("good", ["203.0.113.128/29"])
+    env.svc("steady")
+    ip = env.wait_ips("steady")[0]
+    bad = env.pool("hostbits", ["203.0.113.140/28"])
+    overlap = env.pool("overlap", ["203.0.113.130-203.0.113.131"])
+
+    cond = wait_for(lambda: (c := env.cluster.pool_condition(bad, "Valid")) and c["status"] == "False" and c,
+                    what="Valid=False on the bad pool")
+    assert "203.0.113.128/28" in cond["message"]  # the network it probably meant
+    wait_for(lambda: env.cluster.has_event("default", bad, "InvalidSpec", kind="IPAddressPool"), what="event")
+    for name, other in ((good, overlap), (overlap, good)):
+        c = wait_for(lambda n=name: (c := env.cluster.pool_condition(n, "Overlapping")) and c["status"] == "True"
+                     and c, what=f"Overlapping on {name}")
+        assert other in c["message"]
+    assert env.ips("steady") == [ip]
+    env.svc("after")
+    assert env.wait_ips("after") != [ip]
+
+
+def test_metrics_and_health_endpoints(env):
+    c = env.controller()
+    pool = env.pool("a", ["203.0.113.144/29"])
+    env.svc("web")
+    env.wait_ips("web")
+    assert c.get("/healthz")[0] == 200 and c.get("/readyz")[0] == 200
+    in_use = f'leifur_pool_addresses_in_use{{family="IPv4",pool="{pool}"}} 1.0'
+    body = wait_for(lambda: (b := c.get("/metrics")[1]) and in_use in b and b, what="pool metrics")
+    assert f'leifur_pool_addresses_total{{family="IPv4",pool="{pool}"}} 8.0' in body
+    for metric in ("leifur_pool_addresses_total", "leifur_allocations_total", "leifur_workqueue_depth",
+                   "leifur_reconcile_duration_seconds", "leifur_controller_is_leader 1.0"):
+        assert metric in body, metric

@@ -1,0 +1,125 @@
+"""The controller's pure decisions: reading a Service, and what it holds after a sync."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from leifur import names
+from leifur.controller import decide, service
+from leifur.ipam.allocator import Allocator
+from leifur.ipam.pool import parse_pool
+
+
+def svc(name="web", ns="ns", annotations=None, **spec) -> dict:
+    base = {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}], "ipFamilies": ["IPv4"],
+            "ipFamilyPolicy": "SingleStack"}
+    return {"metadata": {"name": name, "namespace": ns, "annotations": annotations or {}}, "spec": {**base, **spec}}
+
+
+def ip(text: str):
+    return ipaddress.ip_address(text)
+
+
+@pytest.fixture
+def alloc() -> Allocator:
+    return Allocator([parse_pool("v4", {"addresses": ["192.0.2.0/30"]}),
+                      parse_pool("v6", {"addresses": ["2001:db8::/126"]})])
+
+
+def test_ownership_follows_type_and_class():
+    assert service.is_ours(svc(), None)
+    assert not service.is_ours(svc(type="ClusterIP"), None)
+    assert not service.is_ours(svc(loadBalancerClass="x"), None)
+    assert service.is_ours(svc(loadBalancerClass="x"), "x")
+    assert not service.is_ours(svc(), "x")
+    deleting = svc()
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert not service.is_ours(deleting, None)
+
+
+@pytest.mark.parametrize(("s", "fragment"), [
+    (svc(loadBalancerIP="192.0.2.1", annotations={names.ANN_LOAD_BALANCER_IPS: "192.0.2.1"}), "both"),
+    (svc(annotations={names.ANN_LOAD_BALANCER_IPS: "192.0.2.1,192.0.2.2"}), "one IP per family"),
+    (svc(annotations={names.ANN_LOAD_BALANCER_IPS: "nope"}), "'nope' is not an IP"),
+    (svc(annotations={names.ANN_LOAD_BALANCER_IPS: "2001:db8::1"}), "IPv6"),
+    (svc(annotations={names.ANN_ADDRESS_POOL: " "}), "empty"),
+    (svc(ipFamilies=["IPv4", "IPv6"], ipFamilyPolicy="RequireDualStack",
+         annotations={names.ANN_LOAD_BALANCER_IPS: "192.0.2.1"}), "one IP of each family"),
+])
+def test_bad_requests_are_explained(s, fragment):
+    with pytest.raises(service.ServiceSpecError) as e:
+        service.parse(s)
+    assert fragment in str(e.value)
+
+
+def test_parse_reads_families_traits_and_requests():
+    req = service.parse(svc(ipFamilies=["IPv6", "IPv4"], ipFamilyPolicy="PreferDualStack",
+                            externalTrafficPolicy="Local", selector={"app": "web"},
+                            annotations={names.ANN_ALLOW_SHARED_IP: "k", names.ANN_LOAD_BALANCER_IPS: "2001:db8::2"}))
+    assert req.families == (6, 4) and req.required_families == ()
+    assert req.requested == {6: ip("2001:db8::2")}
+    assert req.traits.sharing_key == "k" and req.traits.traffic_policy == "Local"
+    assert req.traits.selector == frozenset({("app", "web")})
+    assert req.traits.ports == frozenset({("TCP", 80)})
+
+
+def test_require_dual_stack_is_all_or_nothing(alloc):
+    alloc.set_pools([alloc.pools["v4"]])  # no IPv6 pool
+    out = decide.allocate(alloc, service.parse(svc(ipFamilies=["IPv4", "IPv6"], ipFamilyPolicy="RequireDualStack")),
+                          {})
+    assert out.ips == [] and not out.ok and out.reason == "FamilyUnavailable"
+    assert alloc.ips_of("ns/web") == []
+
+
+def test_prefer_dual_stack_takes_what_it_can_then_adds_the_rest(alloc):
+    v6 = alloc.pools["v6"]
+    alloc.set_pools([alloc.pools["v4"]])
+    req = service.parse(svc(ipFamilies=["IPv4", "IPv6"], ipFamilyPolicy="PreferDualStack"))
+    first = decide.allocate(alloc, req, {})
+    assert first.ok and first.reason == decide.REASON_PARTIAL and [i.version for i, _ in first.ips] == [4]
+    alloc.set_pools([*alloc.pools.values(), v6])
+    second = decide.allocate(alloc, req, {})
+    assert second.ok and second.reason == decide.REASON_ALLOCATED
+    assert second.ips[0] == first.ips[0] and second.ips[1][0].version == 6
+
+
+def test_a_held_ip_survives_a_failed_change(alloc):
+    req = service.parse(svc())
+    got = decide.allocate(alloc, req, {}).ips[0][0]
+    # The user asks for an IP another Service holds: refused, and the old IP stays.
+    decide.allocate(alloc, service.parse(svc("other", annotations={names.ANN_LOAD_BALANCER_IPS: "192.0.2.3"})), {})
+    out = decide.allocate(alloc, service.parse(svc(annotations={names.ANN_LOAD_BALANCER_IPS: "192.0.2.3"})), {})
+    assert not out.ok and out.reason == "Taken" and out.ips == [(got, "v4")]
+    assert alloc.ips_of("ns/web") == [got]
+
+
+def test_an_ip_outside_every_pool_is_kept_not_renumbered(alloc):
+    req = service.parse(svc(annotations={names.ANN_LOAD_BALANCER_IPS: "192.0.2.3"}))
+    decide.allocate(alloc, req, {})
+    alloc.set_pools([parse_pool("v4", {"addresses": ["192.0.2.0/31"]})])  # shrunk: .3 is outside
+    out = decide.allocate(alloc, req, {})
+    assert out.ok and out.ips == [(ip("192.0.2.3"), None)]
+    assert "outside every pool" in out.message
+    unrequested = service.parse(svc())
+    assert decide.allocate(alloc, unrequested, {}).ips == [(ip("192.0.2.3"), None)]
+
+
+def test_changing_the_pool_annotation_moves_the_service(alloc):
+    alloc.set_pools([*alloc.pools.values(), parse_pool("other", {"addresses": ["198.51.100.0/30"]})])
+    first = decide.allocate(alloc, service.parse(svc(annotations={names.ANN_ADDRESS_POOL: "v4"})), {})
+    assert first.pools == ["v4"]
+    moved = decide.allocate(alloc, service.parse(svc(annotations={names.ANN_ADDRESS_POOL: "other"})), {})
+    assert moved.pools == ["other"] and alloc.usage("v4")[4] == (4, 0)
+
+
+def test_a_port_change_that_breaks_sharing_gives_up_the_shared_ip(alloc):
+    share = {names.ANN_ALLOW_SHARED_IP: "k"}
+    a = decide.allocate(alloc, service.parse(svc("a", annotations=share)), {}).ips[0][0]
+    b = decide.allocate(alloc, service.parse(svc("b", annotations=share, ports=[{"port": 81}])), {}).ips[0][0]
+    assert a == b
+    # b now also wants port 80: it is the one that changed, so it moves.
+    out = decide.allocate(alloc, service.parse(svc("b", annotations=share, ports=[{"port": 80}, {"port": 81}])), {})
+    assert out.ok and out.ips[0][0] != a
+    assert [h.key for h in alloc.holders(a)] == ["ns/a"]
