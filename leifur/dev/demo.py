@@ -12,9 +12,9 @@ import subprocess
 import sys
 import time
 
-from kubernetes import client, config
+from kubernetes import config
 
-from leifur.dev import controlplane, gobuild, netlab
+from leifur.dev import cluster, controlplane, gobuild, netlab
 
 
 def say(msg: str) -> None:
@@ -47,40 +47,53 @@ def _demo(cp: controlplane.ControlPlane, lab: netlab.Lab, kubectl, stay_up: bool
     assert lab.client is not None
     say(f"Built a LAN: switch namespace {lab.bridge_netns}, "
         + ", ".join(f"{n.name} ({n.ip4})" for n in lab.nodes) + f", client ({lab.client.ip4})")
-    lan_kubeconfig = cp.write_kubeconfig(cp.directory / "kubeconfig-lan", server=f"https://{lab.host_ip}:{cp.apiserver_port}")
-
-    api = client.CoreV1Api(config.new_client_from_config(str(cp.kubeconfig)))
-    api.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="demo")))
-    api.create_namespaced_service("demo", client.V1Service(
-        metadata=client.V1ObjectMeta(name="web"),
-        spec=client.V1ServiceSpec(type="LoadBalancer", selector={"app": "web"},
-                                  ports=[client.V1ServicePort(port=80, protocol="TCP")]),
-    ))
-    say("Created Service demo/web of type LoadBalancer")
-
+    lan_kubeconfig = cp.write_kubeconfig(cp.directory / "kubeconfig-lan",
+                                         server=f"https://{lab.host_ip}:{cp.apiserver_port}")
+    api_client = config.new_client_from_config(str(cp.kubeconfig))
+    kube = cluster.Cluster(api_client)
+    cluster.install_crds(api_client)
+    kube.ensure_namespace("leifur-system")
+    kube.ensure_namespace("demo")
     node = lab.nodes[0]
-    say(f"From inside {node.name}'s namespace, over the LAN, asking the API server for it:")
-    cmd = [str(kubectl), "--kubeconfig", str(lan_kubeconfig), "get", "service", "-n", "demo", "web"]
-    show(cmd, lab.run(node.netns, cmd, check=False))
-    say("EXTERNAL-IP is <pending>: bare metal has no cloud load balancer. Leifur will assign one.")
+    get_svc = [str(kubectl), "--kubeconfig", str(lan_kubeconfig), "get", "service", "-n", "demo", "web"]
 
-    cmd = ["ping", "-c", "2", "-W", "1", node.ip4]
-    say(f"The client reaches {node.name} across the switch:")
-    show(cmd, lab.run(lab.client.netns, cmd, check=False))
+    kube.create_service("demo", "web")
+    say("Created Service demo/web of type LoadBalancer. From inside "
+        f"{node.name}'s namespace, over the LAN, asking the API server for it:")
+    show(get_svc, lab.run(node.netns, get_svc, check=False))
+    say("EXTERNAL-IP is <pending>: bare metal has no cloud load balancer.")
 
-    if not stay_up or not sys.stdin.isatty():
-        return 0
+    say("Starting leifur-controller and giving it a pool: 203.0.113.10-203.0.113.19")
+    ctl = cluster.ControllerProcess(cp.kubeconfig, cp.directory / "leifur-controller.log", identity="demo")
+    ctl.start().wait_ready()
+    try:
+        kube.create_pool("demo", ["203.0.113.10-203.0.113.19"])
+        ip = cluster.wait_for(lambda: kube.ips("demo", "web"), 30, what="an IP for demo/web")[0]
+        show(get_svc, lab.run(node.netns, get_svc, check=False))
+        say(f"demo/web got {ip}. Nothing on the LAN answers for it yet: the agent (ARP/NDP) comes next.")
+
+        cmd = ["ping", "-c", "2", "-W", "1", node.ip4]
+        say(f"The client reaches {node.name} across the switch:")
+        show(cmd, lab.run(lab.client.netns, cmd, check=False))
+        if stay_up and sys.stdin.isatty():
+            _stay_up(cp, lab, kubectl)
+    finally:
+        ctl.stop()
+    return 0
+
+
+def _stay_up(cp: controlplane.ControlPlane, lab: netlab.Lab, kubectl) -> None:
+    assert lab.client is not None
     say("The environment stays up for exploring. In another shell:")
     print(f"    export KUBECONFIG={cp.kubeconfig}")
-    print(f"    {kubectl} get services -A")
-    print(f"    ip netns exec {lab.client.netns} ping {node.ip4}")
+    print(f"    {kubectl} get services,ipaddresspools -A")
+    print(f"    ip netns exec {lab.client.netns} ping {lab.nodes[0].ip4}")
     say("Press Ctrl-C to tear everything down.")
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         print()
-    return 0
 
 
 if __name__ == "__main__":
