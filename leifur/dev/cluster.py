@@ -64,6 +64,22 @@ def install_crds(api_client: client.ApiClient) -> None:
         wait_for(established, 30, what=f"CRD {path.name} established")
 
 
+def service_account_kubeconfig(api_client: client.ApiClient, server: str, ca_file: Path, namespace: str,
+                               name: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as a ServiceAccount with a real token (TokenRequest), as a Pod would."""
+    token = client.CoreV1Api(api_client).create_namespaced_service_account_token(
+        name, namespace, {"spec": {"expirationSeconds": 3600}}).status.token
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
 class Cluster:
     """Thin conveniences over the API for tests: dicts in, dicts out."""
 

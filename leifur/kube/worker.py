@@ -12,6 +12,7 @@ Work duration (get to done) is recorded by the queue itself
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -34,6 +35,10 @@ def process_next(queue: RateLimitingQueue, sync: Callable[[str], None], key: str
         if isinstance(e, ApiException) and e.status == 409:
             # A write decided on a cache that was behind: expected, retried once the cache has caught up.
             log.info("%s: %s changed meanwhile (409 Conflict); retrying", name, key)
+        elif isinstance(e, ApiException):
+            # The API server's own words say it all (403 names the missing permission); no traceback.
+            log.error("%s: sync of %s failed (retry %d): %s %s: %s", name, key, queue.num_requeues(key) + 1,
+                      e.status, e.reason, _api_message(e))
         else:
             # The key and the retry number make a failing object findable in the log.
             log.exception("%s: sync of %s failed (retry %d)", name, key, queue.num_requeues(key) + 1)
@@ -44,6 +49,13 @@ def process_next(queue: RateLimitingQueue, sync: Callable[[str], None], key: str
         return True
     finally:
         queue.done(key)
+
+
+def _api_message(e: ApiException) -> str:
+    try:
+        return json.loads(e.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(e.body or "")[:500]
 
 
 def run_worker(queue: RateLimitingQueue, sync: Callable[[str], None], stop: threading.Event,

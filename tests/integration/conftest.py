@@ -33,9 +33,11 @@ class Env:
         self.pools: list[str] = []
         self.controllers: list[ControllerProcess] = []
 
-    def controller(self, *extra: str, identity: str | None = None, start: bool = True) -> ControllerProcess:
+    def controller(self, *extra: str, identity: str | None = None, start: bool = True,
+                   kubeconfig=None) -> ControllerProcess:
         identity = identity or f"c{len(self.controllers) + 1}"
-        c = ControllerProcess(self.cp.kubeconfig, self.tmp / f"controller-{identity}.log", *extra, identity=identity)
+        c = ControllerProcess(kubeconfig or self.cp.kubeconfig, self.tmp / f"controller-{identity}.log", *extra,
+                              identity=identity)
         self.controllers.append(c)
         if start:
             c.start().wait_ready()
