@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from leifur import names
@@ -108,11 +107,8 @@ class ServiceReconciler:
     # -- the sync -----------------------------------------------------------------------
 
     def sync(self, key: str) -> None:
-        started = time.monotonic()
-        try:
+        with metrics.RECONCILE_DURATION.labels("service").time():
             self._sync(key)
-        finally:
-            metrics.RECONCILE_DURATION.labels("service").observe(time.monotonic() - started)
 
     def _release(self, key: str) -> list[IP]:
         with self.state.lock:
@@ -230,11 +226,8 @@ class PoolReconciler:
         self.enqueue_all_services = enqueue_all_services
 
     def sync(self, name: str) -> None:
-        started = time.monotonic()
-        try:
+        with metrics.RECONCILE_DURATION.labels("ipaddresspool").time():
             self._sync(name)
-        finally:
-            metrics.RECONCILE_DURATION.labels("ipaddresspool").observe(time.monotonic() - started)
 
     def _sync(self, name: str) -> None:
         if self.state.refresh_pools(self.pools.list()):

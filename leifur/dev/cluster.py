@@ -43,6 +43,17 @@ def wait_for(fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, 
         time.sleep(interval)
 
 
+def wait_crd_established(api_client: client.ApiClient, name: str, timeout: float = 30.0) -> None:
+    """Wait until the API server serves a CRD (its Established condition is True)."""
+    ext = client.ApiextensionsV1Api(api_client)
+
+    def established() -> bool:
+        conds = ext.read_custom_resource_definition(name).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conds)
+
+    wait_for(established, timeout, what=f"CRD {name} established")
+
+
 def install_crds(api_client: client.ApiClient) -> None:
     """Create (or update) Leifur's CRDs and wait until they are served."""
     ext = client.ApiextensionsV1Api(api_client)
@@ -56,12 +67,7 @@ def install_crds(api_client: client.ApiClient) -> None:
             current = ext.read_custom_resource_definition(body["metadata"]["name"])
             body["metadata"]["resourceVersion"] = current.metadata.resource_version
             ext.replace_custom_resource_definition(body["metadata"]["name"], body)
-
-        def established(name=body["metadata"]["name"]) -> bool:
-            conds = ext.read_custom_resource_definition(name).status.conditions or []
-            return any(c.type == "Established" and c.status == "True" for c in conds)
-
-        wait_for(established, 30, what=f"CRD {path.name} established")
+        wait_crd_established(api_client, body["metadata"]["name"])
 
 
 def service_account_kubeconfig(api_client: client.ApiClient, server: str, ca_file: Path, namespace: str,

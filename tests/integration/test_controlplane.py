@@ -12,6 +12,7 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from leifur.dev import controlplane
+from leifur.dev.cluster import wait_crd_established
 
 pytestmark = pytest.mark.controlplane
 
@@ -71,14 +72,7 @@ def widget_crd(api_client):
         ),
     )
     ext.create_custom_resource_definition(crd)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        conds = ext.read_custom_resource_definition(crd.metadata.name).status.conditions or []
-        if any(c.type == "Established" and c.status == "True" for c in conds):
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("CRD never became Established")
+    wait_crd_established(api_client, crd.metadata.name)
     yield
     ext.delete_custom_resource_definition(crd.metadata.name)
 

@@ -11,6 +11,7 @@ import pytest
 from kubernetes import client
 from prometheus_client import REGISTRY
 
+from leifur.dev.cluster import wait_crd_established
 from leifur.kube.informer import Informer, request
 
 pytestmark = pytest.mark.controlplane
@@ -277,13 +278,6 @@ def gizmo_crd(api_client) -> Iterator[None]:
         ),
     )
     ext.create_custom_resource_definition(crd)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        conds = ext.read_custom_resource_definition(name).status.conditions or []
-        if any(c.type == "Established" and c.status == "True" for c in conds):
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("CRD never became Established")
+    wait_crd_established(api_client, name)
     yield
     ext.delete_custom_resource_definition(name)
