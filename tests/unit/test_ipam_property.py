@@ -3,7 +3,8 @@
 The model is plain dictionaries and full enumeration of tiny pools; the allocator uses sorted integers and
 binary search. Every answer (IP, pool, error reason) must agree, and the invariants must hold throughout:
 no IP held by two incompatible Services (unless update_traits reported that very pair and nothing resolved it
-yet), IPs are inside a pool when given, one IP per family per Service, release frees everything, usage adds up.
+yet), IPs are inside a pool when given (except by adopt(), which records what the cluster already holds), one IP
+per family per Service, release frees everything, usage adds up.
 """
 
 from __future__ import annotations
@@ -89,10 +90,10 @@ class AllocatorMachine(RuleBasedStateMachine):
         return [h for v, kept in self.ips.get(traits.key, {}).items() if v != version
                 for h in self.conflicts(traits, kept)]
 
-    def give(self, traits: ServiceTraits, ip) -> None:
+    def give(self, traits: ServiceTraits, ip, inside: bool = True) -> None:
         self.ips.setdefault(traits.key, {})[ip.version] = ip
         self.traits[traits.key] = traits
-        self.given_at[(traits.key, ip)] = self.epoch
+        self.given_at[(traits.key, ip)] = self.epoch if inside else -1  # adopt() may record an IP outside pools
         # After a successful assign/allocate the Service conflicts with nobody: the invariant checks that.
         self.tolerated = {pair for pair in self.tolerated if traits.key not in pair}
 
@@ -123,6 +124,13 @@ class AllocatorMachine(RuleBasedStateMachine):
         expected = sorted(k for k, ips in self.ips.items()
                           if any(not any(p.contains(ip) for p in pools) for ip in ips.values()))
         assert outside == expected
+
+    @rule(name=st.sampled_from(list(CATALOGUE)))
+    def toggle_avoid_buggy(self, name) -> None:
+        """The operator flips avoidBuggyIPs on one pool: held .0/.255 addresses fall outside it."""
+        config = {n: p.avoid_buggy_ips for n, p in self.pools.items()}
+        config[name] = not config.get(name, True)
+        self.set_pools(config)
 
     @rule(traits=any_traits, ip=st.sampled_from(ALL_IPS), pool=st.none() | st.sampled_from(NAMES))
     def assign(self, traits, ip, pool) -> None:
@@ -162,6 +170,30 @@ class AllocatorMachine(RuleBasedStateMachine):
         if error is None:
             assert result == home and self.pools[home].contains(ip)
             self.give(traits, ip)
+
+    @rule(traits=any_traits, ip=st.sampled_from(ALL_IPS))
+    def adopt(self, traits, ip) -> None:
+        """Rebuilding from status: the IP is recorded even outside every pool, but never against a conflict."""
+        taken = self.conflicts(traits, ip) or self.other_family_conflicts(traits, ip.version)
+        home = next((n for n in sorted(self.pools) if self.pools[n].contains(ip)), None)
+        result = self.outcome(TAKEN if taken else None, partial(self.alloc.adopt, traits, ip))
+        if not taken:
+            assert result == home
+            self.give(traits, ip, inside=home is not None)
+
+    @rule(key=st.sampled_from(KEYS), ip=st.sampled_from(ALL_IPS), data=st.data())
+    def release_ip(self, key, ip, data) -> None:
+        held = sorted(self.ips.get(key, {}).values(), key=lambda a: (a.version, int(a)))
+        if held and data.draw(st.booleans(), label="one it holds"):
+            ip = data.draw(st.sampled_from(held), label="held ip")
+        holds = self.ips.get(key, {}).get(ip.version) == ip
+        assert self.alloc.release_ip(key, ip) is holds
+        if holds:
+            del self.ips[key][ip.version]
+            if not self.ips[key]:
+                del self.ips[key]
+                del self.traits[key]
+                self.tolerated = {pair for pair in self.tolerated if key not in pair}
 
     @rule(traits=any_traits, version=st.sampled_from([4, 6]), stale=st.booleans(), data=st.data())
     def allocate(self, traits, version, stale, data) -> None:
