@@ -12,7 +12,7 @@ from leifur.controller import metrics
 from leifur.controller.reconcile import PoolReconciler, ServiceReconciler, State
 from leifur.controller.writes import PoolWriter, ServiceWriter
 from leifur.kube.events import EventRecorder
-from leifur.kube.informer import Informer
+from leifur.kube.informer import Informer, request
 from leifur.kube.leader import LeaderElector
 from leifur.kube.worker import start_workers
 from leifur.kube.workqueue import RateLimitingQueue
@@ -38,6 +38,7 @@ class Controller:
         self.stop_event = threading.Event()
         self.lost_leadership = threading.Event()
         self._leading = threading.Event()
+        self._leading_failed = threading.Event()
         self._threads: list[threading.Thread] = []
 
         self.services = Informer(api_client, "/api/v1/services", "services")
@@ -47,21 +48,27 @@ class Controller:
         self.pool_queue = RateLimitingQueue(names.POOLS)
         self.recorder = EventRecorder(api_client, names.CONTROLLER_NAME, host=identity)
         self.state = State()
+        self.api_client = api_client
+        self.elector: LeaderElector | None = None
+        may_write = self._may_write
         self.service_reconciler = ServiceReconciler(
-            self.state, self.services, self.namespaces, ServiceWriter(api_client), self.recorder,
+            self.state, self.services, self.namespaces, ServiceWriter(api_client, may_write), self.recorder,
             load_balancer_class, self.pool_queue.add, self.service_queue.add,
         )
         self.pool_reconciler = PoolReconciler(
-            self.state, self.pools, self.services, PoolWriter(api_client), self.recorder, self.enqueue_all_services,
+            self.state, self.pools, self.services, PoolWriter(api_client, may_write), self.recorder,
+            self.enqueue_all_services,
         )
         self._wire_handlers()
-        self.elector = None
         if lease_namespace:
             self.elector = LeaderElector(
                 api_client, lease_namespace, lease_name, identity, lease_duration=lease_duration,
                 renew_deadline=renew_deadline, retry_period=retry_period,
                 on_started_leading=self._start_leading, on_stopped_leading=self._stop_leading,
             )
+
+    def _may_write(self) -> bool:
+        return self.elector is None or self.elector.is_leader()
 
     # -- event handlers: they only enqueue keys -------------------------------------------
 
@@ -76,14 +83,18 @@ class Controller:
 
         self.pools.add_handler(pool_key, lambda _old, new: pool_key(new), pool_key)
 
+        def ns_services(ns: dict) -> None:
+            prefix = ns["metadata"]["name"] + "/"
+            for key in self.services.keys():
+                if key.startswith(prefix):
+                    self.service_queue.add(key)
+
         def ns_update(old: dict, new: dict) -> None:
             if (old["metadata"].get("labels") or {}) != (new["metadata"].get("labels") or {}):
-                ns = new["metadata"]["name"]
-                for key in self.services.keys():
-                    if key.startswith(ns + "/"):
-                        self.service_queue.add(key)
+                ns_services(new)
 
-        self.namespaces.add_handler(on_update=ns_update)
+        # On add too: a Service synced before its Namespace reached the cache saw no labels.
+        self.namespaces.add_handler(on_add=ns_services, on_update=ns_update)
 
     def enqueue_all_services(self) -> None:
         for key in self.services.keys():
@@ -101,7 +112,11 @@ class Controller:
         return self.synced() and (self.elector is None or not self.elector.is_leader() or self._leading.is_set())
 
     def healthy(self) -> bool:
-        return not self.lost_leadership.is_set() and all(t.is_alive() for t in self._threads)
+        if self.lost_leadership.is_set() or not all(t.is_alive() for t in self._threads):
+            return False
+        # Holding the Lease without workers would stall every allocation: report it, get restarted.
+        leading = self.elector is None or self.elector.is_leader()
+        return not (leading and self._leading_failed.is_set())
 
     def start(self) -> None:
         for informer in (self.services, self.namespaces, self.pools):
@@ -112,6 +127,14 @@ class Controller:
             self.elector.start()
 
     def _start_leading(self) -> None:
+        try:
+            self._lead()
+        except Exception:
+            log.exception("%s: could not start leading; exiting to be restarted", self.identity)
+            self._leading_failed.set()
+            self.lost_leadership.set()
+
+    def _lead(self) -> None:
         log.info("%s is the leader: waiting for caches, then rebuilding allocations", self.identity)
         metrics.IS_LEADER.set(1)
         while not self.stop_event.is_set():
@@ -121,7 +144,8 @@ class Controller:
             return
         # Pools first, then every IP already in Services' status, before the first new allocation.
         self.state.refresh_pools(self.pools.list())
-        self.service_reconciler.rebuild()
+        fresh = request(self.api_client, "GET", "/api/v1/services", timeout=30)["items"]
+        self.service_reconciler.rebuild(fresh)
         self.enqueue_all_services()
         self._threads += start_workers(self.service_queue, self.service_reconciler.sync, self.workers,
                                        self.stop_event, "service")
@@ -148,7 +172,9 @@ class Controller:
         for t in self._threads:
             t.join(timeout=20)
         if self.elector is not None:
-            self.elector.stop(release=not self.lost_leadership.is_set())
+            # Hand over at once only if no sync of ours can still write.
+            quiet = not any(t.is_alive() for t in self._threads)
+            self.elector.stop(release=quiet and not self.lost_leadership.is_set())
         for informer in (self.services, self.namespaces, self.pools):
             informer.stop()
         self.recorder.flush(2.0)

@@ -14,6 +14,7 @@ from leifur.controller.service import ServiceRequest
 from leifur.ipam.allocator import AllocationError, Allocator
 from leifur.ipam.pool import IP
 from leifur.ipam.selectors import candidate_pools
+from leifur.ipam.sharing import ServiceTraits
 
 REASON_ALLOCATED = "Allocated"
 REASON_PARTIAL = "PartiallyAllocated"
@@ -43,15 +44,20 @@ def _may_keep(alloc: Allocator, ip: IP, requested_pool: str | None) -> bool:
     return pool is None or pool.contains(ip)
 
 
+def apply_traits(alloc: Allocator, traits: ServiceTraits) -> None:
+    """Record changed ports, policy or sharing key. An IP now shared with an incompatible
+    Service is given up by the one whose user changed it (this one)."""
+    for other in alloc.update_traits(traits):
+        for ip in alloc.ips_of(traits.key):
+            if any(h.key == other for h in alloc.holders(ip)):
+                alloc.release_ip(traits.key, ip)
+
+
 def allocate(alloc: Allocator, req: ServiceRequest, namespace_labels: dict[str, str]) -> Outcome:
     """Bring the allocator in line with what the Service asks for, and say what it got."""
     key = req.key
-    # Ports, policy or sharing key may have changed: an IP now shared with an incompatible
-    # Service is given up by the one whose user changed it (this one).
-    for other in alloc.update_traits(req.traits):
-        for ip in alloc.ips_of(key):
-            if any(h.key == other for h in alloc.holders(ip)):
-                alloc.release_ip(key, ip)
+    apply_traits(alloc, req.traits)
+    snapshot = alloc.ips_of(key)
 
     wanted = tuple(f for f in req.families if not req.requested or f in req.requested)
     for ip in alloc.ips_of(key):
@@ -84,16 +90,19 @@ def allocate(alloc: Allocator, req: ServiceRequest, namespace_labels: dict[str, 
                 got[version] = (still[0], alloc.pool_of(still[0]))
 
     if failures and req.required_families:
+        # Both or nothing for a new Service; one that already had its IPs keeps them.
         for ip in alloc.ips_of(key):
             alloc.release_ip(key, ip)
-        got = {}
+        for ip in snapshot:
+            alloc.adopt(req.traits, ip)
+        got = {ip.version: (ip, alloc.pool_of(ip)) for ip in alloc.ips_of(key)}
     out = Outcome(ips=[got[v] for v in wanted if v in got])
     if failures:
         detail = "; ".join(str(e) for e in failures)
         # PreferDualStack is satisfied by any family; every other policy wants them all.
         out.ok = bool(got) and req.policy == "PreferDualStack"
         out.reason = REASON_PARTIAL if out.ok else failures[0].reason
-        if req.required_families:
+        if req.required_families and not got:
             out.message = f"RequireDualStack needs an IP of every family and none was assigned: {detail}"
         elif got:
             out.message = f"holds {', '.join(str(ip) for ip, _ in out.ips)}; could not do more: {detail}"

@@ -6,6 +6,7 @@ be, write only the difference, and raise on failure so that the work queue retri
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import threading
@@ -16,6 +17,7 @@ from leifur.controller import decide, metrics, service
 from leifur.controller.writes import PoolWriter, ServiceWriter, condition, same_conditions
 from leifur.ipam.allocator import AllocationError, Allocator
 from leifur.ipam.pool import IP, Pool, PoolError, find_overlaps, parse_pool
+from leifur.ipam.sharing import ServiceTraits
 from leifur.kube.events import EventRecorder
 from leifur.kube.informer import Informer
 
@@ -32,6 +34,7 @@ class State:
         self.overlaps: dict[str, list[str]] = {}
         self.outside: list[str] = []  # Services holding an IP that no pool contains
         self.pending: set[str] = set()  # Services not (fully) given what they ask for
+        self.last_valid: dict[str, Pool] = {}  # for a pool edited into something invalid: what it held
 
     def refresh_pools(self, pool_objects: list[dict]) -> bool:
         """Re-read the pool set from the cache. True if what can be allocated from changed."""
@@ -49,6 +52,8 @@ class State:
         with self.lock:
             before = dict(self.allocator.pools)
             self.parsed = parsed
+            self.last_valid = {n: p for n, p in parsed.items() if isinstance(p, Pool)} | {
+                n: p for n, p in self.last_valid.items() if n in parsed and not isinstance(parsed[n], Pool)}
             self.overlaps = find_overlaps(p for p in parsed.values() if isinstance(p, Pool))
             self.outside = self.allocator.set_pools(usable)
             return before != self.allocator.pools
@@ -79,19 +84,23 @@ class ServiceReconciler:
 
     # -- start-up -----------------------------------------------------------------------
 
-    def rebuild(self) -> None:
+    def rebuild(self, services: list[dict]) -> None:
         """Load every IP our Services hold from their status, before any new allocation.
 
-        Oldest Service first: if two claim one IP (a hand edit), the older keeps it and the
-        younger is reconciled like any conflict.
+        `services` comes from a fresh LIST, not the cache: a standby's cache may be behind the
+        last leader's writes, and an IP missed here could be handed out twice. Oldest Service
+        first: if two claim one IP (a hand edit), the older keeps it and the younger is
+        reconciled like any conflict.
         """
-        svcs = sorted(self.services.list(), key=lambda s: (s["metadata"].get("creationTimestamp", ""),
-                                                           service.key_of(s)))
+        svcs = sorted(services, key=lambda s: (s["metadata"].get("creationTimestamp", ""), service.key_of(s)))
         with self.state.lock:
             for svc in svcs:
                 if not self._holds_ours(svc):
                     continue
-                traits = service.traits_of(svc)
+                try:
+                    traits = service.traits_of(svc)
+                except service.ServiceSpecError:
+                    traits = ServiceTraits(service.key_of(svc))  # claims its IPs; its sync reports the problem
                 for ip in service.ingress_ips(svc):
                     try:
                         self.state.allocator.adopt(traits, ip)
@@ -138,10 +147,12 @@ class ServiceReconciler:
         finalizers = list(meta.get("finalizers") or [])
         annotations = meta.get("annotations") or {}
         if meta.get("deletionTimestamp") or not service.is_ours(svc, self.lb_class):
+            # Status first, then the allocator: an IP is free only once no status shows it, so a
+            # restart in between cannot hand it back to this Service after someone else got it.
+            self._let_go(svc, finalizers, annotations)
             released = self._release(key)
             if released:
                 log.info("%s: released %s", key, ", ".join(map(str, released)))
-            self._let_go(svc, finalizers, annotations)
             return
 
         if names.SERVICE_FINALIZER not in finalizers:
@@ -151,28 +162,34 @@ class ServiceReconciler:
         ns = self.namespaces.get(svc["metadata"]["namespace"]) or {}
         ns_labels = (ns.get("metadata") or {}).get("labels") or {}
         before = [str(ip) for ip in service.ingress_ips(svc)]
-        try:
-            req = service.parse(svc)
-        except service.ServiceSpecError as e:
-            # Bad input: say so on the object and keep whatever it already holds.
-            with self.state.lock:
-                alloc = self.state.allocator
+        with self.state.lock:
+            alloc = self.state.allocator
+            held_before = set(alloc.ips_of(key))
+            try:
+                req = service.parse(svc)
+            except service.ServiceSpecError as e:
+                # Bad input: say so on the object and keep what it holds, but with its current
+                # ports and policy, so that it stops sharing where it no longer may.
+                with contextlib.suppress(service.ServiceSpecError):
+                    decide.apply_traits(alloc, service.traits_of(svc))
                 held = [(ip, alloc.pool_of(ip)) for ip in alloc.ips_of(key)]
-            outcome = decide.Outcome(ips=held, ok=False, reason=e.reason, message=str(e))
-        else:
-            with self.state.lock:
-                outcome = decide.allocate(self.state.allocator, req, ns_labels)
+                outcome = decide.Outcome(ips=held, ok=False, reason=e.reason, message=str(e))
+            else:
+                outcome = decide.allocate(alloc, req, ns_labels)
+            freed = held_before - set(alloc.ips_of(key))
+            if outcome.ok and outcome.reason == decide.REASON_ALLOCATED:
+                self.state.pending.discard(key)
+            else:
+                self.state.pending.add(key)
+            waiting = sorted(self.state.pending - {key}) if freed else []
+        for other in waiting:  # this Service let an IP go: someone may be waiting for it
+            self.enqueue_service(other)
         self._write(svc, outcome, before)
 
     def _write(self, svc: dict, outcome: decide.Outcome, before: list[str]) -> None:
         key = service.key_of(svc)
         meta = svc["metadata"]
         after = [str(ip) for ip, _ in outcome.ips]
-        with self.state.lock:
-            if outcome.ok and outcome.reason == decide.REASON_ALLOCATED:
-                self.state.pending.discard(key)
-            else:
-                self.state.pending.add(key)
         current = (meta.get("annotations") or {}).get(names.ANN_ALLOCATED_FROM_POOL)
         origin = set(outcome.pools)
         if current and any(p is None for _, p in outcome.ips):
@@ -241,7 +258,9 @@ class PoolReconciler:
         finalizers = list(meta.get("finalizers") or [])
         parsed = self.state.parsed.get(name)
         if meta.get("deletionTimestamp"):
-            users = self.state.holders_in(parsed) if isinstance(parsed, Pool) else {}
+            # An invalid pool still protects what its last valid version handed out.
+            last = parsed if isinstance(parsed, Pool) else self.state.last_valid.get(name)
+            users = self.state.holders_in(last) if last is not None else {}
             if users:
                 listed = ", ".join(sorted(users)[:10]) + (" …" if len(users) > 10 else "")
                 self.recorder.event(obj, "Warning", "DeletionBlocked",
@@ -254,7 +273,10 @@ class PoolReconciler:
             obj = self.writer.patch_finalizers(obj, [*finalizers, names.POOL_FINALIZER])
         status = self._status(obj, parsed)
         old = obj.get("status") or {}
-        if {k: v for k, v in status.items() if k != "conditions"} != {
+        # A merge patch keeps keys it does not mention: a family the pool no longer has is nulled.
+        for family in ("ipv4", "ipv6"):
+            status.setdefault(family, None)
+        if {k: v for k, v in status.items() if k != "conditions" and v is not None} != {
             k: v for k, v in old.items() if k != "conditions"
         } or not same_conditions(old.get("conditions"), status["conditions"]):
             self._events(obj, old.get("conditions"), status["conditions"])

@@ -51,16 +51,23 @@ def is_ours(svc: dict, load_balancer_class: str | None) -> bool:
 
 
 def traits_of(svc: dict) -> ServiceTraits:
+    """What decides whether the Service may share an IP; ServiceSpecError if unreadable."""
     spec = svc.get("spec") or {}
-    ports = frozenset((p.get("protocol", "TCP"), int(p["port"])) for p in spec.get("ports") or [])
+    try:
+        ports = frozenset((p.get("protocol") or "TCP", int(p["port"])) for p in spec.get("ports") or [])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ServiceSpecError(f"spec.ports is malformed: {spec.get('ports')!r}") from None
+    policy = spec.get("externalTrafficPolicy") or "Cluster"
+    if policy not in ("Cluster", "Local"):
+        raise ServiceSpecError(f"externalTrafficPolicy {policy!r} is neither Cluster nor Local")
     selector = spec.get("selector")
     annotations = svc["metadata"].get("annotations") or {}
     return ServiceTraits(
         key=key_of(svc),
         sharing_key=annotations.get(names.ANN_ALLOW_SHARED_IP) or None,
         ports=ports,
-        traffic_policy=spec.get("externalTrafficPolicy") or "Cluster",
-        selector=frozenset(selector.items()) if selector else None,
+        traffic_policy=policy,
+        selector=frozenset(selector.items()) if isinstance(selector, dict) and selector else None,
     )
 
 
@@ -107,6 +114,8 @@ def parse(svc: dict) -> ServiceRequest:
     meta = svc["metadata"]
     policy = spec.get("ipFamilyPolicy") or "SingleStack"
     families = tuple(_FAMILY[f] for f in spec.get("ipFamilies") or ["IPv4"] if f in _FAMILY)
+    if not families:
+        raise ServiceSpecError(f"ipFamilies {spec.get('ipFamilies')!r} names neither IPv4 nor IPv6")
     if policy == "SingleStack":
         families = families[:1]
     requested = {ip.version: ip for ip in requested_ips(svc)}

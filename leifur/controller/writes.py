@@ -14,7 +14,13 @@ from kubernetes import client
 from leifur import names
 
 MERGE = "application/merge-patch+json"
-REQUEST_TIMEOUT = (5, 15)  # connect, read: bounds every sync's API calls
+# connect, read: bounds every sync's API calls, and keeps a write that started just before the
+# Lease was lost from landing after the next leader took over (lease - renew deadline = 5 s).
+REQUEST_TIMEOUT = (2, 4)
+
+
+class NotLeader(Exception):
+    """A write was refused because this replica no longer holds the leader Lease."""
 
 
 def now() -> str:
@@ -43,12 +49,26 @@ def same_conditions(a: list[dict] | None, b: list[dict] | None) -> bool:
     return strip(a) == strip(b)
 
 
-class ServiceWriter:
-    def __init__(self, api_client: client.ApiClient) -> None:
+class _Guarded:
+    """Every write first asks `may_write` (the leader check), so a sync in flight when the Lease
+    is lost stops at its next write."""
+
+    def __init__(self, may_write) -> None:
+        self._may_write = may_write or (lambda: True)
+
+    def _check(self) -> None:
+        if not self._may_write():
+            raise NotLeader("not the leader: write skipped")
+
+
+class ServiceWriter(_Guarded):
+    def __init__(self, api_client: client.ApiClient, may_write=None) -> None:
+        super().__init__(may_write)
         self.core = client.CoreV1Api(api_client)
 
     def patch_metadata(self, svc: dict, finalizers: list[str], annotations: dict[str, str | None]) -> dict:
         """Set the finalizer list and our annotations (None deletes one). Returns the new object."""
+        self._check()
         meta = svc["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers,
                              "annotations": annotations}}
@@ -57,6 +77,7 @@ class ServiceWriter:
         return out
 
     def patch_status(self, svc: dict, ingress: list[dict], conditions: list[dict]) -> dict:
+        self._check()
         meta = svc["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"]},
                 "status": {"loadBalancer": {"ingress": ingress or None}, "conditions": conditions or None}}
@@ -64,11 +85,13 @@ class ServiceWriter:
             meta["name"], meta["namespace"], body, _content_type=MERGE, _request_timeout=REQUEST_TIMEOUT))
 
 
-class PoolWriter:
-    def __init__(self, api_client: client.ApiClient) -> None:
+class PoolWriter(_Guarded):
+    def __init__(self, api_client: client.ApiClient, may_write=None) -> None:
+        super().__init__(may_write)
         self.custom = client.CustomObjectsApi(api_client)
 
     def patch_finalizers(self, pool: dict, finalizers: list[str]) -> dict:
+        self._check()
         meta = pool["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers}}
         return self.custom.patch_cluster_custom_object(
@@ -76,6 +99,7 @@ class PoolWriter:
             _request_timeout=REQUEST_TIMEOUT)
 
     def patch_status(self, pool: dict, status: dict) -> dict:
+        self._check()
         meta = pool["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
         return self.custom.patch_cluster_custom_object_status(

@@ -239,3 +239,33 @@ def test_metrics_and_health_endpoints(env):
     for metric in ("leifur_pool_addresses_total", "leifur_allocations_total", "leifur_workqueue_depth",
                    "leifur_reconcile_duration_seconds", "leifur_controller_is_leader 1.0"):
         assert metric in body, metric
+
+
+def test_an_ip_freed_by_a_pool_move_goes_to_the_waiting_service(env):
+    env.controller()
+    small = env.pool("small", ["203.0.113.152"])
+    other = env.pool("other", ["203.0.113.153"])
+    env.svc("first", annotations={names.ANN_ADDRESS_POOL: small})
+    assert env.wait_ips("first") == ["203.0.113.152"]
+    env.svc("waiting", annotations={names.ANN_ADDRESS_POOL: small})
+    env.wait_condition("waiting", "False", "Exhausted")
+    env.cluster.patch_service(env.ns, "first", {"metadata": {"annotations": {names.ANN_ADDRESS_POOL: other}}})
+    wait_for(lambda: env.ips("first") == ["203.0.113.153"], what="first moves to the other pool")
+    assert env.wait_ips("waiting") == ["203.0.113.152"]
+
+
+def test_bad_input_on_a_sharing_service_does_not_keep_an_incompatible_share(env):
+    env.controller()
+    env.pool("share", ["203.0.113.154/31"])
+    share = {names.ANN_ALLOW_SHARED_IP: "k"}
+    env.svc("a", ports=(80,), annotations=share)
+    ip = env.wait_ips("a")[0]
+    env.svc("b", ports=(443,), annotations=share)
+    assert env.wait_ips("b") == [ip]
+    # a now overlaps b's port AND carries an invalid request: it must not keep sharing b's IP.
+    env.cluster.patch_service(env.ns, "a", {
+        "spec": {"ports": [{"name": "p443", "port": 443, "protocol": "TCP"}], "loadBalancerIP": ip},
+        "metadata": {"annotations": {names.ANN_LOAD_BALANCER_IPS: ip}}})
+    env.wait_condition("a", "False", "InvalidRequest")
+    wait_for(lambda: env.ips("a") == [], what="a gives up the shared IP")
+    assert env.ips("b") == [ip]

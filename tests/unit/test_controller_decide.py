@@ -123,3 +123,22 @@ def test_a_port_change_that_breaks_sharing_gives_up_the_shared_ip(alloc):
     out = decide.allocate(alloc, service.parse(svc("b", annotations=share, ports=[{"port": 80}, {"port": 81}])), {})
     assert out.ok and out.ips[0][0] != a
     assert [h.key for h in alloc.holders(a)] == ["ns/a"]
+
+
+def test_a_failed_require_dual_stack_change_keeps_what_it_had(alloc):
+    alloc.set_pools([*alloc.pools.values(), parse_pool("v4only", {"addresses": ["198.51.100.0/30"]})])
+    dual = {"ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack"}
+    first = decide.allocate(alloc, service.parse(svc(**dual)), {})
+    assert first.ok and len(first.ips) == 2
+    # Pointed at a pool without IPv6: the change cannot be made, and nothing is lost.
+    out = decide.allocate(alloc, service.parse(svc(annotations={names.ANN_ADDRESS_POOL: "v4only"}, **dual)), {})
+    assert not out.ok and out.reason == "FamilyUnavailable"
+    assert sorted(map(str, alloc.ips_of("ns/web"))) == sorted(str(i) for i, _ in first.ips)
+    assert [i for i, _ in out.ips] == [i for i, _ in first.ips]
+
+
+def test_malformed_services_are_spec_errors_not_crashes():
+    for bad in (svc(ports=[{"protocol": "TCP"}]), svc(ports="80"), svc(externalTrafficPolicy="Global"),
+                svc(ipFamilies=["IPv5"])):
+        with pytest.raises(service.ServiceSpecError):
+            service.parse(bad)
