@@ -51,11 +51,14 @@ def core(api_client) -> client.CoreV1Api:
 
 @pytest.fixture
 def namespace(core) -> Iterator[str]:
-    """A fresh namespace per test. Without a controller-manager it never finishes
-    terminating, so it is only marked for deletion."""
+    """A fresh namespace per test. Without a controller-manager a namespace never finishes
+    terminating and nothing deletes its contents, so its Services are deleted here: a
+    LoadBalancer Service left behind would be picked up by a later test's controller."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
+    for svc in core.list_namespaced_service(name).items:
+        core.delete_namespaced_service(svc.metadata.name, name)
     core.delete_namespace(name)
 
 
