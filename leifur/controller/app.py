@@ -11,8 +11,9 @@ from leifur import names
 from leifur.controller import metrics
 from leifur.controller.reconcile import PoolReconciler, ServiceReconciler, State
 from leifur.controller.writes import PoolWriter, ServiceWriter
+from leifur.kube.client import request
 from leifur.kube.events import EventRecorder
-from leifur.kube.informer import Informer, request
+from leifur.kube.informer import Informer
 from leifur.kube.leader import LeaderElector
 from leifur.kube.worker import start_workers
 from leifur.kube.workqueue import RateLimitingQueue

@@ -1,8 +1,12 @@
-"""Building an API client from a kubeconfig or the in-cluster service account."""
+"""The API client (kubeconfig or in-cluster) and plain-JSON requests through it."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 
 def load_client(kubeconfig: str | None = None) -> client.ApiClient:
@@ -12,3 +16,32 @@ def load_client(kubeconfig: str | None = None) -> client.ApiClient:
     cfg = client.Configuration()
     config.load_incluster_config(client_configuration=cfg)
     return client.ApiClient(cfg)
+
+
+def request(api_client: client.ApiClient, method: str, path: str, *, query: list[tuple[str, Any]] | None = None,
+            body: Any = None, content_type: str = "application/json", timeout: float | tuple[float, float] = 10.0,
+            ) -> dict:
+    """One JSON request through `api_client` (its auth, TLS, proxy); the decoded body, or ApiException.
+
+    `timeout` is total seconds, or (connect, read). Used by the informer, the leader elector and
+    the event recorder so they all talk plain dicts without the typed models.
+    """
+    resp = send(api_client, method, path, query=query, body=body, content_type=content_type, timeout=timeout)
+    data = resp.read()
+    text = data.decode("utf-8", "replace") if data else ""
+    if not 200 <= resp.status <= 299:
+        raise ApiException.from_response(http_resp=resp, body=text, data=None)
+    return json.loads(text) if text else {}
+
+
+def send(api_client: client.ApiClient, method: str, path: str, *, query: list[tuple[str, Any]] | None,
+          body: Any, content_type: str, timeout: float | tuple[float, float]) -> Any:
+    """Start a request and return the raw response (the informer streams watches from it)."""
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    # param_serialize applies the configuration's auth (bearer token, with its refresh hook).
+    method, url, header_params, body, post_params = api_client.param_serialize(
+        method, path, query_params=list(query or []), header_params=headers, body=body,
+        auth_settings=["BearerToken"])
+    return api_client.call_api(method, url, header_params, body, post_params, _request_timeout=timeout)

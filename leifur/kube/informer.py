@@ -42,6 +42,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from leifur.kube import metrics
+from leifur.kube.client import request, send
 
 log = logging.getLogger(__name__)
 
@@ -49,34 +50,6 @@ log = logging.getLogger(__name__)
 _HEALTHY_AFTER = 1.0
 # While the API server stays unreachable, repeat the warning this often (seconds).
 _WARN_EVERY = 60.0
-
-
-def request(api_client: client.ApiClient, method: str, path: str, *, query: list[tuple[str, Any]] | None = None,
-            body: Any = None, content_type: str = "application/json", timeout: float | tuple[float, float] = 10.0,
-            ) -> dict:
-    """One JSON request through `api_client` (its auth, TLS, proxy); the decoded body, or ApiException.
-
-    `timeout` is total seconds, or (connect, read). Used by the informer, the leader elector and
-    the event recorder so they all talk plain dicts without the typed models.
-    """
-    resp = _send(api_client, method, path, query=query, body=body, content_type=content_type, timeout=timeout)
-    data = resp.read()
-    text = data.decode("utf-8", "replace") if data else ""
-    if not 200 <= resp.status <= 299:
-        raise ApiException.from_response(http_resp=resp, body=text, data=None)
-    return json.loads(text) if text else {}
-
-
-def _send(api_client: client.ApiClient, method: str, path: str, *, query: list[tuple[str, Any]] | None,
-          body: Any, content_type: str, timeout: float | tuple[float, float]) -> Any:
-    headers = {"Accept": "application/json"}
-    if body is not None:
-        headers["Content-Type"] = content_type
-    # param_serialize applies the configuration's auth (bearer token, with its refresh hook).
-    method, url, header_params, body, post_params = api_client.param_serialize(
-        method, path, query_params=list(query or []), header_params=headers, body=body,
-        auth_settings=["BearerToken"])
-    return api_client.call_api(method, url, header_params, body, post_params, _request_timeout=timeout)
 
 
 class _Expired(Exception):
@@ -361,7 +334,7 @@ class Informer:
             ("allowWatchBookmarks", "true"), ("timeoutSeconds", timeout_seconds)]
         self.connect_attempts += 1
         # The read timeout only catches a dead connection: the server ends the watch at timeoutSeconds.
-        resp = _send(self.api_client, "GET", self.path, query=query, body=None, content_type="application/json",
+        resp = send(self.api_client, "GET", self.path, query=query, body=None, content_type="application/json",
                      timeout=(self.request_timeout, timeout_seconds + self.request_timeout))
         raw = resp.response
         try:

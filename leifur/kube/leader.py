@@ -39,7 +39,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from leifur.kube import metrics
-from leifur.kube.informer import request
+from leifur.kube.client import request
 
 log = logging.getLogger(__name__)
 

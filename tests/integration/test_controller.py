@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from kubernetes.client.rest import ApiException
 
 from leifur import names
 from leifur.dev.cluster import wait_for
@@ -269,3 +270,15 @@ def test_bad_input_on_a_sharing_service_does_not_keep_an_incompatible_share(env)
     env.wait_condition("a", "False", "InvalidRequest")
     wait_for(lambda: env.ips("a") == [], what="a gives up the shared IP")
     assert env.ips("b") == [ip]
+
+
+def test_the_crd_schema_rejects_what_a_schema_can(cluster):
+    with pytest.raises(ApiException) as e:
+        cluster.create_pool("schema-bad", ["not-an-ip", "192.0.2.1-x"], serviceAllocation={"priority": -1})
+    assert e.value.status == 422
+    for fragment in ("spec.addresses[0]", "spec.addresses[1]", "must be an IP address, a CIDR, or a range",
+                     "spec.serviceAllocation.priority"):
+        assert fragment in e.value.body
+    with pytest.raises(ApiException) as empty:
+        cluster.create_pool("schema-empty", [])
+    assert empty.value.status == 422

@@ -10,8 +10,8 @@ from kubernetes import client
 from prometheus_client import REGISTRY
 
 from leifur.dev.cluster import wait_crd_established
+from leifur.kube.client import request
 from leifur.kube.events import EventRecorder
-from leifur.kube.informer import request
 
 pytestmark = pytest.mark.controlplane
 

@@ -12,7 +12,8 @@ from kubernetes import client
 from prometheus_client import REGISTRY
 
 from leifur.dev.cluster import wait_crd_established
-from leifur.kube.informer import Informer, request
+from leifur.kube.client import request
+from leifur.kube.informer import Informer
 
 pytestmark = pytest.mark.controlplane
 

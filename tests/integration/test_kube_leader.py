@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from leifur.kube.informer import request
+from leifur.kube.client import request
 from leifur.kube.leader import LeaderElector
 
 pytestmark = pytest.mark.controlplane
