@@ -54,6 +54,22 @@ def wait_crd_established(api_client: client.ApiClient, name: str, timeout: float
     wait_for(established, timeout, what=f"CRD {name} established")
 
 
+def create_test_crd(api_client: client.ApiClient, group: str, version: str, plural: str, kind: str,
+                    scope: str = "Cluster") -> str:
+    """A schemaless CRD for tests of generic machinery; returns its name once it is served."""
+    name = f"{plural}.{group}"
+    client.ApiextensionsV1Api(api_client).create_custom_resource_definition({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": name},
+        "spec": {"group": group, "scope": scope,
+                 "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+                 "versions": [{"name": version, "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                     "type": "object", "properties": {"spec": {
+                         "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]},
+    })
+    wait_crd_established(api_client, name)
+    return name
+
+
 def install_crds(api_client: client.ApiClient) -> None:
     """Create (or update) Leifur's CRDs and wait until they are served."""
     ext = client.ApiextensionsV1Api(api_client)

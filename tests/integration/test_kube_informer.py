@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 from prometheus_client import REGISTRY
 
-from leifur.dev.cluster import wait_crd_established
+from leifur.dev.cluster import create_test_crd
 from leifur.kube.client import request
 from leifur.kube.informer import Informer
 
@@ -263,22 +263,6 @@ def test_stop_is_prompt_and_final(api_client, informers):
 
 @pytest.fixture(scope="module")
 def gizmo_crd(api_client) -> Iterator[None]:
-    ext = client.ApiextensionsV1Api(api_client)
-    name = f"{PLURAL}.{GROUP}"
-    crd = client.V1CustomResourceDefinition(
-        metadata=client.V1ObjectMeta(name=name),
-        spec=client.V1CustomResourceDefinitionSpec(
-            group=GROUP, scope="Cluster",
-            names=client.V1CustomResourceDefinitionNames(plural=PLURAL, singular="gizmo", kind=KIND),
-            versions=[client.V1CustomResourceDefinitionVersion(
-                name=VERSION, served=True, storage=True,
-                schema=client.V1CustomResourceValidation(open_apiv3_schema=client.V1JSONSchemaProps(
-                    type="object", properties={"spec": client.V1JSONSchemaProps(
-                        type="object", x_kubernetes_preserve_unknown_fields=True)})),
-            )],
-        ),
-    )
-    ext.create_custom_resource_definition(crd)
-    wait_crd_established(api_client, name)
+    name = create_test_crd(api_client, GROUP, VERSION, PLURAL, KIND)
     yield
-    ext.delete_custom_resource_definition(name)
+    client.ApiextensionsV1Api(api_client).delete_custom_resource_definition(name)
