@@ -145,11 +145,10 @@ class ServiceReconciler:
             return
         meta = svc["metadata"]
         finalizers = list(meta.get("finalizers") or [])
-        annotations = meta.get("annotations") or {}
         if meta.get("deletionTimestamp") or not service.is_ours(svc, self.lb_class):
             # Status first, then the allocator: an IP is free only once no status shows it, so a
             # restart in between cannot hand it back to this Service after someone else got it.
-            self._let_go(svc, finalizers, annotations)
+            self._let_go(svc)
             released = self._release(key)
             if released:
                 log.info("%s: released %s", key, ", ".join(map(str, released)))
@@ -161,7 +160,6 @@ class ServiceReconciler:
 
         ns = self.namespaces.get(svc["metadata"]["namespace"]) or {}
         ns_labels = (ns.get("metadata") or {}).get("labels") or {}
-        before = [str(ip) for ip in service.ingress_ips(svc)]
         with self.state.lock:
             alloc = self.state.allocator
             held_before = set(alloc.ips_of(key))
@@ -184,11 +182,12 @@ class ServiceReconciler:
             waiting = sorted(self.state.pending - {key}) if freed else []
         for other in waiting:  # this Service let an IP go: someone may be waiting for it
             self.enqueue_service(other)
-        self._write(svc, outcome, before)
+        self._write(svc, outcome)
 
-    def _write(self, svc: dict, outcome: decide.Outcome, before: list[str]) -> None:
+    def _write(self, svc: dict, outcome: decide.Outcome) -> None:
         key = service.key_of(svc)
         meta = svc["metadata"]
+        before = [str(ip) for ip in service.ingress_ips(svc)]
         after = [str(ip) for ip, _ in outcome.ips]
         current = (meta.get("annotations") or {}).get(names.ANN_ALLOCATED_FROM_POOL)
         origin = set(outcome.pools)
@@ -217,8 +216,10 @@ class ServiceReconciler:
                 metrics.ALLOCATION_FAILURES.labels(outcome.reason).inc()
         log.debug("%s: %s", key, outcome.message)
 
-    def _let_go(self, svc: dict, finalizers: list[str], annotations: dict) -> None:
+    def _let_go(self, svc: dict) -> None:
         """The Service is being deleted or is no longer ours: clear what we wrote, then the finalizer."""
+        finalizers = svc["metadata"].get("finalizers") or []
+        annotations = svc["metadata"].get("annotations") or {}
         if names.SERVICE_FINALIZER not in finalizers and names.ANN_ALLOCATED_FROM_POOL not in annotations:
             return
         status = svc.get("status") or {}

@@ -72,9 +72,8 @@ class ServiceWriter(_Guarded):
         meta = svc["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers,
                              "annotations": annotations}}
-        out = self.core.api_client.sanitize_for_serialization(self.core.patch_namespaced_service(
+        return self.core.api_client.sanitize_for_serialization(self.core.patch_namespaced_service(
             meta["name"], meta["namespace"], body, _content_type=MERGE, _request_timeout=REQUEST_TIMEOUT))
-        return out
 
     def patch_status(self, svc: dict, ingress: list[dict], conditions: list[dict]) -> dict:
         self._check()
