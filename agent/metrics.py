@@ -1,0 +1,50 @@
+"""The agent's Prometheus metrics (names start with leifur_agent_).
+
+The packet path increments counters through children bound once per interface
+(`for_interface`), so a reply costs one lock, not a label lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Gauge
+
+from leifur.kube.metrics import _metric
+
+REQUESTS = _metric(Counter, "leifur_agent_requests_total",
+                   "ARP requests and Neighbor Solicitations received for IPs this node owns.", ("family", "interface"))
+REPLIES = _metric(Counter, "leifur_agent_replies_total", "ARP replies and Neighbor Advertisements sent in answer.",
+                  ("family", "interface"))
+GRATUITOUS = _metric(Counter, "leifur_agent_gratuitous_total",
+                     "Gratuitous ARP and unsolicited Neighbor Advertisements sent.", ("family", "interface"))
+MALFORMED = _metric(Counter, "leifur_agent_malformed_frames_total",
+                    "Frames that passed the kernel filter but were dropped as malformed.", ("family", "interface"))
+CONFLICTS = _metric(Counter, "leifur_agent_conflicts_total",
+                    "Frames in which another MAC claimed an IP this node announces.", ("family", "interface"))
+ANNOUNCED = _metric(Gauge, "leifur_agent_announced_ips", "IPs this node announces now.", ("family", "mode"))
+OWNERSHIP_CHANGES = _metric(Counter, "leifur_agent_ownership_changes_total",
+                            "IPs this node started (gained) or stopped (lost) announcing.", ("direction",))
+PEERS = _metric(Gauge, "leifur_agent_peers", "Peer agents by state as this node sees them.", ("state",))
+HEARTBEATS = _metric(Counter, "leifur_agent_heartbeats_total", "Liveness datagrams sent and received.",
+                     ("direction",))
+PACKET_ERRORS = _metric(Counter, "leifur_agent_packet_errors_total",
+                        "Exceptions while handling a frame or sending one (the responder drops it and goes on).",
+                        ("family", "interface"))
+
+
+@dataclass(frozen=True)
+class InterfaceCounters:
+    """Counter children of one (family, interface), bound once for the packet path."""
+
+    requests: object
+    replies: object
+    gratuitous: object
+    malformed: object
+    conflicts: object
+
+
+def for_interface(family: str, interface: str) -> InterfaceCounters:
+    """`family` is "ipv4" or "ipv6"."""
+    return InterfaceCounters(*(m.labels(family, interface) for m in (REQUESTS, REPLIES, GRATUITOUS, MALFORMED,
+                                                                      CONFLICTS)))
