@@ -1,0 +1,272 @@
+"""Liveness among agents: UDP heartbeats, node to node, never through the API server.
+
+Every agent sends a small datagram to every peer each `interval` (default 100 ms) and
+considers a peer dead when nothing arrived for `dead_after` (default 500 ms). Nothing is
+written to the API for liveness, so the API load does not grow with the failover speed.
+
+A heartbeat carries:
+- `inc`, the sender's incarnation (its start time in ns): a restarted agent is a new
+  incarnation, and stale datagrams of an older one are ignored;
+- `ready`: the sender has synced its caches and waited out its start-up hold. A node is
+  eligible to announce only once it says ready, so a (re)starting agent never takes IPs
+  away from their owner before it can announce them itself;
+- `leaving`: the sender got SIGTERM. Peers drop it at once instead of waiting for
+  `dead_after`, so the new owner announces within milliseconds.
+
+`Membership` is the pure bookkeeping (tested without sockets); `HeartbeatService` does the I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from agent import metrics
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"LFHB1"
+MAX_DATAGRAM = 512
+DEFAULT_PORT = 7474
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    node: str
+    inc: int
+    seq: int
+    ready: bool = True
+    leaving: bool = False
+
+    def encode(self) -> bytes:
+        body = {"node": self.node, "inc": self.inc, "seq": self.seq, "ready": self.ready, "leaving": self.leaving}
+        return MAGIC + json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode(data: bytes) -> Heartbeat | None:
+    """A heartbeat, or None for anything that is not exactly one (never raises)."""
+    if not data.startswith(MAGIC) or len(data) > MAX_DATAGRAM:
+        return None
+    try:
+        body = json.loads(data[len(MAGIC):])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    node, inc, seq = body.get("node"), body.get("inc"), body.get("seq")
+    ready, leaving = body.get("ready"), body.get("leaving")
+    if not (isinstance(node, str) and 0 < len(node) <= 253 and type(inc) is int and type(seq) is int
+            and type(ready) is bool and type(leaving) is bool):
+        return None
+    return Heartbeat(node, inc, seq, ready, leaving)
+
+
+@dataclass
+class _Peer:
+    inc: int
+    seq: int
+    last: float
+    ready: bool
+    leaving: bool
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a heartbeat or a sweep changed: `eligible` moved, and which peers came back to life."""
+
+    eligible: bool = False
+    revived: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return self.eligible or bool(self.revived)
+
+
+class Membership:
+    """Which peers are alive and ready, from the heartbeats heard. Pure: time is passed in."""
+
+    def __init__(self, me: str, dead_after: float) -> None:
+        self.me = me
+        self.dead_after = dead_after
+        self._peers: dict[str, _Peer] = {}
+        self._eligible: frozenset[str] = frozenset()
+        # Peers seen dead since they were last alive: their return is a partition healing or a
+        # restart, after which the owner re-announces in case the peer had been answering too.
+        self._was_dead: set[str] = set()
+
+    def _alive(self, p: _Peer, now: float) -> bool:
+        return not p.leaving and now - p.last <= self.dead_after
+
+    def eligible(self, now: float) -> frozenset[str]:
+        """Peers (never `me`) that are alive and ready."""
+        return frozenset(n for n, p in self._peers.items() if p.ready and self._alive(p, now))
+
+    def alive(self, now: float) -> frozenset[str]:
+        return frozenset(n for n, p in self._peers.items() if self._alive(p, now))
+
+    def heard(self, hb: Heartbeat, now: float) -> Change:
+        if hb.node == self.me:
+            return Change()
+        p = self._peers.get(hb.node)
+        if p is not None and (hb.inc < p.inc or (hb.inc == p.inc and hb.seq <= p.seq)):
+            return Change()  # a late or duplicated datagram
+        if p is not None and p.inc == hb.inc and p.leaving:
+            return Change()  # a leaving incarnation never comes back
+        revived = frozenset()
+        if p is None or not self._alive(p, now):
+            if hb.node in self._was_dead and not hb.leaving:
+                revived = frozenset({hb.node})
+            self._was_dead.discard(hb.node)
+        self._peers[hb.node] = _Peer(hb.inc, hb.seq, now, hb.ready, hb.leaving)
+        return Change(self._refresh(now), revived)
+
+    def sweep(self, now: float) -> Change:
+        """Expire peers not heard for `dead_after`; call it a few times per `dead_after`."""
+        for node, p in list(self._peers.items()):
+            if not self._alive(p, now):
+                self._was_dead.add(node)
+            if now - p.last > 60 * self.dead_after + 60:
+                del self._peers[node]  # forget long-gone peers (but remember they were dead)
+        return Change(self._refresh(now))
+
+    def _refresh(self, now: float) -> bool:
+        eligible = self.eligible(now)
+        changed = eligible != self._eligible
+        self._eligible = eligible
+        return changed
+
+
+class HeartbeatService:
+    """Sends our heartbeats to the peers' addresses and feeds what it hears into a Membership.
+
+    `on_change(change)` runs on the service's thread whenever the eligible set moves or a peer
+    revives; it must be cheap (the agent only wakes its sync loop).
+    """
+
+    def __init__(self, me: str, *, port: int = DEFAULT_PORT, bind: str = "::", interval: float = 0.1,
+                 dead_after: float = 0.5, on_change: Callable[[Change], None] = lambda _c: None) -> None:
+        self.me = me
+        self.port = port
+        self.interval = interval
+        self.membership = Membership(me, dead_after)
+        self.on_change = on_change
+        self.inc = time.time_ns()
+        self._seq = 0
+        self._ready = False
+        self._leaving = False
+        self._targets: tuple[tuple[str, int], ...] = ()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # one socket for both families
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((bind, port))
+        self._sock.settimeout(min(interval, dead_after / 4))
+        self._threads: list[threading.Thread] = []
+        self._sent = metrics.HEARTBEATS.labels("sent")
+        self._received = metrics.HEARTBEATS.labels("received")
+
+    # -- controls ---------------------------------------------------------------------------
+
+    def set_peers(self, addresses: Iterable[str]) -> None:
+        """The peers' IP addresses (IPv4 or IPv6), from their Node objects."""
+        targets = tuple(sorted({(_v6_mapped(a), self.port) for a in addresses}))
+        with self._lock:
+            self._targets = targets
+
+    def set_ready(self, ready: bool) -> None:
+        with self._lock:
+            changed = self._ready != ready
+            self._ready = ready
+        if changed:
+            self._send_all()  # peers learn at once, not at the next tick
+
+    def eligible(self) -> frozenset[str]:
+        with self._lock:
+            return self.membership.eligible(time.monotonic())
+
+    def peers_alive(self) -> frozenset[str]:
+        with self._lock:
+            return self.membership.alive(time.monotonic())
+
+    def leave(self, copies: int = 3) -> None:
+        """Tell every peer we are going (SIGTERM): several copies, in case one is lost."""
+        with self._lock:
+            self._leaving = True
+        for _ in range(copies):
+            self._send_all()
+            time.sleep(0.002)
+
+    # -- threads ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for fn, name in ((self._send_loop, "heartbeat-send"), (self._receive_loop, "heartbeat-receive")):
+            t = threading.Thread(target=fn, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def alive(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=2)
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+    def _send_all(self) -> None:
+        with self._lock:
+            self._seq += 1
+            data = Heartbeat(self.me, self.inc, self._seq, self._ready, self._leaving).encode()
+            targets = self._targets
+        for target in targets:
+            try:
+                self._sock.sendto(data, target)
+                self._sent.inc()
+            except OSError as e:  # a peer's network unreachable must not stop the others
+                log.debug("heartbeat to %s failed: %s", target[0], e)
+
+    def _send_loop(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            self._send_all()
+            next_at += self.interval
+            delay = next_at - time.monotonic()
+            if delay < 0:  # we were descheduled: do not burst to catch up
+                next_at, delay = time.monotonic(), 0
+            self._stop.wait(delay)
+
+    def _receive_loop(self) -> None:
+        while not self._stop.is_set():
+            hb = None
+            try:
+                data, _addr = self._sock.recvfrom(MAX_DATAGRAM + 1)
+                hb = decode(data)
+            except TimeoutError:
+                pass
+            except OSError:
+                if self._stop.is_set():
+                    return
+                time.sleep(0.01)
+            with self._lock:
+                now = time.monotonic()
+                change = self.membership.heard(hb, now) if hb else Change()
+                sweep = self.membership.sweep(now)
+            if hb:
+                self._received.inc()
+            merged = Change(change.eligible or sweep.eligible, change.revived)
+            if merged:
+                try:
+                    self.on_change(merged)
+                except Exception:
+                    log.exception("heartbeat change handler failed")
+
+
+def _v6_mapped(address: str) -> str:
+    return f"::ffff:{address}" if ":" not in address else address

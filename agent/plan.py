@@ -1,0 +1,151 @@
+"""Who announces every assigned IP, from the cluster's objects and the set of live nodes. Pure.
+
+The agent and `leifurctl explain` call the same function, so what the CLI says is what the
+agents do. For each IP in a Service's status the decision is either an Announcement (which
+node, which interfaces, which mode) or a reason why nobody announces it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from agent.election import Advertisement, Announcement, Node, elect, eligible, parse_advertisement
+from leifur import names
+from leifur.controller.service import ingress_ips, is_ours, key_of
+from leifur.ipam.errors import PoolError
+from leifur.ipam.pool import Pool, parse_pool
+
+# Why an IP is not announced (also shown by leifurctl explain).
+NOT_IN_POOL = "NotInPool"
+NO_ENDPOINTS = "NoReadyEndpoints"
+NO_NODE = "NoEligibleNode"
+NO_ADVERTISEMENT = "NoAdvertisement"
+
+
+@dataclass(frozen=True)
+class Decision:
+    ip: str
+    services: tuple[str, ...]  # namespace/name of every Service holding the IP (more than one when shared)
+    pool: str | None
+    announcement: Announcement | None
+    reason: str = ""  # why there is no announcement
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The objects the decision needs, as the API returns them (dicts)."""
+
+    services: list[dict] = field(default_factory=list)
+    endpoint_slices: list[dict] = field(default_factory=list)
+    nodes: list[dict] = field(default_factory=list)
+    pools: list[dict] = field(default_factory=list)
+    advertisements: list[dict] = field(default_factory=list)
+
+
+def ready_endpoint_nodes(slices: Iterable[dict]) -> dict[str, set[str]]:
+    """Service key -> nodes with at least one ready endpoint ("" for endpoints without a nodeName)."""
+    out: dict[str, set[str]] = {}
+    for s in slices:
+        meta = s.get("metadata") or {}
+        svc = (meta.get("labels") or {}).get("kubernetes.io/service-name")
+        if not svc:
+            continue
+        nodes = out.setdefault(f"{meta.get('namespace')}/{svc}", set())
+        for ep in s.get("endpoints") or []:
+            # The API says a nil "ready" is to be read as ready.
+            if (ep.get("conditions") or {}).get("ready") is False:
+                continue
+            nodes.add(ep.get("nodeName") or "")
+    return out
+
+
+def parse_pools(objs: Iterable[dict]) -> list[Pool]:
+    """Every pool that parses; a broken pool is the controller's to report, not ours."""
+    pools = []
+    for obj in objs:
+        try:
+            pools.append(parse_pool(obj["metadata"]["name"], obj.get("spec") or {}))
+        except (PoolError, KeyError, TypeError, ValueError):
+            continue
+    return pools
+
+
+def node_of(obj: dict, live: frozenset[str]) -> Node:
+    meta = obj.get("metadata") or {}
+    return Node(meta["name"], dict(meta.get("labels") or {}), alive=meta["name"] in live)
+
+
+def decide(cluster: Cluster, live: Iterable[str], load_balancer_class: str | None = None) -> dict[str, Decision]:
+    """IP -> Decision for every IP in the status of a LoadBalancer Service of ours.
+
+    `live` is the set of nodes whose agent is alive and ready (this node included if it is).
+    """
+    live = frozenset(live)
+    pools = parse_pools(cluster.pools)
+    pool_labels = {o["metadata"]["name"]: (o["metadata"].get("labels") or {}) for o in cluster.pools}
+    ads = [parse_advertisement(a) for a in cluster.advertisements]
+    nodes = [node_of(n, live) for n in cluster.nodes]
+    ready = ready_endpoint_nodes(cluster.endpoint_slices)
+
+    holders: dict[str, list[dict]] = {}
+    for svc in cluster.services:
+        if not is_ours(svc, load_balancer_class):
+            continue
+        for ip in ingress_ips(svc):
+            holders.setdefault(str(ip), []).append(svc)
+
+    return {ip: _decide_ip(ip, svcs, pools, pool_labels, ads, nodes, ready) for ip, svcs in sorted(holders.items())}
+
+
+def _pool_of(ip: str, svcs: list[dict], pools: list[Pool]) -> Pool | None:
+    addr = ipaddress.ip_address(ip)
+    named = {(s["metadata"].get("annotations") or {}).get(names.ANN_ALLOCATED_FROM_POOL) for s in svcs}
+    containing = [p for p in pools if p.contains(addr)]
+    # The pool the controller wrote wins when it contains the IP; otherwise any pool that does.
+    for p in containing:
+        if p.name in named:
+            return p
+    return containing[0] if containing else None
+
+
+def _decide_ip(ip: str, svcs: list[dict], pools: list[Pool], pool_labels: Mapping[str, Mapping[str, str]],
+               ads: list[Advertisement], nodes: list[Node], ready: dict[str, set[str]]) -> Decision:
+    keys = tuple(sorted(key_of(s) for s in svcs))
+    pool = _pool_of(ip, svcs, pools)
+    if pool is None:
+        return Decision(ip, keys, None, None, NOT_IN_POOL, f"{ip} is in no IPAddressPool; it is not announced")
+    labels = pool_labels.get(pool.name, {})
+    if not any(a.selects_pool(pool.name, labels) for a in ads):
+        return Decision(ip, keys, pool.name, None, NO_ADVERTISEMENT,
+                        f"no L2Advertisement selects pool {pool.name}")
+    # Every Service on the IP must be reachable through the chosen node: intersect their demands.
+    allowed: set[str] | None = None
+    for svc in svcs:
+        key = key_of(svc)
+        with_endpoints = ready.get(key, set())
+        if not with_endpoints:
+            return Decision(ip, keys, pool.name, None, NO_ENDPOINTS, f"{key} has no ready endpoint")
+        if (svc.get("spec") or {}).get("externalTrafficPolicy") == "Local":
+            allowed = with_endpoints if allowed is None else allowed & with_endpoints
+    candidates = [n for n in nodes if allowed is None or n.name in allowed]
+    announcement = elect(ip, candidates, pool.name, labels, ads)
+    if announcement is None:
+        return Decision(ip, keys, pool.name, None, NO_NODE, _no_node_message(ip, nodes, allowed, pool, labels, ads))
+    return Decision(ip, keys, pool.name, announcement)
+
+
+def _no_node_message(ip: str, nodes: list[Node], allowed: set[str] | None, pool: Pool,
+                     labels: Mapping[str, str], ads: list[Advertisement]) -> str:
+    if not nodes:
+        return "no Node objects"
+    if allowed is not None and not any(n.name in allowed for n in nodes):
+        return f"externalTrafficPolicy Local: no node with a ready endpoint ({', '.join(sorted(allowed))}) exists"
+    selectable = eligible([Node(n.name, n.labels) for n in nodes if allowed is None or n.name in allowed],
+                          pool.name, labels, ads)
+    if not selectable:
+        return (f"no node is selected by an L2Advertisement of pool {pool.name} "
+                f"(nodeSelectors, or the {names.LABEL_EXCLUDE_LB} label)")
+    return f"no eligible node has a live agent (eligible: {', '.join(sorted(selectable))})"

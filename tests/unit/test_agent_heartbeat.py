@@ -1,0 +1,74 @@
+"""Liveness bookkeeping among agents: who is alive and ready, from heartbeats. No sockets."""
+
+from __future__ import annotations
+
+from agent.heartbeat import Heartbeat, Membership, decode
+
+
+def hb(node: str, seq: int, inc: int = 1, ready: bool = True, leaving: bool = False) -> Heartbeat:
+    return Heartbeat(node, inc, seq, ready, leaving)
+
+
+def test_a_peer_is_eligible_while_heard_and_dead_after_silence():
+    m = Membership("me", dead_after=0.5)
+    assert m.heard(hb("a", 1), now=0.0).eligible
+    assert m.eligible(0.4) == {"a"}
+    assert not m.sweep(0.45)
+    change = m.sweep(0.51)
+    assert change.eligible and m.eligible(0.51) == frozenset()
+
+
+def test_a_peer_that_is_not_ready_is_alive_but_not_eligible():
+    m = Membership("me", dead_after=0.5)
+    assert not m.heard(hb("a", 1, ready=False), 0.0)
+    assert m.alive(0.1) == {"a"} and m.eligible(0.1) == frozenset()
+    assert m.heard(hb("a", 2, ready=True), 0.1).eligible
+    assert m.eligible(0.1) == {"a"}
+
+
+def test_leaving_drops_a_peer_at_once_and_its_incarnation_never_returns():
+    m = Membership("me", dead_after=0.5)
+    m.heard(hb("a", 1), 0.0)
+    assert m.heard(hb("a", 2, leaving=True), 0.1).eligible
+    assert m.eligible(0.1) == frozenset()
+    # A datagram of the same incarnation that was in flight does not bring it back.
+    assert not m.heard(hb("a", 3), 0.11)
+    assert m.eligible(0.11) == frozenset()
+    # A restarted agent (new incarnation) is a new member.
+    assert m.heard(hb("a", 1, inc=2), 0.2).eligible
+    assert m.eligible(0.2) == {"a"}
+
+
+def test_stale_and_duplicate_datagrams_change_nothing():
+    m = Membership("me", dead_after=0.5)
+    m.heard(hb("a", 5, inc=2), 0.0)
+    assert not m.heard(hb("a", 5, inc=2, ready=False), 0.1)  # duplicate
+    assert not m.heard(hb("a", 9, inc=1, ready=False), 0.1)  # older incarnation
+    assert m.eligible(0.1) == {"a"}
+
+
+def test_own_heartbeats_are_ignored():
+    m = Membership("me", dead_after=0.5)
+    assert not m.heard(hb("me", 1), 0.0)
+    assert m.alive(0.0) == frozenset()
+
+
+def test_a_peer_returning_from_the_dead_is_reported_as_revived():
+    m = Membership("me", dead_after=0.5)
+    m.heard(hb("a", 1), 0.0)
+    m.sweep(1.0)  # partition: a is dead
+    change = m.heard(hb("a", 2), 2.0)  # healed
+    assert change.revived == {"a"} and change.eligible
+    # A first sighting is not a revival (nobody could have been answering for us).
+    assert m.heard(hb("b", 1), 2.0).revived == frozenset()
+
+
+def test_decode_accepts_only_well_formed_heartbeats():
+    good = hb("node-1", 7, inc=123, ready=False).encode()
+    assert decode(good) == hb("node-1", 7, inc=123, ready=False)
+    for bad in [b"", b"LFHB1", b"LFHB1{", b"LFHB1[]", b"XXXXX{}", good[:-1], good + b" " * 600,
+                b'LFHB1{"node":"a","inc":"1","seq":1,"ready":true,"leaving":false}',
+                b'LFHB1{"node":"","inc":1,"seq":1,"ready":true,"leaving":false}',
+                b'LFHB1{"node":"a","inc":1,"seq":1,"ready":1,"leaving":false}',
+                b"LFHB1\xff\xfe"]:
+        assert decode(bad) is None, bad

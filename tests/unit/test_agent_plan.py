@@ -1,0 +1,129 @@
+"""What every agent decides about every assigned IP, from the cluster's objects. Pure."""
+
+from __future__ import annotations
+
+from agent import plan
+from agent.election import owner
+from leifur import names
+
+
+def svc(name: str, ips: list[str], policy: str = "Cluster", ns: str = "default", **meta) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, **meta},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": policy, "ports": [{"port": 80}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips]}},
+    }
+
+
+def slice_(svc_name: str, nodes: list[str], ready: bool | None = True, ns: str = "default") -> dict:
+    cond = {} if ready is None else {"ready": ready}
+    return {"metadata": {"name": f"{svc_name}-x", "namespace": ns,
+                         "labels": {"kubernetes.io/service-name": svc_name}},
+            "endpoints": [{"addresses": ["198.51.100.7"], "nodeName": n, "conditions": cond} for n in nodes]}
+
+
+def node(name: str, **labels: str) -> dict:
+    return {"metadata": {"name": name, "labels": labels}}
+
+
+POOL = {"metadata": {"name": "lan", "labels": {"tier": "a"}}, "spec": {"addresses": ["192.0.2.40-192.0.2.49",
+                                                                                      "2001:db8::40/124"]}}
+AD = {"metadata": {"name": "all"}, "spec": {"interfaces": ["eth0"]}}
+NODES = [node("n1"), node("n2"), node("n3")]
+LIVE = {"n1", "n2", "n3"}
+
+
+def cluster(services, slices=None, nodes=NODES, pools=(POOL,), ads=(AD,)) -> plan.Cluster:
+    if slices is None:
+        slices = [slice_(s["metadata"]["name"], ["n1"]) for s in services]
+    return plan.Cluster(list(services), list(slices), list(nodes), list(pools), list(ads))
+
+
+def test_each_ip_gets_the_rendezvous_owner_among_live_nodes():
+    ips = [f"192.0.2.{i}" for i in range(40, 50)]
+    c = cluster([svc(f"s{i}", [ip]) for i, ip in enumerate(ips)])
+    out = plan.decide(c, LIVE)
+    assert sorted(out) == sorted(ips)
+    for ip in ips:
+        a = out[ip].announcement
+        assert a is not None and a.node == owner(LIVE, ip) and a.interfaces == ("eth0",) and a.mode == "Responder"
+    # A dead node's IPs move; nothing else does.
+    after = plan.decide(c, LIVE - {"n2"})
+    for ip in ips:
+        was = out[ip].announcement.node
+        assert after[ip].announcement.node == (was if was != "n2" else owner(LIVE - {"n2"}, ip))
+
+
+def test_no_ready_endpoint_means_no_announcement():
+    s = svc("web", ["192.0.2.40"])
+    for slices in ([], [slice_("web", ["n1"], ready=False)], [slice_("other", ["n1"])]):
+        d = plan.decide(cluster([s], slices), LIVE)["192.0.2.40"]
+        assert d.announcement is None and d.reason == plan.NO_ENDPOINTS
+    # A nil ready condition means ready (API semantics).
+    d = plan.decide(cluster([s], [slice_("web", ["n1"], ready=None)]), LIVE)["192.0.2.40"]
+    assert d.announcement is not None
+
+
+def test_local_policy_announces_only_from_nodes_with_a_ready_endpoint():
+    s = svc("web", ["192.0.2.41"], policy="Local")
+    for ready_on in (["n1"], ["n2"], ["n3"], ["n2", "n3"]):
+        d = plan.decide(cluster([s], [slice_("web", ready_on)]), LIVE)["192.0.2.41"]
+        assert d.announcement.node == owner(ready_on, "192.0.2.41")
+    d = plan.decide(cluster([s], [slice_("web", ["n3"])]), LIVE - {"n3"})["192.0.2.41"]
+    assert d.announcement is None and d.reason == plan.NO_NODE
+
+
+def test_a_shared_ip_goes_to_a_node_that_serves_every_service_on_it():
+    a = svc("a", ["192.0.2.42"], policy="Local")
+    b = svc("b", ["192.0.2.42"], policy="Local")
+    d = plan.decide(cluster([a, b], [slice_("a", ["n1", "n2"]), slice_("b", ["n2", "n3"])]), LIVE)["192.0.2.42"]
+    assert d.services == ("default/a", "default/b") and d.announcement.node == "n2"
+
+
+def test_exclusion_label_and_node_selectors_are_honoured():
+    nodes = [node("n1", **{names.LABEL_EXCLUDE_LB: ""}), node("n2", rack="r1"), node("n3", rack="r2")]
+    ad = {"metadata": {"name": "r2"}, "spec": {"nodeSelectors": [{"matchLabels": {"rack": "r2"}}]}}
+    for i in range(40, 50):
+        ip = f"192.0.2.{i}"
+        d = plan.decide(cluster([svc("s", [ip])], nodes=nodes, ads=[ad]), LIVE)[ip]
+        assert d.announcement.node == "n3"
+    d = plan.decide(cluster([svc("s", ["192.0.2.40"])], nodes=nodes, ads=[ad]), LIVE - {"n3"})["192.0.2.40"]
+    assert d.announcement is None and d.reason == plan.NO_NODE and "live agent" in d.message
+
+
+def test_ips_outside_every_pool_are_never_announced():
+    d = plan.decide(cluster([svc("s", ["203.0.113.5"])]), LIVE)["203.0.113.5"]
+    assert d.announcement is None and d.reason == plan.NOT_IN_POOL
+
+
+def test_a_pool_no_advertisement_selects_is_not_announced():
+    ad = {"metadata": {"name": "other"}, "spec": {"ipAddressPools": ["elsewhere"]}}
+    d = plan.decide(cluster([svc("s", ["192.0.2.40"])], ads=[ad]), LIVE)["192.0.2.40"]
+    assert d.reason == plan.NO_ADVERTISEMENT
+    sel = {"metadata": {"name": "sel"}, "spec": {"ipAddressPoolSelectors": [{"matchLabels": {"tier": "a"}}]}}
+    assert plan.decide(cluster([svc("s", ["192.0.2.40"])], ads=[sel]), LIVE)["192.0.2.40"].announcement
+
+
+def test_services_not_ours_or_being_deleted_are_ignored():
+    other_class = svc("c", ["192.0.2.43"])
+    other_class["spec"]["loadBalancerClass"] = "example.com/other"
+    deleting = svc("d", ["192.0.2.44"], deletionTimestamp="2026-01-01T00:00:00Z")
+    cluster_ip = svc("e", ["192.0.2.45"])
+    cluster_ip["spec"]["type"] = "ClusterIP"
+    assert plan.decide(cluster([other_class, deleting, cluster_ip]), LIVE) == {}
+    assert "192.0.2.43" in plan.decide(cluster([other_class]), LIVE, "example.com/other")
+
+
+def test_ipv6_and_netlink_mode():
+    ad = {"metadata": {"name": "k"}, "spec": {"mode": "Netlink"}}
+    d = plan.decide(cluster([svc("s", ["2001:db8::41"])], ads=[ad]), LIVE)["2001:db8::41"]
+    assert d.announcement.mode == "Netlink" and d.announcement.interfaces == () and d.pool == "lan"
+
+
+def test_broken_objects_do_not_stop_the_others():
+    broken_pool = {"metadata": {"name": "bad"}, "spec": {"addresses": ["not-an-ip"]}}
+    odd = svc("odd", ["192.0.2.46"])
+    odd["status"]["loadBalancer"]["ingress"] = [{"ip": "garbage"}, {"hostname": "x"}, {"ip": "192.0.2.46"}]
+    out = plan.decide(cluster([odd], pools=[broken_pool, POOL]), LIVE)
+    assert list(out) == ["192.0.2.46"] and out["192.0.2.46"].announcement is not None
