@@ -5,6 +5,7 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 POOLS = "ipaddresspools"
 L2ADVERTISEMENTS = "l2advertisements"
+L2NODESTATUSES = "l2nodestatuses"
 
 # Service annotations the user writes.
 ANN_ADDRESS_POOL = "leifur.io/address-pool"
@@ -26,3 +27,7 @@ COND_POOL_OVERLAPPING = "Overlapping"
 COND_POOL_SERVICES_OUTSIDE = "ServicesOutside"
 
 CONTROLLER_NAME = "leifur-controller"
+AGENT_NAME = "leifur-agent"
+# Events the agent records on Services.
+REASON_NODE_ASSIGNED = "NodeAssigned"
+REASON_NOT_ANNOUNCED = "NotAnnounced"

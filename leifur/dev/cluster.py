@@ -87,10 +87,18 @@ def install_crds(api_client: client.ApiClient) -> None:
 
 
 def service_account_kubeconfig(api_client: client.ApiClient, server: str, ca_file: Path, namespace: str,
-                               name: str, path: Path) -> Path:
-    """A kubeconfig that authenticates as a ServiceAccount with a real token (TokenRequest), as a Pod would."""
+                               name: str, path: Path, bound_pod: str | None = None) -> Path:
+    """A kubeconfig that authenticates as a ServiceAccount with a real token (TokenRequest), as a Pod would.
+
+    With `bound_pod` (a Pod's name in `namespace`) the token is bound to that Pod, and so carries
+    its node's name, exactly like the projected token of a DaemonSet Pod.
+    """
+    spec: dict = {"expirationSeconds": 3600}
+    if bound_pod:
+        pod = client.CoreV1Api(api_client).read_namespaced_pod(bound_pod, namespace)
+        spec["boundObjectRef"] = {"apiVersion": "v1", "kind": "Pod", "name": bound_pod, "uid": pod.metadata.uid}
     token = client.CoreV1Api(api_client).create_namespaced_service_account_token(
-        name, namespace, {"spec": {"expirationSeconds": 3600}}).status.token
+        name, namespace, {"spec": spec}).status.token
     config = {
         "apiVersion": "v1", "kind": "Config", "current-context": "sa",
         "clusters": [{"name": "c", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],

@@ -1,0 +1,128 @@
+"""The agent's one API write: its node's L2NodeStatus (which IPs it announces, where, how).
+
+Written only when what this node announces changes, never periodically, so an idle cluster
+costs the API server no writes at all. The writer runs on its own thread: an unreachable API
+server delays the record, never the announcements. Writes are server-side apply (one request
+creates or updates), at most one per `min_interval`, and a failed write is retried with backoff
+until it lands or a newer state replaces it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from kubernetes import client
+
+from leifur import names
+from leifur.kube.client import request
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Record:
+    ip: str
+    services: tuple[str, ...]
+    pool: str | None
+    interfaces: tuple[str, ...]
+    mode: str
+    since: str
+
+    def as_dict(self) -> dict:
+        out = {"ip": self.ip, "services": list(self.services), "interfaces": list(self.interfaces),
+               "mode": self.mode, "since": self.since}
+        if self.pool:
+            out["pool"] = self.pool
+        return out
+
+
+def status_body(node: str, node_uid: str | None, records: Sequence[Record]) -> dict:
+    """The whole L2NodeStatus object for a server-side apply."""
+    meta: dict = {"name": node}
+    if node_uid:
+        # Garbage collection removes the record with its Node.
+        meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid}]
+    ordered = sorted(records, key=lambda r: r.ip)
+    return {
+        "apiVersion": names.API_VERSION, "kind": "L2NodeStatus", "metadata": meta,
+        "status": {"count": len(ordered), "ips": ",".join(r.ip for r in ordered),
+                   "announcements": [r.as_dict() for r in ordered]},
+    }
+
+
+class RecordWriter:
+    """Keeps `l2nodestatuses/<node>` equal to the latest `set(records)`, asynchronously."""
+
+    def __init__(self, api_client: client.ApiClient, node: str, node_uid: Callable[[], str | None], *,
+                 min_interval: float = 1.0, request_timeout: tuple[float, float] = (2, 5)) -> None:
+        self.api_client = api_client
+        self.node = node
+        self.node_uid = node_uid
+        self.min_interval = min_interval
+        self.request_timeout = request_timeout
+        self.writes = 0  # successful writes, for tests and the benchmark
+        self._cond = threading.Condition()
+        self._wanted: tuple[Record, ...] | None = None
+        self._written: tuple[Record, ...] | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="l2nodestatus", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def set(self, records: Sequence[Record]) -> None:
+        with self._cond:
+            self._wanted = tuple(sorted(records, key=lambda r: r.ip))
+            self._cond.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the latest state is written; False if it was not within `timeout`."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._wanted == self._written, timeout)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        backoff = 0.5
+        last = 0.0
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stop or self._wanted != self._written)
+                if self._stop:
+                    return
+            # Batch a flurry of changes (a failover moves many IPs at once) into one write.
+            wait = last + self.min_interval - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            with self._cond:
+                wanted = self._wanted
+            last = time.monotonic()
+            try:
+                self._write(wanted or ())
+            except Exception as e:
+                log.warning("could not write L2NodeStatus %s (retrying in %.1fs): %s", self.node, backoff,
+                            str(e).splitlines()[0][:300])
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stop, backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 0.5
+            with self._cond:
+                self._written = wanted
+                self._cond.notify_all()
+
+    def _write(self, records: Sequence[Record]) -> None:
+        body = status_body(self.node, self.node_uid(), records)
+        request(self.api_client, "PATCH", f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}/{self.node}",
+                query=[("fieldManager", names.AGENT_NAME), ("force", "true")],
+                body=json.dumps(body), content_type="application/apply-patch+yaml", timeout=self.request_timeout)
+        self.writes += 1

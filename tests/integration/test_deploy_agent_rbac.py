@@ -1,0 +1,106 @@
+"""The agent's identity from deploy/: a ServiceAccount whose Pod-bound token may write the
+L2NodeStatus of its own node and nothing of any other node, and is denied what it does not need.
+(That the agent does its whole job with exactly this RBAC is shown by every test in
+tests/netns/test_agent.py: the Stack runs each agent with such a token.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from leifur import names
+from leifur.dev import gobuild
+from leifur.dev.cluster import REPO, service_account_kubeconfig, wait_for
+from leifur.kube.client import request
+
+pytestmark = pytest.mark.controlplane
+
+
+@pytest.fixture(scope="module")
+def agent_identity(control_plane, api_client, cluster):
+    kubectl = str(gobuild.ensure_built("kubectl"))
+    res = subprocess.run([kubectl, "--kubeconfig", str(control_plane.kubeconfig), "apply", "--server-side",
+                          "-k", str(REPO / "deploy")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    core = client.CoreV1Api(api_client)
+    suffix = uuid.uuid4().hex[:6]
+    nodes = [f"rbac-{suffix}-a", f"rbac-{suffix}-b"]
+    for n in nodes:
+        core.create_node({"metadata": {"name": n}})
+        core.create_namespaced_pod("leifur-system", {
+            "metadata": {"name": f"agent-{n}"},
+            "spec": {"nodeName": n, "serviceAccountName": names.AGENT_NAME,
+                     "containers": [{"name": "agent", "image": "leifur:dev"}]}})
+    yield nodes
+    for n in nodes:
+        core.delete_namespaced_pod(f"agent-{n}", "leifur-system", grace_period_seconds=0)
+        core.delete_node(n)
+
+
+def as_agent_on(control_plane, api_client, node: str, path) -> client.ApiClient:
+    kubeconfig = service_account_kubeconfig(api_client, control_plane.server, control_plane.directory / "pki" /
+                                            "ca.crt", "leifur-system", names.AGENT_NAME, path,
+                                            bound_pod=f"agent-{node}")
+    return config.new_client_from_config(str(kubeconfig))
+
+
+def apply_status(api: client.ApiClient, node: str) -> dict:
+    body = {"apiVersion": names.API_VERSION, "kind": "L2NodeStatus", "metadata": {"name": node},
+            "status": {"count": 0, "ips": "", "announcements": []}}
+    return request(api, "PATCH", f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}/{node}",
+                   query=[("fieldManager", names.AGENT_NAME), ("force", "true")], body=json.dumps(body),
+                   content_type="application/apply-patch+yaml")
+
+
+def test_an_agent_writes_its_own_nodes_record_and_no_other(agent_identity, control_plane, api_client, tmp_path):
+    mine, other = agent_identity
+    api = as_agent_on(control_plane, api_client, mine, tmp_path / "k")
+    # The policy is loaded by the API server asynchronously after it is created.
+    def denied() -> bool:
+        try:
+            apply_status(api, other)
+        except ApiException as e:
+            assert e.status in (403, 422), e
+            assert "its own node" in (e.body or ""), e.body
+            return True
+        client.CustomObjectsApi(api_client).delete_cluster_custom_object(
+            names.GROUP, names.VERSION, names.L2NODESTATUSES, other)
+        return False
+
+    wait_for(denied, 30, what="the admission policy denying another node's record")
+    written = apply_status(api, mine)
+    assert written["metadata"]["name"] == mine
+    # An unbound token of the same ServiceAccount names no node: it writes nothing.
+    unbound = config.new_client_from_config(str(service_account_kubeconfig(
+        api_client, control_plane.server, control_plane.directory / "pki" / "ca.crt", "leifur-system",
+        names.AGENT_NAME, tmp_path / "unbound")))
+    with pytest.raises(ApiException) as e:
+        apply_status(unbound, mine)
+    assert "names no node" in e.value.body
+    client.CustomObjectsApi(api_client).delete_cluster_custom_object(
+        names.GROUP, names.VERSION, names.L2NODESTATUSES, mine)
+
+
+def test_the_agent_is_denied_what_it_does_not_need(agent_identity, control_plane, api_client, tmp_path):
+    api = as_agent_on(control_plane, api_client, agent_identity[0], tmp_path / "k")
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    attempts = {
+        "read secrets": lambda: core.list_secret_for_all_namespaces(),
+        "patch a Service": lambda: core.patch_namespaced_service("kubernetes", "default", {"metadata": {}}),
+        "write Service status": lambda: core.patch_namespaced_service_status("kubernetes", "default", {}),
+        "label a Node": lambda: core.patch_node(agent_identity[0], {"metadata": {"labels": {"a": "b"}}}),
+        "delete a Node": lambda: core.delete_node(agent_identity[1]),
+        "edit a pool": lambda: custom.patch_cluster_custom_object(names.GROUP, names.VERSION, names.POOLS, "x", {}),
+        "edit an advertisement": lambda: custom.delete_cluster_custom_object(
+            names.GROUP, names.VERSION, names.L2ADVERTISEMENTS, "x"),
+        "read pods": lambda: core.list_namespaced_pod("leifur-system"),
+    }
+    for what, attempt in attempts.items():
+        with pytest.raises(ApiException) as e:
+            attempt()
+        assert e.value.status == 403, f"{what}: {e.value.status}"
