@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for tool in ip:iproute2 ping:iputils-ping arping:iputils-arping tcpdump:tcpdump; do
+for tool in ip:iproute2 ping:iputils-ping arping:iputils-arping tcpdump:tcpdump nft:nftables; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool#*:}")
 done
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)

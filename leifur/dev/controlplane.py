@@ -8,7 +8,9 @@ client certificate in a kubeconfig that both the `kubernetes` client and kubectl
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import json
 import shutil
 import socket
 import ssl
@@ -101,7 +103,39 @@ class ControlPlane:
             # No controller-manager creates default ServiceAccounts, so Pods could not be created.
             "--disable-admission-plugins=ServiceAccount",
             "--profiling=false",
+            # Requests of Leifur's ServiceAccounts are audited, so that tests and benchmarks
+            # count what each agent asks of the API server from the server's side.
+            f"--audit-policy-file={d / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=100",
         ]
+
+    @property
+    def audit_log(self) -> Path:
+        return self.directory / "audit.log"
+
+    def _write_audit_policy(self) -> None:
+        policy = {
+            "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+            # ResponseStarted is kept: it is when a watch opens (its ResponseComplete comes minutes later).
+            "omitStages": ["RequestReceived"],
+            "rules": [
+                {"level": "Metadata", "userGroups": ["system:serviceaccounts:leifur-system"]},
+                {"level": "None"},
+            ],
+        }
+        (self.directory / "audit-policy.yaml").write_text(yaml.safe_dump(policy))
+
+    def audit_entries(self) -> list[dict]:
+        """Every audited request so far (those of ServiceAccounts in leifur-system)."""
+        if not self.audit_log.exists():
+            return []
+        out = []
+        for line in self.audit_log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
 
     def _write_pki(self) -> None:
         p = self._pki_dir()
@@ -264,6 +298,7 @@ def start(directory: Path | None = None, persistent: bool = False, log=None) -> 
                       owns_directory=owns)
     try:
         cp._write_pki()
+        cp._write_audit_policy()
         cp.write_kubeconfig(cp.kubeconfig)
         cp.start_component("etcd")
         cp.start_component("kube-apiserver")
