@@ -1,0 +1,293 @@
+"""Wiring of the agent: informers and heartbeats wake one sync loop, which decides (plan.decide)
+and applies the result to the announcers (responders, netlink) and the ownership record.
+
+The agent is level-triggered: every change (an object, a peer's liveness) marks the state dirty
+and one sync recomputes what this node announces from everything it knows. Decisions cover
+all IPs at once (a peer's death moves many IPs), and recomputing from scratch costs well under
+a millisecond per hundred Services, so a per-key work queue would buy nothing here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from kubernetes import client
+
+from agent import interfaces, metrics, plan
+from agent.heartbeat import Change, HeartbeatService
+from agent.netlink import NetlinkAnnouncer
+from agent.records import Record, RecordWriter
+from agent.responder import Responder
+from leifur import names
+from leifur.kube.events import EventRecorder
+from leifur.kube.informer import Informer
+
+log = logging.getLogger(__name__)
+
+# Re-check links and decisions at least this often even without events (an interface came up).
+_RESYNC = 1.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An IP this node announces now, and how."""
+
+    decision: plan.Decision
+    interfaces: tuple[str, ...]
+    mode: str
+    since: str
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Agent:
+    def __init__(self, api_client: client.ApiClient, node: str, *, load_balancer_class: str | None = None,
+                 heartbeat_port: int = 7474, heartbeat_interval: float = 0.1, dead_after: float = 0.5,
+                 handover_grace: float = 0.05, start_hold: float | None = None) -> None:
+        self.api_client = api_client
+        self.node = node
+        self.load_balancer_class = load_balancer_class
+        self.handover_grace = handover_grace
+        # Long enough to hear every live peer at least twice before we claim anything.
+        self.start_hold = start_hold if start_hold is not None else max(dead_after * 1.5, 3 * heartbeat_interval)
+        self.stop_event = threading.Event()
+        self.ready = False
+        self._dirty = threading.Event()
+        self._reannounce = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+        self.services = Informer(api_client, "/api/v1/services", "services")
+        self.slices = Informer(api_client, "/apis/discovery.k8s.io/v1/endpointslices", "endpointslices")
+        self.nodes = Informer(api_client, "/api/v1/nodes", "nodes")
+        self.pools = Informer(api_client, f"/apis/{names.API_VERSION}/{names.POOLS}", names.POOLS)
+        self.ads = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2ADVERTISEMENTS}", names.L2ADVERTISEMENTS)
+        self.informers = [self.services, self.slices, self.nodes, self.pools, self.ads]
+        for inf in self.informers:
+            inf.add_handler(lambda _o: self.wake(), lambda _o, _n: self.wake(), lambda _o: self.wake())
+
+        self.heartbeat = HeartbeatService(node, port=heartbeat_port, interval=heartbeat_interval,
+                                          dead_after=dead_after, on_change=self._membership_changed)
+        self.netlink = NetlinkAnnouncer()
+        self.responders: dict[str, Responder] = {}
+        self.recorder = EventRecorder(api_client, names.AGENT_NAME, host=node)
+        self.records = RecordWriter(api_client, node, self._node_uid)
+        self.claims: dict[str, Claim] = {}
+        self._problems: dict[str, str] = {}  # ip -> last problem reported (to report each once)
+        self._conflict_logged: dict[str, float] = {}
+
+    # -- signals from other threads -----------------------------------------------------------
+
+    def wake(self) -> None:
+        self._dirty.set()
+
+    def stop(self) -> None:
+        """Ask run() to hand over and return (safe from a signal handler)."""
+        self.stop_event.set()
+        self._dirty.set()
+
+    def _membership_changed(self, change: Change) -> None:
+        if change.revived:
+            # A peer that was cut off may have answered for our IPs meanwhile: claim them again.
+            log.info("peers back: %s", ", ".join(sorted(change.revived)))
+            self._reannounce.set()
+        self._dirty.set()
+
+    def _node_uid(self) -> str | None:
+        obj = self.nodes.get(self.node)
+        return obj["metadata"].get("uid") if obj else None
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Announce until stop_event is set, then hand over and clean up."""
+        removed = self.netlink.cleanup()
+        if removed:
+            log.info("removed %d leftover address(es) of a previous run: %s", len(removed), removed)
+        self.heartbeat.start()
+        started = time.monotonic()
+        for inf in self.informers:
+            inf.start()
+        self.records.start()
+        while not self.stop_event.is_set() and not all(inf.has_synced() for inf in self.informers):
+            self.stop_event.wait(0.05)
+        hold = started + self.start_hold - time.monotonic()
+        if hold > 0:
+            self.stop_event.wait(hold)
+        if not self.stop_event.is_set():
+            self.ready = True
+            self.heartbeat.set_ready(True)
+            log.info("ready: announcing as %s", self.node)
+        while not self.stop_event.is_set():
+            self._dirty.wait(_RESYNC)
+            if self.stop_event.is_set():
+                break
+            self._dirty.clear()
+            try:
+                self.sync()
+            except Exception:
+                log.exception("sync failed; retrying")
+                time.sleep(0.1)
+                self._dirty.set()
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Hand over: tell peers first, so they announce while we still answer, then go quiet."""
+        was_ready = self.ready
+        self.ready = False
+        if was_ready:
+            self.heartbeat.leave()
+            time.sleep(self.handover_grace)
+        for r in self.responders.values():
+            r.close()
+        self.responders.clear()
+        self.netlink.cleanup()
+        self.netlink.close()
+        metrics.OWNERSHIP_CHANGES.labels("lost").inc(len(self.claims))
+        self.claims.clear()
+        self.records.set([])
+        self.records.flush(2.0)
+        self.records.stop()
+        self.recorder.stop(2.0)
+        self.heartbeat.stop()
+        for inf in self.informers:
+            inf.stop()
+
+    def healthy(self) -> bool:
+        return self.heartbeat.alive()
+
+    # -- the sync ---------------------------------------------------------------------------------
+
+    def cluster(self) -> plan.Cluster:
+        return plan.Cluster(self.services.list(), self.slices.list(), self.nodes.list(), self.pools.list(),
+                            self.ads.list())
+
+    def live_nodes(self) -> frozenset[str]:
+        own = {self.node} if self.ready else set()
+        return self.heartbeat.eligible() | own
+
+    def sync(self) -> None:
+        cluster = self.cluster()
+        self.heartbeat.set_peers(_peer_addresses(cluster.nodes, self.node))
+        alive = self.heartbeat.peers_alive()
+        metrics.PEERS.labels("alive").set(len(alive))
+        metrics.PEERS.labels("ready").set(len(self.heartbeat.eligible()))
+        if not self.ready:
+            return
+        decisions = plan.decide(cluster, self.live_nodes(), self.load_balancer_class)
+        mine = {ip: d for ip, d in decisions.items() if d.announcement and d.announcement.node == self.node}
+        links = interfaces.read_links()
+        wanted: dict[str, tuple[plan.Decision, tuple[str, ...], str]] = {}
+        for ip, d in mine.items():
+            assert d.announcement is not None
+            ifaces = interfaces.select_interfaces(ip, links, d.announcement.interfaces)
+            if not ifaces:
+                self._problem(d, interfaces.explain_no_interface(ip, links, d.announcement.interfaces))
+                continue
+            wanted[ip] = (d, ifaces, d.announcement.mode)
+        self._apply(wanted, {link.name for link in links})
+
+    def _apply(self, wanted: dict[str, tuple[plan.Decision, tuple[str, ...], str]], existing: set[str]) -> None:
+        answer: dict[str, set[str]] = {}
+        announce_only: dict[str, set[str]] = {}
+        kernel: dict[str, set[str]] = {}
+        for ip, (_d, ifaces, mode) in wanted.items():
+            for ifname in ifaces:
+                if mode == "Netlink":
+                    kernel.setdefault(ifname, set()).add(ip)
+                    announce_only.setdefault(ifname, set()).add(ip)
+                else:
+                    answer.setdefault(ifname, set()).add(ip)
+        # Losses first (stop answering at once), then the kernel's addresses, then gains announced.
+        for failure in self.netlink.set_ips(kernel):
+            if failure.ip in wanted:
+                self._problem(wanted[failure.ip][0], f"{failure.action} {failure.ip} on {failure.ifname} "
+                                                     f"failed: {failure.reason}")
+        for ifname in sorted(set(self.responders) | set(answer) | set(announce_only)):
+            ips, only = answer.get(ifname, set()), announce_only.get(ifname, set())
+            responder = self.responders.get(ifname)
+            if ifname not in existing or (responder is None and not ips and not only):
+                if responder is not None:
+                    responder.close()
+                    del self.responders[ifname]
+                continue
+            if responder is None:
+                try:
+                    responder = Responder(ifname, on_conflict=self._conflict)
+                    responder.start()
+                except OSError as e:
+                    log.warning("cannot open a responder on %s: %s", ifname, e)
+                    continue
+                self.responders[ifname] = responder
+            responder.set_ips(ips, only)
+        if self._reannounce.is_set():
+            self._reannounce.clear()
+            for r in self.responders.values():
+                r.announce()
+        self._record_changes(wanted)
+
+    def _record_changes(self, wanted: dict[str, tuple[plan.Decision, tuple[str, ...], str]]) -> None:
+        before = self.claims
+        after: dict[str, Claim] = {}
+        for ip, (d, ifaces, mode) in wanted.items():
+            old = before.get(ip)
+            if old is not None and old.interfaces == ifaces and old.mode == mode and old.decision == d:
+                after[ip] = old
+                continue
+            after[ip] = Claim(d, ifaces, mode, old.since if old else _now())
+            if old is None:
+                metrics.OWNERSHIP_CHANGES.labels("gained").inc()
+                self._problems.pop(ip, None)
+                message = f"announcing {ip} from node {self.node} on {', '.join(ifaces)} ({mode})"
+                log.info(message)
+                for key in d.services:
+                    self._event(key, "Normal", names.REASON_NODE_ASSIGNED, message)
+        for ip in before.keys() - after.keys():
+            metrics.OWNERSHIP_CHANGES.labels("lost").inc()
+            log.info("stopped announcing %s", ip)
+        self.claims = after
+        for mode in ("Responder", "Netlink"):
+            for family, version in (("ipv4", "."), ("ipv6", ":")):
+                metrics.ANNOUNCED.labels(family, mode).set(
+                    sum(1 for ip, c in after.items() if c.mode == mode and version in ip))
+        if after != before:
+            self.records.set([Record(ip, c.decision.services, c.decision.pool, c.interfaces, c.mode, c.since)
+                              for ip, c in after.items()])
+
+    def _problem(self, d: plan.Decision, message: str) -> None:
+        if self._problems.get(d.ip) == message:
+            return
+        self._problems[d.ip] = message
+        log.warning("cannot announce %s: %s", d.ip, message)
+        for key in d.services:
+            self._event(key, "Warning", names.REASON_NOT_ANNOUNCED, f"node {self.node}: {message}")
+
+    def _event(self, key: str, type_: str, reason: str, message: str) -> None:
+        svc = self.services.get(key)
+        if svc is not None:
+            self.recorder.event(svc, type_, reason, message)
+
+    def _conflict(self, ip: str, mac: str) -> None:
+        # Called from a responder thread; a flood of conflicting frames must not flood the log.
+        now = time.monotonic()
+        if now - self._conflict_logged.get(ip, -1e9) >= 10:
+            self._conflict_logged[ip] = now
+            log.warning("another host (%s) claims %s, which this node announces", mac, ip)
+
+
+def _peer_addresses(nodes: list[dict], me: str) -> list[str]:
+    """The first InternalIP of every other Node: where its agent listens for heartbeats."""
+    out = []
+    for n in nodes:
+        if n["metadata"]["name"] == me:
+            continue
+        addrs = (n.get("status") or {}).get("addresses") or []
+        internal = [a.get("address") for a in addrs if a.get("type") == "InternalIP" and a.get("address")]
+        if internal:
+            out.append(internal[0])
+    return out

@@ -1,0 +1,179 @@
+"""Client-side probes for tests, the demo and benchmarks: who answers ARP / NDP for an IP, over time.
+
+Run inside the client namespace: `python -m leifur.dev.probe --interface eth0 --ip IP
+--interval 0.01 --duration 5`. It sends one ARP request (IPv4) or Neighbor Solicitation
+(IPv6) per interval, bounded by `duration`, records every answer with its MAC and a kernel
+receive time, and prints one JSON object at the end (or when it gets SIGTERM/SIGINT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import itertools
+import json
+import select
+import signal
+import socket
+import statistics
+import struct
+import sys
+import time
+from dataclasses import dataclass
+
+ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+
+
+def _mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def _mac_str(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def _own_mac(ifname: str) -> str:
+    with open(f"/sys/class/net/{ifname}/address") as f:
+        return f.read().strip()
+
+
+def _own_address(ifname: str, version: int) -> str:
+    import subprocess
+
+    out = subprocess.run(["ip", "-o", f"-{version}", "addr", "show", "dev", ifname, "scope", "global"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()[3].split("/")[0]
+
+
+def arp_request(src_mac: bytes, src_ip: str, target_ip: str) -> bytes:
+    eth = b"\xff" * 6 + src_mac + struct.pack("!H", ETH_P_ARP)
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, src_mac, socket.inet_aton(src_ip), b"\0" * 6,
+                      socket.inet_aton(target_ip))
+    return eth + arp
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def neighbor_solicitation(src_mac: bytes, src_ip: str, target_ip: str) -> bytes:
+    target = ipaddress.IPv6Address(target_ip)
+    group = ipaddress.IPv6Address("ff02::1:ff00:0").packed[:13] + target.packed[13:]
+    dst_mac = b"\x33\x33" + group[12:]
+    src = ipaddress.IPv6Address(src_ip).packed
+    icmp = struct.pack("!BBHI", 135, 0, 0, 0) + target.packed + struct.pack("!BB", 1, 1) + src_mac
+    pseudo = src + group + struct.pack("!I3xB", len(icmp), 58)
+    icmp = icmp[:2] + struct.pack("!H", _checksum(pseudo + icmp)) + icmp[4:]
+    ip6 = struct.pack("!IHBB", 0x60000000, len(icmp), 58, 255) + src + group
+    return dst_mac + src_mac + struct.pack("!H", ETH_P_IPV6) + ip6 + icmp
+
+
+@dataclass
+class Answer:
+    t: float  # seconds since the probe started (receive time)
+    mac: str
+
+
+def _parse_answer(frame: bytes, target: bytes, version: int) -> str | None:
+    """The answering MAC if `frame` answers for `target`, else None."""
+    if version == 4:
+        if len(frame) < 42 or frame[12:14] != b"\x08\x06" or frame[20:22] != b"\x00\x02":
+            return None
+        return _mac_str(frame[22:28]) if frame[28:32] == target else None
+    if len(frame) < 78 or frame[12:14] != b"\x86\xdd" or frame[20] != 58 or frame[54] != 136:
+        return None
+    if frame[62:78] != target:
+        return None
+    # Prefer the target link-layer address option; fall back to the Ethernet source.
+    opts = frame[78:]
+    while len(opts) >= 8 and opts[1]:
+        if opts[0] == 2:
+            return _mac_str(opts[2:8])
+        opts = opts[opts[1] * 8:]
+    return _mac_str(frame[6:12])
+
+
+def probe(ifname: str, ip: str, interval: float, duration: float) -> dict:
+    addr = ipaddress.ip_address(ip)
+    version = addr.version
+    mac = _mac_bytes(_own_mac(ifname))
+    src_ip = _own_address(ifname, version)
+    frame = arp_request(mac, src_ip, ip) if version == 4 else neighbor_solicitation(mac, src_ip, ip)
+    proto = ETH_P_ARP if version == 4 else ETH_P_IPV6
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
+    sock.bind((ifname, proto))
+    sock.setblocking(False)
+    stop = {"now": False}
+
+    def _stop(*_a: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    start = time.monotonic()
+    sent: list[float] = []
+    answers: list[Answer] = []
+    next_send = start
+    deadline = start + duration
+    while not stop["now"]:
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        if now >= next_send:
+            sock.send(frame)
+            sent.append(now - start)
+            next_send += interval
+            if next_send < now:
+                next_send = now + interval
+        ready, _, _ = select.select([sock], [], [], max(0.0, min(next_send, deadline) - time.monotonic()))
+        while ready:
+            try:
+                data = sock.recv(2048)
+            except BlockingIOError:
+                break
+            who = _parse_answer(data, addr.packed, version)
+            if who is not None:
+                answers.append(Answer(time.monotonic() - start, who))
+    sock.close()
+    return summarize(sent, answers)
+
+
+def summarize(sent: list[float], answers: list[Answer]) -> dict:
+    """Gaps between answers (the blackout is the longest), MAC changes, and moments two MACs answered."""
+    times = [a.t for a in answers]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    longest = max(gaps, default=None)
+    at = times[gaps.index(longest)] if longest is not None else None
+    changes = [{"t": b.t, "from": a.mac, "to": b.mac} for a, b in itertools.pairwise(answers)
+               if a.mac != b.mac]
+    return {
+        "sent": len(sent), "answered": len(answers),
+        "macs": sorted({a.mac for a in answers}),
+        "first_mac": answers[0].mac if answers else None, "last_mac": answers[-1].mac if answers else None,
+        "longest_gap": longest, "longest_gap_at": at, "median_gap": statistics.median(gaps) if gaps else None,
+        "changes": changes,
+        "answers": [[round(a.t, 6), a.mac] for a in answers],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--interface", default="eth0")
+    p.add_argument("--ip", required=True)
+    p.add_argument("--interval", type=float, default=0.01)
+    p.add_argument("--duration", type=float, default=10.0)
+    args = p.parse_args(argv)
+    if args.interval < 0.001 or args.duration > 600:
+        p.error("interval must be >= 1 ms and duration <= 600 s: every sending loop is bounded")
+    print(json.dumps(probe(args.interface, args.ip, args.interval, args.duration)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

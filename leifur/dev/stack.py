@@ -1,0 +1,352 @@
+"""The whole thing on one machine: control plane + netns LAN + controller + one agent per node.
+
+Used by the agent's netns tests, the benchmarks and the demo. Node objects are created in the
+API for every lab node (there is no kubelet): named after the lab, with the node namespace's
+address as InternalIP, so agents find each other for heartbeats. EndpointSlices are written by
+hand for the same reason (no endpoint controller), and a DNAT rule in each node namespace
+stands in for kube-proxy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from leifur import names
+from leifur.dev import gobuild, netlab
+from leifur.dev.cluster import REPO, Cluster, ControllerProcess, install_crds, service_account_kubeconfig, wait_for
+from leifur.dev.controlplane import ControlPlane
+
+AGENT_PORT = 7473
+SERVER_PORT = 8080
+
+
+class AgentProcess:
+    """The real leifur-agent inside one node namespace."""
+
+    def __init__(self, stack: Stack, host: netlab.Host, node_name: str, extra: tuple[str, ...]) -> None:
+        self.stack = stack
+        self.host = host
+        self.node_name = node_name
+        self.extra = extra
+        self.log_path = stack.workdir / f"agent-{host.name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> AgentProcess:
+        argv = [sys.executable, "-m", "agent.main", "--kubeconfig", str(self.stack.agent_kubeconfig(self.host)),
+                "--node-name", self.node_name, "--metrics-address", f"0.0.0.0:{AGENT_PORT}",
+                "--log-level", "debug", *self.stack.agent_args, *self.extra]
+        log = open(self.log_path, "a")  # noqa: SIM115 - the child keeps it
+        self.proc = self.stack.lab.popen(self.host.netns, argv, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        return self
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://{self.host.ip4}:{AGENT_PORT}{path}", timeout=3) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def wait_ready(self, timeout: float = 30) -> AgentProcess:
+        def ready() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"agent {self.node_name} exited:\n{self.log_tail()}")
+            try:
+                return self.get("/readyz")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(ready, timeout, what=f"agent {self.node_name} /readyz")
+        return self
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        for line in self.get("/metrics")[1].splitlines():
+            if not line.startswith(name) or line.startswith("#"):
+                continue
+            head, value = line.rsplit(" ", 1)
+            if head.split("{")[0] != name:
+                continue
+            if all(f'{k}="{v}"' in head for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        # The agent is the child of `ip netns exec`, which execs it: the pid is the agent's.
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = 10) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class Stack:
+    def __init__(self, control_plane: ControlPlane, api_client: client.ApiClient, lab: netlab.Lab, workdir: Path,
+                 agent_args: tuple[str, ...] = ()) -> None:
+        self.cp = control_plane
+        self.api_client = api_client
+        self.lab = lab
+        self.workdir = workdir
+        self.agent_args = agent_args
+        self.cluster = Cluster(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.kubeconfig = control_plane.write_kubeconfig(
+            workdir / "kubeconfig-lan", server=f"https://{lab.host_ip}:{control_plane.apiserver_port}")
+        self.controller: ControllerProcess | None = None
+        self.agents: dict[str, AgentProcess] = {}
+        self.pools: list[str] = []
+        self.ads: list[str] = []
+        self.namespaces: list[str] = []
+        install_crds(api_client)
+
+    # -- names ------------------------------------------------------------------------------------
+
+    def node_name(self, host: netlab.Host) -> str:
+        return f"{netlab.PREFIX}-{self.lab.id}-{host.name}"
+
+    def host_of(self, node_name: str) -> netlab.Host:
+        return next(h for h in self.lab.nodes if self.node_name(h) == node_name)
+
+    def lan_ip(self, offset: int, version: int = 4) -> str:
+        """An address of the lab's subnet that no host uses (offsets 30..59 are free)."""
+        if version == 4:
+            return f"192.0.2.{64 * self.lab.slot + offset}"
+        return f"2001:db8:0:{self.lab.slot}::{offset:x}"
+
+    # -- bring-up ---------------------------------------------------------------------------------
+
+    def start(self, agents: bool = True, controller: bool = True) -> Stack:
+        self.cluster.ensure_namespace("leifur-system")
+        self.apply(REPO / "deploy" / "agent" / "rbac.yaml")
+        for host in self.lab.nodes:
+            self.create_node(host)
+        if controller:
+            self.controller = ControllerProcess(self.cp.kubeconfig, self.workdir / "controller.log",
+                                                identity=f"ctl-{self.lab.id}", lease_namespace="leifur-system")
+            self.controller.start().wait_ready()
+        if agents:
+            for host in self.lab.nodes:
+                self.start_agent(host)
+            for a in self.agents.values():
+                a.wait_ready()
+        return self
+
+    def create_node(self, host: netlab.Host, labels: dict | None = None) -> None:
+        name = self.node_name(host)
+        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels or {}}}
+        with contextlib.suppress(ApiException):
+            self.core.delete_node(name)
+        self.core.create_node(body)
+        self.core.patch_node_status(name, {"status": {"addresses": [
+            {"type": "InternalIP", "address": host.ip4}, {"type": "Hostname", "address": host.name}]}})
+
+    def apply(self, path: Path) -> None:
+        kubectl = str(gobuild.ensure_built("kubectl"))
+        subprocess.run([kubectl, "--kubeconfig", str(self.cp.kubeconfig), "apply", "--server-side", "-f", str(path)],
+                       check=True, capture_output=True, timeout=60)
+
+    def agent_kubeconfig(self, host: netlab.Host) -> Path:
+        """Credentials of the agent's DaemonSet Pod on `host`: the leifur-agent ServiceAccount, its token
+        bound to a Pod object on that node (so it carries the node name the admission policy checks)."""
+        pod = f"agent-{self.node_name(host)}"
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod},
+                "spec": {"nodeName": self.node_name(host), "serviceAccountName": names.AGENT_NAME,
+                         "containers": [{"name": "agent", "image": "leifur:dev"}]}}
+        with contextlib.suppress(ApiException):
+            self.core.delete_namespaced_pod(pod, "leifur-system", grace_period_seconds=0)
+        wait_for(lambda: not self._pod_exists(pod), 30, what=f"old pod {pod} gone")
+        self.core.create_namespaced_pod("leifur-system", body)
+        return service_account_kubeconfig(
+            self.api_client, f"https://{self.lab.host_ip}:{self.cp.apiserver_port}",
+            self.cp.directory / "pki" / "ca.crt", "leifur-system", names.AGENT_NAME,
+            self.workdir / f"kubeconfig-{host.name}", bound_pod=pod)
+
+    def _pod_exists(self, name: str) -> bool:
+        try:
+            self.core.read_namespaced_pod(name, "leifur-system")
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    def label_node(self, host: netlab.Host, labels: dict) -> None:
+        self.core.patch_node(self.node_name(host), {"metadata": {"labels": labels}})
+
+    def start_agent(self, host: netlab.Host, *extra: str) -> AgentProcess:
+        agent = AgentProcess(self, host, self.node_name(host), extra)
+        self.agents[host.name] = agent.start()
+        return agent
+
+    def pool(self, name: str, addresses: list[str], **spec) -> str:
+        full = f"{self.lab.id}-{name}"
+        self.cluster.create_pool(full, addresses, **spec)
+        self.pools.append(full)
+        return full
+
+    def advertisement(self, name: str, **spec) -> str:
+        full = f"{self.lab.id}-{name}"
+        body = {"apiVersion": names.API_VERSION, "kind": "L2Advertisement", "metadata": {"name": full},
+                "spec": spec}
+        self.cluster.custom.create_cluster_custom_object(names.GROUP, names.VERSION, names.L2ADVERTISEMENTS, body)
+        self.ads.append(full)
+        return full
+
+    def namespace(self, name: str) -> str:
+        full = f"{self.lab.id}-{name}"
+        self.cluster.ensure_namespace(full)
+        self.namespaces.append(full)
+        return full
+
+    def endpoints(self, ns: str, service: str, hosts: list[netlab.Host], ready: bool = True) -> None:
+        """The EndpointSlice an endpoint controller would write: one endpoint per host."""
+        body = {
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{service}-lab", "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [h.ip4], "nodeName": self.node_name(h), "conditions": {"ready": ready}}
+                          for h in hosts],
+            "ports": [{"name": "p80", "port": SERVER_PORT, "protocol": "TCP"}],
+        }
+        api = client.DiscoveryV1Api(self.api_client)
+        try:
+            api.replace_namespaced_endpoint_slice(f"{service}-lab", ns, body)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            api.create_namespaced_endpoint_slice(ns, body)
+
+    def service(self, ns: str, name: str, endpoint_hosts: list[netlab.Host] | None = None, **kw) -> str:
+        """A LoadBalancer Service with endpoints on `endpoint_hosts` (all nodes by default); its first IP."""
+        self.cluster.create_service(ns, name, **kw)
+        self.endpoints(ns, name, self.lab.nodes if endpoint_hosts is None else endpoint_hosts)
+        return wait_for(lambda: (ips := self.cluster.ips(ns, name)) and ips[0], 30, what=f"an IP for {ns}/{name}")
+
+    # -- the data path ----------------------------------------------------------------------------
+
+    def serve(self, ip: str, port: int = 80) -> None:
+        """On every node: a TCP server answering its node's name, and kube-proxy's DNAT of ip:port to it."""
+        server = textwrap.dedent(f"""
+            import socket, sys
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", {SERVER_PORT})); s.listen(64)
+            while True:
+                c, _ = s.accept(); c.sendall(sys.argv[1].encode()); c.close()
+        """)
+        for host in self.lab.nodes:
+            self.lab.popen(host.netns, [sys.executable, "-c", server, host.name])
+            rules = (f"table ip leifurtest {{\n chain pre {{\n  type nat hook prerouting priority -100\n"
+                     f"  ip daddr {ip} tcp dport {port} dnat to {host.ip4}:{SERVER_PORT}\n }}\n}}\n")
+            self.lab.run(host.netns, ["nft", "-f", "-"], input=rules)
+
+    def connect(self, ip: str, port: int = 80, timeout: float = 2) -> str | None:
+        """From the client namespace: the name of the node that served a TCP connection, or None."""
+        code = ("import socket,sys\n"
+                "try:\n s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=float(sys.argv[3]))\n"
+                " print(s.recv(100).decode())\nexcept OSError as e:\n print('')\n")
+        assert self.lab.client is not None
+        res = self.lab.run(self.lab.client.netns, [sys.executable, "-c", code, ip, str(port), str(timeout)],
+                           check=False, timeout=timeout + 10)
+        return res.stdout.strip() or None
+
+    def probe(self, ip: str, duration: float, interval: float = 0.01) -> subprocess.Popen:
+        """Start the ARP/NDP prober in the client namespace; `probe_result` collects it."""
+        assert self.lab.client is not None
+        return self.lab.popen(self.lab.client.netns, [
+            sys.executable, "-m", "leifur.dev.probe", "--ip", ip, "--interval", str(interval),
+            "--duration", str(duration)], stdout=subprocess.PIPE, text=True)
+
+    @staticmethod
+    def probe_result(proc: subprocess.Popen, timeout: float = 120) -> dict:
+        out, _ = proc.communicate(timeout=timeout)
+        return json.loads(out)
+
+    def who_answers(self, ip: str, duration: float = 0.5) -> list[str]:
+        """The MACs that answered ARP/NDP for `ip` from the client over `duration`."""
+        return self.probe_result(self.probe(ip, duration, interval=0.05))["macs"]
+
+    def mac_owner(self, mac: str) -> str | None:
+        for h in self.lab.nodes:
+            if h.mac == mac:
+                return h.name
+        return None
+
+    def agent_requests(self) -> list[dict]:
+        """The API requests agents of this lab made so far, from the API server's audit log, each once
+        (a watch is logged when it opens and again when it ends): node, verb, resource, time received."""
+        ours = {self.node_name(h) for h in self.lab.nodes}
+        seen: dict[str, dict] = {}
+        for e in self.cp.audit_entries():
+            user = e.get("user") or {}
+            node = ((user.get("extra") or {}).get("authentication.kubernetes.io/node-name") or [""])[0]
+            if user.get("username") != f"system:serviceaccount:leifur-system:{names.AGENT_NAME}" or node not in ours:
+                continue
+            ref = e.get("objectRef") or {}
+            seen.setdefault(e.get("auditID"), {"node": node, "verb": e.get("verb"), "resource": ref.get("resource"),
+                                               "at": e.get("requestReceivedTimestamp")})
+        return sorted(seen.values(), key=lambda r: r["at"] or "")
+
+    # -- teardown ---------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        for a in self.agents.values():
+            a.signal(15)
+        for a in self.agents.values():
+            a.wait_exit(10)
+        custom = self.cluster.custom
+        for ns in self.namespaces:
+            with contextlib.suppress(ApiException):
+                for svc in self.core.list_namespaced_service(ns).items:
+                    self.core.delete_namespaced_service(svc.metadata.name, ns)
+        if self.controller is not None:
+            # Let the controller release and drop its finalizers before it goes.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and any(
+                    self.core.list_namespaced_service(ns).items for ns in self.namespaces):
+                time.sleep(0.2)
+        for name in self.ads:
+            with contextlib.suppress(ApiException):
+                custom.delete_cluster_custom_object(names.GROUP, names.VERSION, names.L2ADVERTISEMENTS, name)
+        for name in self.pools:
+            self.cluster.delete_pool(name)
+        if self.controller is not None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and any(self.cluster.pool_exists(p) for p in self.pools):
+                time.sleep(0.2)
+            self.controller.stop()
+        for ns in self.namespaces:
+            with contextlib.suppress(ApiException):
+                self.core.delete_namespace(ns)
+        for host in self.lab.nodes:
+            with contextlib.suppress(ApiException):
+                self.core.delete_namespaced_pod(f"agent-{self.node_name(host)}", "leifur-system",
+                                                grace_period_seconds=0)
+            with contextlib.suppress(ApiException):
+                self.core.delete_node(self.node_name(host))
+            with contextlib.suppress(ApiException):
+                custom.delete_cluster_custom_object(names.GROUP, names.VERSION, names.L2NODESTATUSES,
+                                                    self.node_name(host))

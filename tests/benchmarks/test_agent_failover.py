@@ -1,0 +1,85 @@
+"""Failover blackout seen from the client, after SIGKILL and after SIGTERM of the owning agent;
+then the agents' steady-state API requests with 100 Services, and their peak memory.
+
+LEIFUR_BENCHMARKS=1 pytest tests/benchmarks/test_agent_failover.py -s
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import statistics
+import time
+
+import pytest
+
+from agent.election import owner
+from leifur.dev.cluster import wait_for
+
+pytestmark = [pytest.mark.benchmark, pytest.mark.netns, pytest.mark.controlplane]
+
+RUNS = int(os.environ.get("LEIFUR_FAILOVER_RUNS", "5"))
+
+
+def _setup(stack) -> str:
+    pool = stack.pool("lan", [f"{stack.lan_ip(30)}-{stack.lan_ip(59)}"])
+    stack.advertisement("lan", ipAddressPools=[pool], interfaces=["eth0"])
+    stack.start()
+    return stack.namespace("apps")
+
+
+def _owner_host(stack, ip, hosts):
+    return stack.host_of(owner([stack.node_name(h) for h in hosts], ip))
+
+
+def test_failover_blackout(stack):
+    ns = _setup(stack)
+    ip = stack.service(ns, "web")
+    results: dict[str, list[float]] = {"SIGKILL": [], "SIGTERM": []}
+    for run in range(RUNS):
+        for sig in (signal.SIGKILL, signal.SIGTERM):
+            first = _owner_host(stack, ip, stack.lab.nodes)
+            wait_for(lambda f=first: stack.who_answers(ip) == [f.mac], 30, what="the owner answering alone")
+            probe = stack.probe(ip, duration=3.0, interval=0.01)
+            time.sleep(1.0)
+            stack.agents[first.name].signal(sig)
+            result = stack.probe_result(probe)
+            stack.agents[first.name].wait_exit(10)
+            second = _owner_host(stack, ip, [h for h in stack.lab.nodes if h != first])
+            assert result["last_mac"] == second.mac, result["changes"]
+            results[sig.name].append(result["longest_gap"])
+            print(f"run {run + 1} {sig.name}: blackout {result['longest_gap'] * 1000:.0f} ms")
+            stack.start_agent(first).wait_ready()
+    print("\nfailover blackout from the client (ARP probe every 10 ms), median of", RUNS, "runs:")
+    for name, gaps in results.items():
+        print(f"  {name}: median {statistics.median(gaps) * 1000:.0f} ms, "
+              f"min {min(gaps) * 1000:.0f} ms, max {max(gaps) * 1000:.0f} ms")
+
+
+def test_steady_state_api_requests_and_memory_with_100_services(stack):
+    ns = _setup(stack)
+    # 100 Services share the 30 addresses in groups (same sharing key, different ports).
+    for i in range(100):
+        stack.cluster.create_service(ns, f"s{i}", ports=(1000 + i,),
+                                     annotations={"leifur.io/allow-shared-ip": f"k{i % 30}"})
+        stack.endpoints(ns, f"s{i}", stack.lab.nodes)
+    wait_for(lambda: all(stack.cluster.ips(ns, f"s{i}") for i in range(100)), 120, what="100 Services with IPs")
+    announced = lambda: sum(a.metric("leifur_agent_announced_ips") for a in stack.agents.values())  # noqa: E731
+    wait_for(lambda: announced() == 30, 60, what="30 IPs announced")
+    time.sleep(5)  # let the record writes of the ramp-up land
+    window = float(os.environ.get("LEIFUR_STEADY_SECONDS", "60"))
+    start = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+    time.sleep(window)
+    during = [r for r in stack.agent_requests() if r["at"] >= start]
+    print(f"\nsteady state, 100 Services on 30 IPs, 3 agents, {window:.0f} s window:")
+    for host in stack.lab.nodes:
+        mine = [r for r in during if r["node"] == stack.node_name(host)]
+        writes = [r for r in mine if r["verb"] not in ("get", "list", "watch")]
+        print(f"  {host.name}: {len(mine) * 60 / window:.1f} requests/min "
+              f"({len(writes) * 60 / window:.1f} writes/min): {sorted({(r['verb'], r['resource']) for r in mine})}")
+    for host in stack.lab.nodes:
+        pid = stack.agents[host.name].proc.pid
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        print(f"  {host.name}: peak RSS {fields['VmHWM'].strip()}, now {fields['VmRSS'].strip()}")

@@ -1,0 +1,263 @@
+"""The agent end to end: real control plane, real controller, three node namespaces each running
+the real leifur-agent, and a client namespace that ARPs, solicits and connects over the LAN."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import pytest
+
+from agent.election import owner
+from leifur import names
+from leifur.dev.cluster import wait_for
+from leifur.dev.stack import Stack
+
+pytestmark = [pytest.mark.netns, pytest.mark.controlplane]
+
+WRITES = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+@pytest.fixture
+def stack(control_plane, api_client, tmp_path, request):
+    from leifur.dev import netlab
+
+    nodes = getattr(request, "param", 3)
+    with netlab.Lab(nodes) as lab:
+        s = Stack(control_plane, api_client, lab, tmp_path)
+        try:
+            yield s
+        finally:
+            try:
+                s.stop()
+            finally:
+                for a in s.agents.values():
+                    print(f"--- {a.node_name} log tail ---\n{a.log_tail(30)}")
+
+
+def start(stack: Stack, *, mode: str = "Responder", v6: bool = False, **ad) -> str:
+    """Pool of free LAN addresses, an advertisement on eth0, everything started; the test's namespace."""
+    addresses = [f"{stack.lan_ip(40)}-{stack.lan_ip(49)}"]
+    if v6:
+        addresses.append(f"{stack.lan_ip(0x40, 6)}-{stack.lan_ip(0x4f, 6)}")
+    pool = stack.pool("lan", addresses)
+    stack.advertisement("lan", ipAddressPools=[pool], interfaces=ad.pop("interfaces", ["eth0"]), mode=mode, **ad)
+    stack.start()
+    return stack.namespace("apps")
+
+
+def expected_owner(stack: Stack, ip: str, hosts=None) -> str:
+    hosts = stack.lab.nodes if hosts is None else hosts
+    name = owner([stack.node_name(h) for h in hosts], ip)
+    return stack.host_of(name).name
+
+
+def wait_single_answer(stack: Stack, ip: str, timeout: float = 30) -> str:
+    """Wait until exactly one MAC answers for `ip`; the lab host name it belongs to."""
+    macs = wait_for(lambda: m if len(m := stack.who_answers(ip)) == 1 else None, timeout,
+                    interval=0.2, what=f"exactly one MAC answering for {ip}")
+    return stack.mac_owner(macs[0])
+
+
+def test_one_node_answers_with_its_mac_and_serves_the_connection(stack):
+    ns = start(stack)
+    ip = stack.service(ns, "web")
+    stack.serve(ip)
+    answering = wait_single_answer(stack, ip)
+    assert answering == expected_owner(stack, ip)
+    # Repeated probing keeps seeing one MAC only.
+    assert len(stack.who_answers(ip, duration=1.0)) == 1
+    # TCP from the client reaches the server on the owner (its DNAT stands in for kube-proxy).
+    assert wait_for(lambda: stack.connect(ip), 15, what="a TCP answer") == answering
+
+    node = stack.node_name(stack.lab.host(answering))
+    event = wait_for(lambda: stack.cluster.has_event(ns, "web", names.REASON_NODE_ASSIGNED), 15,
+                     what="a NodeAssigned event")
+    assert node in event["message"] and ip in event["message"] and "eth0" in event["message"]
+    record = wait_for(lambda: _record(stack, node), 15, what="the owner's L2NodeStatus")
+    [entry] = record["status"]["announcements"]
+    assert entry["ip"] == ip and entry["interfaces"] == ["eth0"] and entry["mode"] == "Responder"
+    assert entry["services"] == [f"{ns}/web"]
+    assert record["metadata"]["ownerReferences"][0]["kind"] == "Node"
+    for host in stack.lab.nodes:
+        expected = 1 if host.name == answering else 0
+        assert stack.agents[host.name].metric("leifur_agent_announced_ips", family="ipv4") == expected
+    assert stack.agents[answering].metric("leifur_agent_replies_total") > 0
+
+    # Steady state: no agent writes to the API (the budget is one write per node per 10 s).
+    before = [r for r in stack.agent_requests() if r["verb"] in WRITES]
+    time.sleep(10)
+    after = [r for r in stack.agent_requests() if r["verb"] in WRITES]
+    assert len(after) - len(before) <= len(stack.lab.nodes), after[len(before):]
+    assert {r["resource"] for r in after} <= {"events", names.L2NODESTATUSES}
+
+    # Deleting the Service withdraws the IP: nobody answers any more.
+    stack.cluster.delete_service(ns, "web")
+    wait_for(lambda: stack.who_answers(ip) == [], 30, what="no answer after the Service is deleted")
+    wait_for(lambda: _record(stack, node)["status"]["count"] == 0, 15, what="an empty record")
+
+
+HANDOVER_WINDOW = 0.3  # seconds in which both the old and the new owner may answer
+
+
+def assert_one_handover(result: dict, old: str, new: str) -> None:
+    """The answers went from `old` to `new` once: any back and forth stays inside one handover window
+    (on SIGTERM the leaving agent answers for its grace period after the new owner started), no third MAC."""
+    changes = result["changes"]
+    assert changes, result
+    assert {c["from"] for c in changes} | {c["to"] for c in changes} <= {old, new}, changes
+    assert changes[-1]["to"] == new and changes[-1]["t"] - changes[0]["t"] <= HANDOVER_WINDOW, changes
+
+
+def _record(stack: Stack, node: str) -> dict | None:
+    try:
+        return stack.cluster.custom.get_cluster_custom_object(names.GROUP, names.VERSION, names.L2NODESTATUSES, node)
+    except Exception:
+        return None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_failover_when_the_owning_agent_dies(stack, sig):
+    ns = start(stack)
+    ip = stack.service(ns, "web")
+    first = wait_single_answer(stack, ip)
+    probe = stack.probe(ip, duration=5.0, interval=0.01)
+    time.sleep(1.5)
+    stack.agents[first].signal(sig)
+    result = stack.probe_result(probe)
+    assert stack.agents[first].wait_exit(10) is not None
+    survivors = [h for h in stack.lab.nodes if h.name != first]
+    second = expected_owner(stack, ip, survivors)
+    assert result["first_mac"] == stack.lab.host(first).mac
+    assert result["last_mac"] == stack.lab.host(second).mac
+    assert_one_handover(result, stack.lab.host(first).mac, stack.lab.host(second).mac)
+    print(f"\nfailover after {sig.name}: blackout {result['longest_gap'] * 1000:.0f} ms "
+          f"(probes every 10 ms; median gap {result['median_gap'] * 1000:.1f} ms)")
+    if sig == signal.SIGTERM:
+        assert stack.agents[first].proc.returncode == 0
+
+    # The restarted agent takes its IP back without a second MAC answering for long.
+    stack.start_agent(stack.lab.host(first)).wait_ready()
+    assert wait_single_answer(stack, ip) == first
+
+
+def test_local_policy_endpoints_exclusion_label_and_node_selectors(stack):
+    ns = start(stack)
+    n1, n2, n3 = stack.lab.nodes
+    ip = stack.service(ns, "web", endpoint_hosts=[n1], externalTrafficPolicy="Local")
+    assert wait_single_answer(stack, ip) == "node1"
+    # The endpoint moves: so does the IP.
+    stack.endpoints(ns, "web", [n3])
+    wait_for(lambda: stack.who_answers(ip) == [n3.mac], 30, what="the IP following its endpoint to node3")
+    # No ready endpoint anywhere: nobody announces.
+    stack.endpoints(ns, "web", [n3], ready=False)
+    wait_for(lambda: stack.who_answers(ip) == [], 30, what="no answer without a ready endpoint")
+    stack.endpoints(ns, "web", [n1, n2, n3])
+    stack.cluster.patch_service(ns, "web", {"spec": {"externalTrafficPolicy": "Cluster"}})
+    first = wait_single_answer(stack, ip)
+    assert first == expected_owner(stack, ip)
+    # The exclusion label takes the owner out.
+    stack.label_node(stack.lab.host(first), {names.LABEL_EXCLUDE_LB: "true"})
+    rest = [h for h in stack.lab.nodes if h.name != first]
+    wait_for(lambda: stack.who_answers(ip) == [stack.lab.host(expected_owner(stack, ip, rest)).mac], 30,
+             what="the IP leaving the excluded node")
+    stack.label_node(stack.lab.host(first), {names.LABEL_EXCLUDE_LB: None})
+    wait_for(lambda: stack.who_answers(ip) == [stack.lab.host(first).mac], 30, what="the IP back on its owner")
+
+
+def test_node_selectors_pick_the_announcing_nodes(stack):
+    addresses = [f"{stack.lan_ip(40)}-{stack.lan_ip(49)}"]
+    pool = stack.pool("lan", addresses)
+    stack.advertisement("rack-b", ipAddressPools=[pool], interfaces=["eth0"],
+                        nodeSelectors=[{"matchLabels": {"rack": "b"}}])
+    stack.start()
+    for host in stack.lab.nodes:
+        stack.label_node(host, {"rack": "b" if host.name == "node2" else "a"})
+    ns = stack.namespace("apps")
+    ips = [stack.service(ns, f"web{i}") for i in range(3)]
+    for ip in ips:
+        assert wait_single_answer(stack, ip) == "node2"
+
+
+def test_ipv6_over_ndp_with_failover(stack):
+    ns = start(stack, v6=True)
+    ip = stack.service(ns, "web6", ipFamilies=["IPv6"], ipFamilyPolicy="SingleStack")
+    assert ":" in ip
+    first = wait_single_answer(stack, ip)
+    assert first == expected_owner(stack, ip)
+    assert stack.agents[first].metric("leifur_agent_announced_ips", family="ipv6") == 1
+    stack.agents[first].signal(signal.SIGKILL)
+    survivors = [h for h in stack.lab.nodes if h.name != first]
+    wait_for(lambda: stack.who_answers(ip) == [stack.lab.host(expected_owner(stack, ip, survivors)).mac], 30,
+             what="another node answering NDP")
+
+
+def test_netlink_mode_puts_the_ip_on_the_interface_and_takes_it_off(stack):
+    ns = start(stack, mode="Netlink", v6=True)
+    ip = stack.service(ns, "web")
+    ip6 = stack.service(ns, "web6", ipFamilies=["IPv6"], ipFamilyPolicy="SingleStack")
+
+    def holders(addr: str) -> list[str]:
+        return [h.name for h in stack.lab.nodes
+                if f" {addr}/" in stack.lab.run(h.netns, ["ip", "-o", "addr", "show", "dev", "eth0"]).stdout]
+
+    for addr in (ip, ip6):
+        owner_name = expected_owner(stack, addr)
+        wait_for(lambda a=addr, o=owner_name: holders(a) == [o], 30, what=f"{addr} on {owner_name}'s eth0")
+        assert wait_single_answer(stack, addr) == owner_name  # the kernel answers
+    # The kernel owns the address, so the client can ping it.
+    res = stack.lab.run(stack.lab.client.netns, ["ping", "-c", "2", "-i", "0.2", "-W", "2", ip], check=False)
+    assert res.returncode == 0, res.stdout
+    # A graceful stop removes the address and another node adds it.
+    first = expected_owner(stack, ip)
+    stack.agents[first].signal(signal.SIGTERM)
+    assert stack.agents[first].wait_exit(10) == 0
+    survivors = [h for h in stack.lab.nodes if h.name != first]
+    wait_for(lambda: holders(ip) == [expected_owner(stack, ip, survivors)], 30, what="the address moving")
+    # Deleting the Service takes it off everywhere.
+    stack.cluster.delete_service(ns, "web")
+    wait_for(lambda: holders(ip) == [], 30, what="the address removed")
+
+
+def test_a_partition_between_agents_heals_to_one_owner(stack):
+    ns = start(stack)
+    n1 = stack.lab.host("node1")
+    # An IP node1 does not own: during the partition node1 claims it too.
+    ips = [stack.service(ns, f"web{i}") for i in range(4)]
+    ip = next(i for i in ips if expected_owner(stack, i) != "node1")
+    owner_name = wait_single_answer(stack, ip)
+    cut = ("table inet leifurpart {\n chain in {\n  type filter hook input priority 0\n  udp dport 7474 drop\n }\n"
+           " chain out {\n  type filter hook output priority 0\n  udp dport 7474 drop\n }\n}\n")
+    stack.lab.run(n1.netns, ["nft", "-f", "-"], input=cut)
+    wait_for(lambda: sorted(stack.who_answers(ip)) == sorted([n1.mac, stack.lab.host(owner_name).mac]), 30,
+             what="both sides of the partition answering")
+    stack.lab.run(n1.netns, ["nft", "delete", "table", "inet", "leifurpart"])
+    assert wait_single_answer(stack, ip) == owner_name
+    # And it stays that way.
+    assert stack.who_answers(ip, duration=2.0) == [stack.lab.host(owner_name).mac]
+
+
+def test_garbage_on_the_heartbeat_port_changes_nothing(stack):
+    ns = start(stack)
+    ip = stack.service(ns, "web")
+    answering = wait_single_answer(stack, ip)
+    targets = [h.ip4 for h in stack.lab.nodes]
+    flood = (
+        "import os, random, socket, sys, time\n"
+        "random.seed(7)\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "good = b'LFHB1{\"node\":\"x\",\"inc\":1,\"seq\":1,\"ready\":true,\"leaving\":false}'\n"
+        "samples = [b'', b'LFHB1', b'LFHB1{', good[:-3], good + b'x' * 2000, b'LFHB1[1,2]', b'LFHB1\\xff\\xfe',\n"
+        "           b'LFHB1{\"node\":null,\"inc\":1,\"seq\":1,\"ready\":true,\"leaving\":false}']\n"
+        "deadline = time.monotonic() + 10\n"
+        "for i in range(3000):\n"
+        "    if time.monotonic() > deadline: break\n"
+        "    data = samples[i % len(samples)] if i % 2 else os.urandom(random.randint(0, 1400))\n"
+        "    for t in sys.argv[1:]:\n"
+        "        s.sendto(data, (t, 7474))\n"
+    )
+    stack.lab.run(stack.lab.client.netns, [sys.executable, "-c", flood, *targets])
+    for agent in stack.agents.values():
+        assert agent.alive(), agent.log_tail()
+    assert stack.who_answers(ip, duration=1.0) == [stack.lab.host(answering).mac]
