@@ -177,3 +177,33 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def claims_in_capture(path: str, ip: str) -> list[tuple[float, str]]:
+    """(time, MAC) of every frame in a pcap that claims `ip`: ARP replies and gratuitous ARP
+    from it (IPv4), Neighbor Advertisements for it (IPv6). scapy is fine here: offline analysis."""
+    from scapy.all import ARP, Ether, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, rdpcap
+
+    out = []
+    for pkt in rdpcap(path):
+        if ARP in pkt and pkt[ARP].psrc == ip and (pkt[ARP].op == 2 or pkt[ARP].pdst == ip):
+            out.append((float(pkt.time), pkt[ARP].hwsrc))
+        elif ICMPv6ND_NA in pkt and ipaddress.ip_address(pkt[ICMPv6ND_NA].tgt) == ipaddress.ip_address(ip):
+            mac = pkt[ICMPv6NDOptDstLLAddr].lladdr if ICMPv6NDOptDstLLAddr in pkt else pkt[Ether].src
+            out.append((float(pkt.time), mac))
+    return sorted(out)
+
+
+def handover_windows(claims: list[tuple[float, str]], window: float) -> list[tuple[float, float, set[str]]]:
+    """Group the moments the claiming MAC changed into windows: changes less than `window` apart
+    belong to one handover. Each window: (first change, last change, MACs seen in it)."""
+    windows: list[tuple[float, float, set[str]]] = []
+    for (_t0, a), (t1, b) in itertools.pairwise(claims):
+        if a == b:
+            continue
+        if windows and t1 - windows[-1][1] <= window:
+            start, _, macs = windows[-1]
+            windows[-1] = (start, t1, macs | {a, b})
+        else:
+            windows.append((t1, t1, {a, b}))
+    return windows

@@ -285,6 +285,16 @@ class Stack:
         out, _ = proc.communicate(timeout=timeout)
         return json.loads(out)
 
+    def capture(self, path: Path) -> subprocess.Popen:
+        """tcpdump of ARP and ICMPv6 on the client's eth0 into `path`, until the process is stopped."""
+        assert self.lab.client is not None
+        proc = self.lab.popen(self.lab.client.netns, ["tcpdump", "-i", "eth0", "-U", "-w", str(path), "arp or icmp6"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # tcpdump says "listening on" once the capture runs.
+        assert proc.stderr is not None
+        proc.stderr.readline()
+        return proc
+
     def who_answers(self, ip: str, duration: float = 0.5) -> list[str]:
         """The MACs that answered ARP/NDP for `ip` from the client over `duration`."""
         return self.probe_result(self.probe(ip, duration, interval=0.05))["macs"]

@@ -12,6 +12,7 @@ import pytest
 from agent.election import owner
 from leifur import names
 from leifur.dev.cluster import wait_for
+from leifur.dev.probe import claims_in_capture, handover_windows
 from leifur.dev.stack import Stack
 
 pytestmark = [pytest.mark.netns, pytest.mark.controlplane]
@@ -122,6 +123,8 @@ def test_failover_when_the_owning_agent_dies(stack, sig):
     ns = start(stack)
     ip = stack.service(ns, "web")
     first = wait_single_answer(stack, ip)
+    pcap = stack.workdir / "client.pcap"
+    capture = stack.capture(pcap)
     probe = stack.probe(ip, duration=5.0, interval=0.01)
     time.sleep(1.5)
     stack.agents[first].signal(sig)
@@ -137,9 +140,21 @@ def test_failover_when_the_owning_agent_dies(stack, sig):
     if sig == signal.SIGTERM:
         assert stack.agents[first].proc.returncode == 0
 
-    # The restarted agent takes its IP back without a second MAC answering for long.
+    # The restarted agent takes its IP back.
     stack.start_agent(stack.lab.host(first)).wait_ready()
     assert wait_single_answer(stack, ip) == first
+    stack.who_answers(ip, duration=1.0)
+
+    # The whole run as the client's capture saw it (ARP replies and gratuitous ARP claiming the IP):
+    # the claiming MAC changed in exactly two handover windows, each short; one MAC at all other times.
+    capture.terminate()
+    capture.wait(10)
+    claims = claims_in_capture(str(pcap), ip)
+    windows = handover_windows(claims, HANDOVER_WINDOW)
+    assert len(windows) == 2, windows
+    macs = {stack.lab.host(first).mac, stack.lab.host(second).mac}
+    for start_, end, seen in windows:
+        assert end - start_ <= HANDOVER_WINDOW and seen == macs, windows
 
 
 def test_local_policy_endpoints_exclusion_label_and_node_selectors(stack):
