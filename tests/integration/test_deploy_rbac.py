@@ -35,7 +35,9 @@ def sa_kubeconfig(control_plane, api_client, path: Path) -> Path:
 def test_deploy_applies_server_side(deployed):
     for obj in ("customresourcedefinition.apiextensions.k8s.io/ipaddresspools.leifur.io",
                 "clusterrole.rbac.authorization.k8s.io/leifur-controller",
-                "deployment.apps/leifur-controller"):
+                "deployment.apps/leifur-controller", "daemonset.apps/leifur-agent",
+                "customresourcedefinition.apiextensions.k8s.io/l2nodestatuses.leifur.io",
+                "validatingadmissionpolicy.admissionregistration.k8s.io/leifur-agent-own-node"):
         assert obj in deployed
 
 
