@@ -84,7 +84,13 @@ def test_one_node_answers_with_its_mac_and_serves_the_connection(stack):
     for host in stack.lab.nodes:
         expected = 1 if host.name == answering else 0
         assert stack.agents[host.name].metric("leifur_agent_announced_ips", family="ipv4") == expected
-    assert stack.agents[answering].metric("leifur_agent_replies_total") > 0
+    owner_agent = stack.agents[answering]
+    assert owner_agent.metric("leifur_agent_replies_total") > 0
+    assert owner_agent.metric("leifur_agent_requests_total") >= owner_agent.metric("leifur_agent_replies_total")
+    assert owner_agent.metric("leifur_agent_gratuitous_total", family="ipv4") >= 3
+    assert owner_agent.metric("leifur_agent_ownership_changes_total", direction="gained") >= 1
+    assert owner_agent.metric("leifur_agent_peers", state="ready") == len(stack.lab.nodes) - 1
+    assert all(a.get("/healthz")[0] == 200 and a.get("/readyz")[0] == 200 for a in stack.agents.values())
 
     # Steady state: no agent writes to the API (the budget is one write per node per 10 s).
     before = [r for r in stack.agent_requests() if r["verb"] in WRITES]
