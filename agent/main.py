@@ -16,13 +16,8 @@ log = logging.getLogger("agent")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leifur-agent", description=__doc__)
-    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
-                   help="kubeconfig file (env KUBECONFIG); in-cluster config when omitted")
+    observability.add_common_flags(p, 7473)
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node's name (env NODE_NAME)")
-    p.add_argument("--metrics-address", default=os.environ.get("LEIFUR_METRICS_ADDRESS", ":7473"),
-                   help="host:port for /metrics, /healthz, /readyz (default :7473)")
-    p.add_argument("--log-level", default=os.environ.get("LEIFUR_LOG_LEVEL", "info"),
-                   choices=["debug", "info", "warning", "error"])
     p.add_argument("--load-balancer-class", default=os.environ.get("LEIFUR_LOAD_BALANCER_CLASS") or None,
                    help="announce exactly this spec.loadBalancerClass (default: Services without a class); "
                         "must match the controller's flag")

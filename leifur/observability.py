@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import os
 import socket
 import sys
 import threading
@@ -29,6 +31,16 @@ class JSONFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out)
+
+
+def add_common_flags(parser: argparse.ArgumentParser, metrics_port: int) -> None:
+    """The flags both programs take: --kubeconfig, --metrics-address, --log-level."""
+    parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
+                        help="kubeconfig file (env KUBECONFIG); in-cluster config when omitted")
+    parser.add_argument("--metrics-address", default=os.environ.get("LEIFUR_METRICS_ADDRESS", f":{metrics_port}"),
+                        help=f"host:port for /metrics, /healthz, /readyz (default :{metrics_port})")
+    parser.add_argument("--log-level", default=os.environ.get("LEIFUR_LOG_LEVEL", "info"),
+                        choices=["debug", "info", "warning", "error"])
 
 
 def setup_logging(level: str) -> None:

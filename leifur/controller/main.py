@@ -18,12 +18,7 @@ log = logging.getLogger("leifur.controller")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leifur-controller", description=__doc__)
-    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
-                   help="kubeconfig file (env KUBECONFIG); in-cluster config when omitted")
-    p.add_argument("--metrics-address", default=os.environ.get("LEIFUR_METRICS_ADDRESS", ":7472"),
-                   help="host:port for /metrics, /healthz, /readyz (default :7472)")
-    p.add_argument("--log-level", default=os.environ.get("LEIFUR_LOG_LEVEL", "info"),
-                   choices=["debug", "info", "warning", "error"])
+    observability.add_common_flags(p, 7472)
     p.add_argument("--load-balancer-class", default=os.environ.get("LEIFUR_LOAD_BALANCER_CLASS") or None,
                    help="handle exactly this spec.loadBalancerClass and nothing else "
                         "(default: Services without a class)")

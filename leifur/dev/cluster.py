@@ -222,8 +222,48 @@ class Cluster:
                 raise
 
 
-class ControllerProcess:
+class ServedProcess:
+    """A program of ours run as a child process, with its /healthz, /readyz and /metrics endpoint."""
+
+    what = "process"
+    log_path: Path
+    proc: subprocess.Popen | None = None
+
+    def base_url(self) -> str:
+        raise NotImplementedError
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"{self.base_url()}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def wait_ready(self, timeout: float = 30):
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.what} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                return self.get("/readyz")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(ready, timeout, what=f"{self.what} /readyz")
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class ControllerProcess(ServedProcess):
     """The real leifur-controller, run as a child process like in production."""
+
+    what = "controller"
 
     def __init__(self, kubeconfig: Path, log_path: Path, *extra: str, identity: str = "c1",
                  lease_namespace: str = "leifur-system") -> None:
@@ -237,30 +277,12 @@ class ControllerProcess:
         ]
         self.proc: subprocess.Popen | None = None
 
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def start(self) -> ControllerProcess:
         self.proc = runtime.spawn(self.argv, self.log_path, persistent=False)
         return self
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        def ready() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"controller exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                return self.get("/readyz")[0] == 200
-            except OSError:
-                return False
-
-        wait_for(ready, timeout, what="controller /readyz")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -272,8 +294,3 @@ class ControllerProcess:
             return None
         runtime.stop_child(self.proc, timeout)
         return self.proc.returncode
-
-    def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -68,3 +68,22 @@ def lab(request) -> Iterator[netlab.Lab]:
     nodes = getattr(request, "param", 2)
     with netlab.Lab(nodes) as lab:
         yield lab
+
+
+@pytest.fixture
+def stack(control_plane, api_client, tmp_path, request):
+    """Control plane + a LAN of 3 node namespaces (or @pytest.mark.parametrize's count) + controller
+    and agents, started by the test with `stack.start()` once it has created its pools."""
+    from leifur.dev.stack import Stack
+
+    nodes = getattr(request, "param", 3)
+    with netlab.Lab(nodes) as lab:
+        s = Stack(control_plane, api_client, lab, tmp_path)
+        try:
+            yield s
+        finally:
+            try:
+                s.stop()
+            finally:
+                for a in s.agents.values():
+                    print(f"--- {a.node_name} log tail ---\n{a.log_tail(30)}")

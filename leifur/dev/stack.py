@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 from kubernetes import client
@@ -23,15 +22,25 @@ from kubernetes.client.rest import ApiException
 
 from leifur import names
 from leifur.dev import gobuild, netlab
-from leifur.dev.cluster import REPO, Cluster, ControllerProcess, install_crds, service_account_kubeconfig, wait_for
+from leifur.dev.cluster import (
+    REPO,
+    Cluster,
+    ControllerProcess,
+    ServedProcess,
+    install_crds,
+    service_account_kubeconfig,
+    wait_for,
+)
 from leifur.dev.controlplane import ControlPlane
 
 AGENT_PORT = 7473
 SERVER_PORT = 8080
 
 
-class AgentProcess:
+class AgentProcess(ServedProcess):
     """The real leifur-agent inside one node namespace."""
+
+    what = "agent"
 
     def __init__(self, stack: Stack, host: netlab.Host, node_name: str, extra: tuple[str, ...]) -> None:
         self.stack = stack
@@ -50,24 +59,8 @@ class AgentProcess:
         log.close()
         return self
 
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://{self.host.ip4}:{AGENT_PORT}{path}", timeout=3) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-
-    def wait_ready(self, timeout: float = 30) -> AgentProcess:
-        def ready() -> bool:
-            if not self.alive():
-                raise RuntimeError(f"agent {self.node_name} exited:\n{self.log_tail()}")
-            try:
-                return self.get("/readyz")[0] == 200
-            except OSError:
-                return False
-
-        wait_for(ready, timeout, what=f"agent {self.node_name} /readyz")
-        return self
+    def base_url(self) -> str:
+        return f"http://{self.host.ip4}:{AGENT_PORT}"
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` whose labels include `labels`."""
@@ -82,9 +75,6 @@ class AgentProcess:
                 total += float(value)
         return total
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def signal(self, sig: int) -> None:
         # The agent is the child of `ip netns exec`, which execs it: the pid is the agent's.
         if self.proc is not None and self.proc.poll() is None:
@@ -97,11 +87,6 @@ class AgentProcess:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
-
-    def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 class Stack:

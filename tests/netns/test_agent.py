@@ -20,23 +20,6 @@ pytestmark = [pytest.mark.netns, pytest.mark.controlplane]
 WRITES = {"create", "update", "patch", "delete", "deletecollection"}
 
 
-@pytest.fixture
-def stack(control_plane, api_client, tmp_path, request):
-    from leifur.dev import netlab
-
-    nodes = getattr(request, "param", 3)
-    with netlab.Lab(nodes) as lab:
-        s = Stack(control_plane, api_client, lab, tmp_path)
-        try:
-            yield s
-        finally:
-            try:
-                s.stop()
-            finally:
-                for a in s.agents.values():
-                    print(f"--- {a.node_name} log tail ---\n{a.log_tail(30)}")
-
-
 def start(stack: Stack, *, mode: str = "Responder", v6: bool = False, **ad) -> str:
     """Pool of free LAN addresses, an advertisement on eth0, everything started; the test's namespace."""
     addresses = [f"{stack.lan_ip(40)}-{stack.lan_ip(49)}"]
