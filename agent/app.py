@@ -56,6 +56,8 @@ class Agent:
         self.handover_grace = handover_grace
         # Long enough to hear every live peer at least twice before we claim anything.
         self.start_hold = start_hold if start_hold is not None else max(dead_after * 1.5, 3 * heartbeat_interval)
+        # How long a starting peer may hold back IPs it would own: its hold plus sync time, with room to spare.
+        self.start_courtesy = self.start_hold + 5.0
         self.stop_event = threading.Event()
         self.ready = False
         self._dirty = threading.Event()
@@ -110,15 +112,14 @@ class Agent:
         if removed:
             log.info("removed %d leftover address(es) of a previous run: %s", len(removed), removed)
         self.heartbeat.start()
-        started = time.monotonic()
         for inf in self.informers:
             inf.start()
         self.records.start()
         while not self.stop_event.is_set() and not all(inf.has_synced() for inf in self.informers):
             self.stop_event.wait(0.05)
-        hold = started + self.start_hold - time.monotonic()
-        if hold > 0:
-            self.stop_event.wait(hold)
+        # Peers learn we are starting (our not-ready heartbeats) and we hear them all before we claim.
+        self.heartbeat.set_peers(_peer_addresses(self.nodes.list(), self.node))
+        self.stop_event.wait(self.start_hold)
         if not self.stop_event.is_set():
             self.ready = True
             self.heartbeat.set_ready(True)
@@ -179,8 +180,17 @@ class Agent:
         metrics.PEERS.labels("ready").set(len(self.heartbeat.eligible()))
         if not self.ready:
             return
-        decisions = plan.decide(cluster, self.live_nodes(), self.load_balancer_class)
+        live = self.live_nodes()
+        decisions = plan.decide(cluster, live, self.load_balancer_class)
         mine = {ip: d for ip, d in decisions.items() if d.announcement and d.announcement.node == self.node}
+        starting = self.heartbeat.starting(self.start_courtesy)
+        if starting and mine.keys() - self.claims.keys():
+            # An IP we do not hold yet waits for a starting peer that would own it (see starting()).
+            later = plan.decide(cluster, live | starting, self.load_balancer_class)
+            for ip in mine.keys() - self.claims.keys():
+                a = later[ip].announcement
+                if a is not None and a.node in starting:
+                    del mine[ip]
         links = interfaces.read_links()
         wanted: dict[str, tuple[plan.Decision, tuple[str, ...], str]] = {}
         for ip, d in mine.items():

@@ -74,6 +74,7 @@ class _Peer:
     last: float
     ready: bool
     leaving: bool
+    since: float  # when this incarnation was first heard (or heard again after being dead)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,16 @@ class Membership:
         """Peers (never `me`) that are alive and ready."""
         return frozenset(n for n, p in self._peers.items() if p.ready and self._alive(p, now))
 
+    def starting(self, now: float, within: float) -> frozenset[str]:
+        """Peers alive but not ready yet, first heard less than `within` ago: agents starting up.
+
+        A node does not take a new IP that such a peer would own, so that agents starting
+        together do not all claim everything for a moment. `within` bounds the courtesy: a peer
+        that never becomes ready (it cannot reach the API server) stops holding IPs back.
+        """
+        return frozenset(n for n, p in self._peers.items()
+                         if not p.ready and self._alive(p, now) and now - p.since < within)
+
     def alive(self, now: float) -> frozenset[str]:
         return frozenset(n for n, p in self._peers.items() if self._alive(p, now))
 
@@ -118,11 +129,13 @@ class Membership:
         if p is not None and p.inc == hb.inc and p.leaving:
             return Change()  # a leaving incarnation never comes back
         revived = frozenset()
+        since = p.since if p is not None and p.inc == hb.inc else now
         if p is None or not self._alive(p, now):
             if hb.node in self._was_dead and not hb.leaving:
                 revived = frozenset({hb.node})
             self._was_dead.discard(hb.node)
-        self._peers[hb.node] = _Peer(hb.inc, hb.seq, now, hb.ready, hb.leaving)
+            since = now
+        self._peers[hb.node] = _Peer(hb.inc, hb.seq, now, hb.ready, hb.leaving, since)
         return Change(self._refresh(now), revived)
 
     def sweep(self, now: float) -> Change:
@@ -189,6 +202,10 @@ class HeartbeatService:
     def eligible(self) -> frozenset[str]:
         with self._lock:
             return self.membership.eligible(time.monotonic())
+
+    def starting(self, within: float) -> frozenset[str]:
+        with self._lock:
+            return self.membership.starting(time.monotonic(), within)
 
     def peers_alive(self) -> frozenset[str]:
         with self._lock:

@@ -42,8 +42,10 @@ class AgentProcess(ServedProcess):
 
     what = "agent"
 
-    def __init__(self, stack: Stack, host: netlab.Host, node_name: str, extra: tuple[str, ...]) -> None:
+    def __init__(self, stack: Stack, host: netlab.Host, node_name: str, extra: tuple[str, ...],
+                 reuse_credentials: bool = False) -> None:
         self.stack = stack
+        self.reuse_credentials = reuse_credentials
         self.host = host
         self.node_name = node_name
         self.extra = extra
@@ -51,7 +53,10 @@ class AgentProcess(ServedProcess):
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> AgentProcess:
-        argv = [sys.executable, "-m", "agent.main", "--kubeconfig", str(self.stack.agent_kubeconfig(self.host)),
+        kubeconfig = self.stack.workdir / f"kubeconfig-{self.host.name}"
+        if not (self.reuse_credentials and kubeconfig.exists()):
+            kubeconfig = self.stack.agent_kubeconfig(self.host)
+        argv = [sys.executable, "-m", "agent.main", "--kubeconfig", str(kubeconfig),
                 "--node-name", self.node_name, "--metrics-address", f"0.0.0.0:{AGENT_PORT}",
                 "--log-level", "debug", *self.stack.agent_args, *self.extra]
         log = open(self.log_path, "a")  # noqa: SIM115 - the child keeps it
@@ -182,8 +187,8 @@ class Stack:
     def label_node(self, host: netlab.Host, labels: dict) -> None:
         self.core.patch_node(self.node_name(host), {"metadata": {"labels": labels}})
 
-    def start_agent(self, host: netlab.Host, *extra: str) -> AgentProcess:
-        agent = AgentProcess(self, host, self.node_name(host), extra)
+    def start_agent(self, host: netlab.Host, *extra: str, reuse_credentials: bool = False) -> AgentProcess:
+        agent = AgentProcess(self, host, self.node_name(host), extra, reuse_credentials)
         self.agents[host.name] = agent.start()
         return agent
 

@@ -265,3 +265,28 @@ def test_garbage_on_the_heartbeat_port_changes_nothing(stack):
     for agent in stack.agents.values():
         assert agent.alive(), agent.log_tail()
     assert stack.who_answers(ip, duration=1.0) == [stack.lab.host(answering).mac]
+
+
+def test_agents_starting_together_never_both_claim_an_ip(stack):
+    addresses = [f"{stack.lan_ip(40)}-{stack.lan_ip(49)}"]
+    pool = stack.pool("lan", addresses)
+    stack.advertisement("lan", ipAddressPools=[pool], interfaces=["eth0"])
+    stack.start(agents=False)
+    ns = stack.namespace("apps")
+    ips = [stack.service(ns, f"web{i}") for i in range(6)]
+    pcap = stack.workdir / "client.pcap"
+    capture = stack.capture(pcap)
+    # Credentials first, so that the three processes start within milliseconds of each other.
+    for host in stack.lab.nodes:
+        stack.agent_kubeconfig(host)
+    for host in stack.lab.nodes:
+        stack.start_agent(host, reuse_credentials=True)
+    for agent in stack.agents.values():
+        agent.wait_ready()
+    for ip in ips:
+        assert wait_single_answer(stack, ip) == expected_owner(stack, ip)
+    capture.terminate()
+    capture.wait(10)
+    for ip in ips:
+        claims = claims_in_capture(str(pcap), ip)
+        assert {mac for _t, mac in claims} == {stack.lab.host(expected_owner(stack, ip)).mac}, (ip, claims)

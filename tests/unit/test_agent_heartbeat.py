@@ -72,3 +72,20 @@ def test_decode_accepts_only_well_formed_heartbeats():
                 b'LFHB1{"node":"a","inc":1,"seq":1,"ready":1,"leaving":false}',
                 b"LFHB1\xff\xfe"]:
         assert decode(bad) is None, bad
+
+
+def test_starting_peers_are_alive_unready_and_recent():
+    m = Membership("me", dead_after=0.5)
+    m.heard(hb("a", 1, ready=False), 0.0)
+    m.heard(hb("b", 1, ready=True), 0.0)
+    assert m.starting(0.1, within=5) == {"a"}
+    # Still starting while it keeps sending not-ready heartbeats, until the courtesy runs out.
+    for i in range(2, 60):
+        m.heard(hb("a", i, ready=False), i * 0.1)
+    assert m.starting(4.9, within=5) == {"a"}
+    assert m.starting(5.9, within=5) == frozenset()
+    # Ready, it is no longer starting; dead, neither.
+    m.heard(hb("a", 100, ready=True), 6.0)
+    assert m.starting(6.0, within=5) == frozenset()
+    m.heard(hb("c", 1, ready=False), 6.0)
+    assert m.starting(7.0, within=5) == frozenset()
