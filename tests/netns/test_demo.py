@@ -13,13 +13,20 @@ from leifur.dev import netlab
 pytestmark = [pytest.mark.netns, pytest.mark.controlplane]
 
 
-def test_demo_assigns_an_ip_and_tears_down():
+def test_demo_assigns_announces_fails_over_and_tears_down():
     res = subprocess.run([sys.executable, "-m", "leifur.cli.leifurctl", "demo", "--down"],
                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "<pending>" in res.stdout
-    got = re.search(r"demo/web got (203\.0\.113\.1\d)\.", res.stdout)
-    assert got, res.stdout[-3000:]
-    assert re.search(rf"web\s+LoadBalancer\s+\S+\s+{re.escape(got.group(1))}\s", res.stdout)
-    assert "2 received" in res.stdout
+    out = res.stdout
+    assert res.returncode == 0, out[-3000:] + res.stderr[-3000:]
+    assert "<pending>" in out
+    got = re.search(r"/web got (192\.0\.2\.\d+)\.", out)
+    assert got, out[-3000:]
+    ip = got.group(1)
+    assert re.search(rf"web\s+LoadBalancer\s+\S+\s+{re.escape(ip)}\s", out)
+    owner = re.search(r"exactly one node answers, (node\d)", out).group(1)
+    assert re.search(rf"served by {owner} ", out)
+    failover = re.search(r"(node\d) took over .* no answer for (\d+) ms", out)
+    assert failover and failover.group(1) != owner, out[-3000:]
+    assert re.search(rf"now served by {failover.group(1)}\.", out)
+    assert f"{owner} announces {ip} again." in out
     assert netlab.leftovers() == {"namespaces": [], "links": []}
