@@ -56,8 +56,9 @@ class Agent:
         self.handover_grace = handover_grace
         # Long enough to hear every live peer at least twice before we claim anything.
         self.start_hold = start_hold if start_hold is not None else max(dead_after * 1.5, 3 * heartbeat_interval)
-        # How long a starting peer may hold back IPs it would own: its hold plus sync time, with room to spare.
-        self.start_courtesy = self.start_hold + 5.0
+        # How long a starting peer may hold back IPs it would own: its hold (its first heartbeat starts
+        # it) and a few heartbeats. Bounded tightly, since it delays a crash failover happening meanwhile.
+        self.start_courtesy = self.start_hold + 3 * heartbeat_interval
         self.stop_event = threading.Event()
         self.ready = False
         self._dirty = threading.Event()
@@ -69,7 +70,10 @@ class Agent:
         self.nodes = Informer(api_client, "/api/v1/nodes", "nodes")
         self.pools = Informer(api_client, f"/apis/{names.API_VERSION}/{names.POOLS}", names.POOLS)
         self.ads = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2ADVERTISEMENTS}", names.L2ADVERTISEMENTS)
-        self.informers = [self.services, self.slices, self.nodes, self.pools, self.ads]
+        # Our own record only, to write it again should it disappear.
+        self.record = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}", names.L2NODESTATUSES,
+                               field_selector=f"metadata.name={node}")
+        self.informers = [self.services, self.slices, self.nodes, self.pools, self.ads, self.record]
         for inf in self.informers:
             inf.add_handler(lambda _o: self.wake(), lambda _o, _n: self.wake(), lambda _o: self.wake())
 
@@ -77,6 +81,8 @@ class Agent:
                                           dead_after=dead_after, on_change=self._membership_changed)
         self.netlink = NetlinkAnnouncer()
         self.responders: dict[str, Responder] = {}
+        self._identity: dict[str, tuple[int, str] | None] = {}  # ifname -> (index, MAC) a responder opened
+        self.last_sync = 0.0
         self.recorder = EventRecorder(api_client, names.AGENT_NAME, host=node)
         self.records = RecordWriter(api_client, node, self._node_uid)
         self.claims: dict[str, Claim] = {}
@@ -122,6 +128,7 @@ class Agent:
         self.stop_event.wait(self.start_hold)
         if not self.stop_event.is_set():
             self.ready = True
+            self.last_sync = time.monotonic()
             self.heartbeat.set_ready(True)
             log.info("ready: announcing as %s", self.node)
         while not self.stop_event.is_set():
@@ -160,7 +167,10 @@ class Agent:
             inf.stop()
 
     def healthy(self) -> bool:
-        return self.heartbeat.alive()
+        """Heartbeats flow and, once ready, syncs keep succeeding (a stuck sync is a restart's job)."""
+        if not self.heartbeat.alive():
+            return False
+        return not self.ready or time.monotonic() - self.last_sync < 30
 
     # -- the sync ---------------------------------------------------------------------------------
 
@@ -200,9 +210,14 @@ class Agent:
                 self._problem(d, interfaces.explain_no_interface(ip, links, d.announcement.interfaces))
                 continue
             wanted[ip] = (d, ifaces, d.announcement.mode)
-        self._apply(wanted, {link.name for link in links})
+        for ip in self._problems.keys() - mine.keys():
+            del self._problems[ip]  # not ours any more: report afresh if it comes back
+        self._apply(wanted, {link.name: link for link in links})
+        self.records.check(self.record.get(self.node), self.record.has_synced())
+        self.last_sync = time.monotonic()
 
-    def _apply(self, wanted: dict[str, tuple[plan.Decision, tuple[str, ...], str]], existing: set[str]) -> None:
+    def _apply(self, wanted: dict[str, tuple[plan.Decision, tuple[str, ...], str]],
+               links: dict[str, interfaces.Link]) -> None:
         answer: dict[str, set[str]] = {}
         announce_only: dict[str, set[str]] = {}
         kernel: dict[str, set[str]] = {}
@@ -213,33 +228,51 @@ class Agent:
                     announce_only.setdefault(ifname, set()).add(ip)
                 else:
                     answer.setdefault(ifname, set()).add(ip)
-        # Losses first (stop answering at once), then the kernel's addresses, then gains announced.
-        for failure in self.netlink.set_ips(kernel):
-            if failure.ip in wanted:
-                self._problem(wanted[failure.ip][0], f"{failure.action} {failure.ip} on {failure.ifname} "
-                                                     f"failed: {failure.reason}")
+        failed: dict[str, str] = {}  # ip -> why it is not announced on some interface
+        for f in self.netlink.set_ips(kernel):
+            failed[f.ip] = f"{f.action} {f.ip} on {f.ifname} failed: {f.reason}"
         for ifname in sorted(set(self.responders) | set(answer) | set(announce_only)):
             ips, only = answer.get(ifname, set()), announce_only.get(ifname, set())
-            responder = self.responders.get(ifname)
-            if ifname not in existing or (responder is None and not ips and not only):
-                if responder is not None:
-                    responder.close()
-                    del self.responders[ifname]
-                continue
-            if responder is None:
-                try:
-                    responder = Responder(ifname, on_conflict=self._conflict)
-                    responder.start()
-                except OSError as e:
-                    log.warning("cannot open a responder on %s: %s", ifname, e)
-                    continue
-                self.responders[ifname] = responder
-            responder.set_ips(ips, only)
+            # One interface's trouble must not stop the others (nor the record of what works).
+            try:
+                self._apply_interface(ifname, links.get(ifname), ips, only)
+            except Exception as e:
+                log.warning("cannot announce on %s: %s", ifname, e)
+                for ip in ips | only:
+                    failed[ip] = f"cannot announce on {ifname}: {e}"
+        for ip, why in failed.items():
+            if ip in wanted:
+                self._problem(wanted.pop(ip)[0], why)
         if self._reannounce.is_set():
             self._reannounce.clear()
             for r in self.responders.values():
                 r.announce()
         self._record_changes(wanted)
+
+    def _apply_interface(self, ifname: str, link: interfaces.Link | None, ips: set[str], only: set[str]) -> None:
+        responder = self.responders.get(ifname)
+        identity = (link.index, link.mac) if link else None
+        # An interface deleted and created again (ifupdown, a bond re-formed) has a new index and
+        # maybe a new MAC: the old sockets are dead, so the responder starts over.
+        if responder is not None and (not (ips or only) or self._identity.get(ifname) != identity
+                                      or not responder.alive()):
+            responder.close()
+            del self.responders[ifname]
+            responder = None
+        if not (ips or only):
+            return
+        if link is None:
+            raise OSError(f"interface {ifname} does not exist")
+        if responder is None:
+            responder = Responder(ifname, on_conflict=self._conflict)
+            try:
+                responder.start()
+            except Exception:
+                responder.close()
+                raise
+            self.responders[ifname] = responder
+            self._identity[ifname] = identity
+        responder.set_ips(ips, only)
 
     def _record_changes(self, wanted: dict[str, tuple[plan.Decision, tuple[str, ...], str]]) -> None:
         before = self.claims
@@ -290,14 +323,14 @@ class Agent:
             log.warning("another host (%s) claims %s, which this node announces", mac, ip)
 
 
-def _peer_addresses(nodes: list[dict], me: str) -> list[str]:
-    """The first InternalIP of every other Node: where its agent listens for heartbeats."""
-    out = []
+def _peer_addresses(nodes: list[dict], me: str) -> dict[str, str]:
+    """Node name -> first InternalIP of every other Node: where its agent listens for heartbeats."""
+    out = {}
     for n in nodes:
         if n["metadata"]["name"] == me:
             continue
         addrs = (n.get("status") or {}).get("addresses") or []
         internal = [a.get("address") for a in addrs if a.get("type") == "InternalIP" and a.get("address")]
         if internal:
-            out.append(internal[0])
+            out[n["metadata"]["name"]] = internal[0]
     return out

@@ -19,12 +19,13 @@ A heartbeat carries:
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from agent import metrics
@@ -124,10 +125,12 @@ class Membership:
         if hb.node == self.me:
             return Change()
         p = self._peers.get(hb.node)
-        if p is not None and (hb.inc < p.inc or (hb.inc == p.inc and hb.seq <= p.seq)):
+        if p is not None and self._alive(p, now) and (hb.inc < p.inc or (hb.inc == p.inc and hb.seq <= p.seq)):
             return Change()  # a late or duplicated datagram
-        if p is not None and p.inc == hb.inc and p.leaving:
-            return Change()  # a leaving incarnation never comes back
+        if p is not None and p.inc == hb.inc and (p.leaving or hb.seq <= p.seq):
+            return Change()  # a leaving incarnation never comes back; an old datagram of a dead one neither
+        # Any other incarnation of a peer we hold dead or leaving is a restart: a clock that went
+        # back (the incarnation is a start time) must not keep a restarted agent out.
         revived = frozenset()
         since = p.since if p is not None and p.inc == hb.inc else now
         if p is None or not self._alive(p, now):
@@ -137,6 +140,14 @@ class Membership:
             since = now
         self._peers[hb.node] = _Peer(hb.inc, hb.seq, now, hb.ready, hb.leaving, since)
         return Change(self._refresh(now), revived)
+
+    def forget(self, keep: Iterable[str]) -> None:
+        """Drop what we know of nodes not in `keep` (their Node objects are gone)."""
+        keep = set(keep)
+        for node in list(self._peers):
+            if node not in keep:
+                del self._peers[node]
+        self._was_dead &= keep
 
     def sweep(self, now: float) -> Change:
         """Expire peers not heard for `dead_after`; call it a few times per `dead_after`."""
@@ -173,24 +184,34 @@ class HeartbeatService:
         self._ready = False
         self._leaving = False
         self._targets: tuple[tuple[str, int], ...] = ()
+        self._addresses: dict[str, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # one socket for both families
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # No SO_REUSEADDR: a second agent on the same port must fail loudly, not silently steal
+        # every heartbeat (Linux delivers unicast datagrams to the socket bound last).
         self._sock.bind((bind, port))
         self._sock.settimeout(min(interval, dead_after / 4))
         self._threads: list[threading.Thread] = []
         self._sent = metrics.HEARTBEATS.labels("sent")
         self._received = metrics.HEARTBEATS.labels("received")
+        self._rejected = metrics.HEARTBEATS.labels("rejected")
 
     # -- controls ---------------------------------------------------------------------------
 
-    def set_peers(self, addresses: Iterable[str]) -> None:
-        """The peers' IP addresses (IPv4 or IPv6), from their Node objects."""
-        targets = tuple(sorted({(_v6_mapped(a), self.port) for a in addresses}))
+    def set_peers(self, addresses: Mapping[str, str]) -> None:
+        """Peers' node names -> IP addresses (IPv4 or IPv6), from their Node objects.
+
+        Heartbeats are accepted only from a known node's own address: anyone on the LAN can reach
+        the port, and a stranger's datagram must not make up a peer or end one.
+        """
+        by_name = {node: _v6_mapped(addr) for node, addr in addresses.items()}
+        targets = tuple(sorted({(a, self.port) for a in by_name.values()}))
         with self._lock:
             self._targets = targets
+            self._addresses = by_name
+            self.membership.forget(by_name)
 
     def set_ready(self, ready: bool) -> None:
         with self._lock:
@@ -263,8 +284,11 @@ class HeartbeatService:
         while not self._stop.is_set():
             hb = None
             try:
-                data, _addr = self._sock.recvfrom(MAX_DATAGRAM + 1)
+                data, addr = self._sock.recvfrom(MAX_DATAGRAM + 1)
                 hb = decode(data)
+                if hb is not None and self._addresses.get(hb.node) != _v6_mapped(addr[0]):
+                    self._rejected.inc()
+                    hb = None
             except TimeoutError:
                 pass
             except OSError:
@@ -286,4 +310,8 @@ class HeartbeatService:
 
 
 def _v6_mapped(address: str) -> str:
-    return f"::ffff:{address}" if ":" not in address else address
+    """The form recvfrom() on our dual-stack socket reports a sender's address in."""
+    addr = ipaddress.ip_address(address.split("%")[0])
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped  # Python < 3.13 prints a mapped address in hex groups
+    return f"::ffff:{addr}" if addr.version == 4 else str(addr)

@@ -22,6 +22,7 @@ NOT_IN_POOL = "NotInPool"
 NO_ENDPOINTS = "NoReadyEndpoints"
 NO_NODE = "NoEligibleNode"
 NO_ADVERTISEMENT = "NoAdvertisement"
+UNUSABLE = "UnusableAddress"
 
 
 @dataclass(frozen=True)
@@ -101,22 +102,36 @@ def decide(cluster: Cluster, live: Iterable[str], load_balancer_class: str | Non
 
 
 def _pool_of(ip: str, svcs: list[dict], pools: list[Pool]) -> Pool | None:
+    """The pool the controller allocated `ip` from, by the annotation it writes on the Service.
+
+    Without the annotation the IP was not allocated by Leifur (another implementation, or a hand
+    edit of the status): it is not announced. A pool shrunk under a live allocation no longer
+    contains the IP but still names it: the Service keeps its IP (no renumbering), so it stays
+    announced until the user moves it.
+    """
     addr = ipaddress.ip_address(ip)
-    named = {(s["metadata"].get("annotations") or {}).get(names.ANN_ALLOCATED_FROM_POOL) for s in svcs}
-    containing = [p for p in pools if p.contains(addr)]
-    # The pool the controller wrote wins when it contains the IP; otherwise any pool that does.
-    for p in containing:
-        if p.name in named:
+    named: set[str] = set()
+    for s in svcs:
+        value = (s["metadata"].get("annotations") or {}).get(names.ANN_ALLOCATED_FROM_POOL) or ""
+        named |= {p.strip() for p in value.split(",") if p.strip()}
+    candidates = [p for p in pools if p.name in named]
+    for p in candidates:
+        if p.contains(addr):
             return p
-    return containing[0] if containing else None
+    return next((p for p in candidates if addr.version in p.families()), None)
 
 
 def _decide_ip(ip: str, svcs: list[dict], pools: list[Pool], pool_labels: Mapping[str, Mapping[str, str]],
                ads: list[Advertisement], nodes: list[Node], ready: dict[str, set[str]]) -> Decision:
     keys = tuple(sorted(key_of(s) for s in svcs))
+    addr = ipaddress.ip_address(ip)
+    if addr.is_multicast or addr.is_unspecified or addr.is_loopback or addr.is_link_local:
+        return Decision(ip, keys, None, None, UNUSABLE, f"{ip} cannot be announced on a LAN (multicast, "
+                        "loopback, link-local or unspecified)")
     pool = _pool_of(ip, svcs, pools)
     if pool is None:
-        return Decision(ip, keys, None, None, NOT_IN_POOL, f"{ip} is in no IPAddressPool; it is not announced")
+        return Decision(ip, keys, None, None, NOT_IN_POOL,
+                        f"{ip} was not allocated from an IPAddressPool by Leifur; it is not announced")
     labels = pool_labels.get(pool.name, {})
     if not any(a.selects_pool(pool.name, labels) for a in ads):
         return Decision(ip, keys, pool.name, None, NO_ADVERTISEMENT,

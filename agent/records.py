@@ -69,6 +69,8 @@ class RecordWriter:
         self._cond = threading.Condition()
         self._wanted: tuple[Record, ...] | None = None
         self._written: tuple[Record, ...] | None = None
+        self._written_uid: str | None = None
+        self._last_write = 0.0
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="l2nodestatus", daemon=True)
 
@@ -79,6 +81,18 @@ class RecordWriter:
         with self._cond:
             self._wanted = tuple(sorted(records, key=lambda r: r.ip))
             self._cond.notify_all()
+
+    def check(self, observed: dict | None, synced: bool) -> None:
+        """Write again if what is in the API is not what we wrote: our record was deleted (by hand,
+        or collected with a Node re-created under the same name), or the Node's UID changed."""
+        with self._cond:
+            if self._written is None:
+                return
+            recent = time.monotonic() - self._last_write < 5  # the informer may not have seen our write
+            gone = synced and observed is None and not recent
+            if gone or self.node_uid() != self._written_uid:
+                self._written = None
+                self._cond.notify_all()
 
     def flush(self, timeout: float) -> bool:
         """Wait until the latest state is written; False if it was not within `timeout`."""
@@ -121,8 +135,12 @@ class RecordWriter:
                 self._cond.notify_all()
 
     def _write(self, records: Sequence[Record]) -> None:
-        body = status_body(self.node, self.node_uid(), records)
+        uid = self.node_uid()
+        body = status_body(self.node, uid, records)
         request(self.api_client, "PATCH", f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}/{self.node}",
                 query=[("fieldManager", names.AGENT_NAME), ("force", "true")],
                 body=json.dumps(body), content_type="application/apply-patch+yaml", timeout=self.request_timeout)
         self.writes += 1
+        with self._cond:
+            self._written_uid = uid
+            self._last_write = time.monotonic()

@@ -197,6 +197,11 @@ class Responder:
             raise
         return s
 
+    def alive(self) -> bool:
+        """The responder thread runs (False before start() and after close())."""
+        thread = getattr(self, "_thread", None)
+        return thread is not None and thread.is_alive()
+
     def close(self) -> None:
         """Stop answering, stop the thread, close the sockets, leave the groups. Idempotent."""
         with self._config:

@@ -290,3 +290,32 @@ def test_agents_starting_together_never_both_claim_an_ip(stack):
     for ip in ips:
         claims = claims_in_capture(str(pcap), ip)
         assert {mac for _t, mac in claims} == {stack.lab.host(expected_owner(stack, ip)).mac}, (ip, claims)
+
+
+def test_an_interface_that_changes_under_the_agent_or_cannot_be_used(stack):
+    ns = start(stack)
+    ip = stack.service(ns, "web")
+    owner_name = wait_single_answer(stack, ip)
+    host = stack.lab.host(owner_name)
+    # The owner's interface gets a new MAC (a bond re-formed, a NIC replaced): answers follow it.
+    new_mac = "02:00:00:ee:00:01"
+    stack.lab.run(host.netns, ["ip", "link", "set", "eth0", "address", new_mac])
+    wait_for(lambda: stack.who_answers(ip) == [new_mac], 30, what="answers with the interface's new MAC")
+    stack.lab.run(host.netns, ["ip", "link", "set", "eth0", "address", host.mac])
+    wait_for(lambda: stack.who_answers(ip) == [host.mac], 30, what="answers with the old MAC again")
+
+    # An advertisement naming an interface that cannot answer ARP (loopback): the owner says so on
+    # the Service and does not claim the IP in its record or metrics.
+    pool2 = stack.pool("lo", [f"{stack.lan_ip(50)}-{stack.lan_ip(52)}"])
+    stack.advertisement("lo", ipAddressPools=[pool2], interfaces=["lo"])
+    stack.cluster.create_service(ns, "dark", annotations={names.ANN_ADDRESS_POOL: pool2})
+    stack.endpoints(ns, "dark", stack.lab.nodes)
+    dark_ip = wait_for(lambda: (ips := stack.cluster.ips(ns, "dark")) and ips[0], 30, what="an IP for dark")
+    event = wait_for(lambda: stack.cluster.has_event(ns, "dark", names.REASON_NOT_ANNOUNCED), 30,
+                     what="a NotAnnounced event")
+    assert "lo" in event["message"], event["message"]
+    assert not stack.cluster.has_event(ns, "dark", names.REASON_NODE_ASSIGNED)
+    assert stack.who_answers(dark_ip) == []
+    assert sum(a.metric("leifur_agent_announced_ips") for a in stack.agents.values()) == 1
+    # The working IP is undisturbed.
+    assert stack.who_answers(ip) == [host.mac]

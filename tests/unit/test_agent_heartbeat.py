@@ -89,3 +89,33 @@ def test_starting_peers_are_alive_unready_and_recent():
     assert m.starting(6.0, within=5) == frozenset()
     m.heard(hb("c", 1, ready=False), 6.0)
     assert m.starting(7.0, within=5) == frozenset()
+
+
+def test_a_restarted_agent_is_accepted_even_if_its_clock_went_back():
+    m = Membership("me", dead_after=0.5)
+    m.heard(hb("a", 50, inc=1000), 0.0)
+    # While the old incarnation is alive, an older one is a stale datagram.
+    assert not m.heard(hb("a", 1, inc=900), 0.1)
+    # Once it is dead (crash) or leaving, another incarnation is a restart, whatever its number.
+    m.sweep(1.0)
+    assert m.heard(hb("a", 1, inc=900), 1.0).eligible
+    assert m.eligible(1.0) == {"a"}
+    m.heard(hb("a", 2, inc=900, leaving=True), 1.1)
+    assert m.heard(hb("a", 1, inc=800), 1.2).eligible
+
+
+def test_forgetting_deleted_nodes():
+    m = Membership("me", dead_after=0.5)
+    m.heard(hb("a", 1), 0.0)
+    m.heard(hb("b", 1), 0.0)
+    m.sweep(1.0)
+    m.forget({"b"})
+    assert m.heard(hb("a", 1, inc=2), 1.0).revived == frozenset()  # a new member, not a revival
+    assert m.heard(hb("b", 2), 1.0).revived == {"b"}
+
+
+def test_sender_addresses_compare_in_one_form():
+    from agent.heartbeat import _v6_mapped
+
+    assert _v6_mapped("192.0.2.13") == _v6_mapped("::ffff:192.0.2.13") == _v6_mapped("::FFFF:c000:020d")
+    assert _v6_mapped("2001:DB8::0001") == _v6_mapped("2001:db8::1") != _v6_mapped("192.0.2.1")

@@ -7,10 +7,12 @@ from agent.election import owner
 from leifur import names
 
 
-def svc(name: str, ips: list[str], policy: str = "Cluster", ns: str = "default", **meta) -> dict:
+def svc(name: str, ips: list[str], policy: str = "Cluster", ns: str = "default", pool: str | None = "lan",
+        **meta) -> dict:
+    annotations = {names.ANN_ALLOCATED_FROM_POOL: pool} if pool else {}
     return {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": ns, **meta},
+        "metadata": {"name": name, "namespace": ns, "annotations": annotations, **meta},
         "spec": {"type": "LoadBalancer", "externalTrafficPolicy": policy, "ports": [{"port": 80}]},
         "status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips]}},
     }
@@ -92,9 +94,24 @@ def test_exclusion_label_and_node_selectors_are_honoured():
     assert d.announcement is None and d.reason == plan.NO_NODE and "live agent" in d.message
 
 
-def test_ips_outside_every_pool_are_never_announced():
-    d = plan.decide(cluster([svc("s", ["203.0.113.5"])]), LIVE)["203.0.113.5"]
-    assert d.announcement is None and d.reason == plan.NOT_IN_POOL
+def test_ips_not_allocated_by_leifur_are_never_announced():
+    # No pool of that name; no annotation at all (another implementation wrote the status).
+    for s in (svc("s", ["203.0.113.5"], pool="gone"), svc("s", ["192.0.2.40"], pool=None)):
+        [d] = plan.decide(cluster([s]), LIVE).values()
+        assert d.announcement is None and d.reason == plan.NOT_IN_POOL
+
+
+def test_an_ip_left_outside_a_shrunk_pool_stays_announced():
+    shrunk = {"metadata": {"name": "lan"}, "spec": {"addresses": ["192.0.2.40/31"]}}
+    d = plan.decide(cluster([svc("s", ["192.0.2.47"])], pools=[shrunk]), LIVE)["192.0.2.47"]
+    assert d.announcement is not None and d.pool == "lan"
+
+
+def test_addresses_a_lan_cannot_carry_are_refused():
+    mcast = {"metadata": {"name": "lan"}, "spec": {"addresses": ["224.0.0.10/31", "192.0.2.40/29"]}}
+    for ip in ("224.0.0.10", "224.0.0.11"):
+        d = plan.decide(cluster([svc("s", [ip])], pools=[mcast]), LIVE)[ip]
+        assert d.announcement is None and d.reason == plan.UNUSABLE
 
 
 def test_a_pool_no_advertisement_selects_is_not_announced():
