@@ -1,0 +1,174 @@
+"""What status and explain conclude from a Snapshot, with the controller's and the agents' own code. Pure.
+
+- Allocation: the pools are parsed and the allocator rebuilt from Services' status as the controller
+  does at start (`reconcile.State`, `Allocator.adopt`), and a Service's request is decided with
+  `decide.allocate`, the function the controller calls.
+- Announcement: `agent.plan.decide`, the function every agent calls. Liveness of agents is not in
+  the API (agents hear each other's heartbeats), so the nodes that have an `L2NodeStatus` stand in
+  for the live agents, and the `L2NodeStatus` records say who announces what.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from agent import plan
+from leifur import names
+from leifur.cli.snapshot import Snapshot
+from leifur.controller import service
+from leifur.controller.reconcile import State
+from leifur.ipam.allocator import AllocationError
+from leifur.ipam.pool import Pool
+from leifur.ipam.sharing import ServiceTraits
+
+# States of an IP on the LAN, beyond plan's reasons (NotInPool, NoAdvertisement, NoReadyEndpoints, NoEligibleNode).
+ANNOUNCED = "Announced"
+NOT_ANNOUNCED = "NotAnnounced"  # an agent should announce it, and its record does not list it
+MULTIPLE = "MultipleAnnouncers"  # more than one node's record lists it
+PENDING = "Pending"  # no IP and no word from the controller yet
+DELETING = "Deleting"
+
+
+def condition(svc: dict) -> dict | None:
+    """The controller's condition leifur.io/IPAllocated on the Service, if any."""
+    for c in (svc.get("status") or {}).get("conditions") or []:
+        if c.get("type") == names.COND_SERVICE_ALLOCATED:
+            return c
+    return None
+
+
+def holds_ours(svc: dict, lb_class: str | None) -> bool:
+    """The Services whose IPs the controller counts as held when it rebuilds (ServiceReconciler.rebuild)."""
+    meta = svc["metadata"]
+    return names.SERVICE_FINALIZER in (meta.get("finalizers") or []) and (
+        service.is_ours(svc, lb_class) or bool(meta.get("deletionTimestamp")))
+
+
+@dataclass
+class Rebuilt:
+    state: State
+    # Two Services' status claiming one IP they may not share: (the younger Service, its holders, what is wrong).
+    conflicts: list[tuple[str, list[str], str]] = field(default_factory=list)
+
+
+def rebuild(snap: Snapshot, lb_class: str | None) -> Rebuilt:
+    """The controller's state after a restart: pools parsed, and every IP in our Services' status adopted,
+    oldest Service first (the same order and rules as the controller's rebuild)."""
+    state = State()
+    state.refresh_pools(snap.pools)
+    out = Rebuilt(state)
+    svcs = sorted(snap.services, key=lambda s: (s["metadata"].get("creationTimestamp", ""), service.key_of(s)))
+    for svc in svcs:
+        if not holds_ours(svc, lb_class):
+            continue
+        try:
+            traits = service.traits_of(svc)
+        except service.ServiceSpecError:
+            traits = ServiceTraits(service.key_of(svc))
+        for ip in service.ingress_ips(svc):
+            try:
+                state.allocator.adopt(traits, ip)
+            except AllocationError as e:
+                out.conflicts.append((traits.key, e.holders, f"{traits.key} shows {ip} in its status, but {e}"))
+    return out
+
+
+def pool_usage(state: State, pool: Pool) -> dict[int, tuple[int, int]]:
+    """Per family: (usable addresses, addresses held), counted as the controller counts for the pool's status."""
+    held = state.holders_in(pool)
+    return {v: (pool.size(v), len({ip for ips in held.values() for ip in ips if ip.version == v}))
+            for v in sorted(pool.families())}
+
+
+@dataclass
+class IPState:
+    """Where one assigned IP stands on the LAN."""
+
+    ip: str
+    services: tuple[str, ...]
+    pool: str | None
+    state: str  # ANNOUNCED, or why not
+    message: str
+    announced_by: list[dict] = field(default_factory=list)  # the records: {node, interfaces, mode, since}
+    expected_node: str | None = None  # the owner by the agents' rule, among the agents seen
+    owner_if_all_live: str | None = None  # the owner if every Node's agent were live
+
+    def as_dict(self) -> dict:
+        return {"ip": self.ip, "services": list(self.services), "pool": self.pool, "state": self.state,
+                "message": self.message, "announcedBy": self.announced_by, "expectedNode": self.expected_node,
+                "ownerIfAllAgentsLive": self.owner_if_all_live}
+
+
+def agents_seen(snap: Snapshot) -> list[str]:
+    return sorted(o["metadata"]["name"] for o in snap.node_statuses)
+
+
+def records(snap: Snapshot) -> dict[str, list[dict]]:
+    """IP -> what the agents' L2NodeStatus objects say about it, one entry per node announcing it."""
+    out: dict[str, list[dict]] = {}
+    for obj in sorted(snap.node_statuses, key=lambda o: o["metadata"]["name"]):
+        for a in (obj.get("status") or {}).get("announcements") or []:
+            if not isinstance(a, dict) or not a.get("ip"):
+                continue
+            try:
+                ip = str(ipaddress.ip_address(str(a["ip"])))
+            except ValueError:
+                continue
+            out.setdefault(ip, []).append({
+                "node": obj["metadata"]["name"], "interfaces": list(a.get("interfaces") or []),
+                "mode": a.get("mode"), "since": a.get("since"), "services": list(a.get("services") or []),
+                "pool": a.get("pool")})
+    return out
+
+
+def _where(r: dict) -> str:
+    ifaces = ", ".join(r["interfaces"]) or "its default interface"
+    return f"{r['node']} on {ifaces} ({r['mode'] or 'Responder'})"
+
+
+def ip_states(snap: Snapshot, lb_class: str | None) -> tuple[dict[str, IPState], dict[str, list[dict]]]:
+    """Every IP assigned to a Service of ours, and where it stands; and the recorded IPs no such Service holds."""
+    cluster = plan.Cluster(snap.services, snap.endpoint_slices, snap.nodes, snap.pools, snap.advertisements)
+    seen = agents_seen(snap)
+    all_nodes = [n["metadata"]["name"] for n in snap.nodes]
+    with_seen = plan.decide(cluster, seen, lb_class)
+    with_all = plan.decide(cluster, all_nodes, lb_class)
+    recorded = records(snap)
+    out: dict[str, IPState] = {}
+    for ip, d in with_seen.items():
+        d_all = with_all[ip]
+        by = recorded.get(ip, [])
+        expected = d.announcement.node if d.announcement else None
+        if_all = d_all.announcement.node if d_all.announcement else None
+        st = IPState(ip, d.services, d.pool, ANNOUNCED, "", by, expected, if_all)
+        if len(by) == 1:
+            st.message = f"announced by {_where(by[0])}" + (f" since {by[0]['since']}" if by[0]["since"] else "")
+            if expected is not None and expected != by[0]["node"]:
+                st.message += (f"; by the agents' rule {expected} should announce it: it is moving, or the record "
+                               f"of {by[0]['node']} is stale (its agent crashed)")
+        elif by:
+            st.state = MULTIPLE
+            st.message = (f"announced by {len(by)} nodes: {'; '.join(_where(r) for r in by)}. Normal for a moment "
+                          "during a failover; lasting, it means the agents cannot hear each other's heartbeats "
+                          "(a partition) or a crashed agent's record is stale")
+        elif d_all.announcement is None:
+            st.state, st.message = d_all.reason, d_all.message
+        elif expected is not None:
+            st.state = NOT_ANNOUNCED
+            st.message = (f"node {expected} should announce it, but its L2NodeStatus does not list it: its agent "
+                          "found no interface for it (see the Service's NotAnnounced events) or has not written "
+                          "its record yet")
+        else:
+            st.state = plan.NO_NODE
+            st.message = (f"no agent seen on a node that may announce it; node {if_all} would, once its agent runs "
+                          f"(agents seen: {', '.join(seen) or 'none'})")
+        out[ip] = st
+    stray = {ip: by for ip, by in recorded.items() if ip not in with_seen}
+    return out, stray
+
+
+def stray_message(ip: str, by: list[dict]) -> str:
+    nodes = ", ".join(r["node"] for r in by)
+    return (f"{ip} is announced by {nodes} (L2NodeStatus) but held by no LoadBalancer Service of ours: the record "
+            "is stale (a crashed agent) or the Service was just deleted")
