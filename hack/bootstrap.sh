@@ -23,10 +23,11 @@ if [ ! -x .venv/bin/python ]; then
     echo "==> creating .venv"
     python3 -m venv .venv
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# Runtime dependencies are pinned by constraints.txt, the same pins the image uses.
+stamp=.venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ ! -e "$stamp" ]; then
     echo "==> installing Leifur and its test dependencies into .venv"
-    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[test]'; } >.venv/pip.log 2>&1; then
+    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -c constraints.txt -e '.[test]'; } >.venv/pip.log 2>&1; then
         cat .venv/pip.log; exit 1
     fi
     rm -f .venv/.installed-* && touch "$stamp"
