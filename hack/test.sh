@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 hack/bootstrap.sh
 echo "==> ruff"
 .venv/bin/ruff check .
+echo "==> docs"
+# The site must build with --strict: a broken link, anchor or page left out of the nav fails CI.
+site=$(mktemp -d)
+.venv/bin/mkdocs build --strict --quiet -d "$site" || { rm -rf "$site"; exit 1; }
+rm -rf "$site"
 echo "==> pytest"
 .venv/bin/pytest "$@"
 echo "==> after the suite: nothing of ours may remain"
