@@ -83,6 +83,8 @@ def ingress_ips(svc: dict) -> list[IP]:
 
 
 def _parse_ip(text: str, where: str) -> IP:
+    if not isinstance(text, str):  # the API's schema prevents it; a decision must not depend on that
+        raise ServiceSpecError(f"{where}: {text!r} is not an IP address")
     try:
         return ipaddress.ip_address(text.strip())
     except ValueError:
