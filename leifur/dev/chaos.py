@@ -215,15 +215,14 @@ class Chaos:
         ctl.start().wait_ready(60)
 
     def kill_agent(self) -> None:
-        host = self._node()
-        self.stack.agents[host.name].signal(signal.SIGKILL)
-        self.stack.agents[host.name].wait_exit(10)
-        self._pause()
-        self.stack.start_agent(host, reuse_credentials=True).wait_ready(60)
+        self._stop_and_restart_agent(signal.SIGKILL)
 
     def term_agent(self) -> None:
+        self._stop_and_restart_agent(signal.SIGTERM)
+
+    def _stop_and_restart_agent(self, sig: signal.Signals) -> None:
         host = self._node()
-        self.stack.agents[host.name].signal(signal.SIGTERM)
+        self.stack.agents[host.name].signal(sig)
         self.stack.agents[host.name].wait_exit(15)
         self._pause()
         self.stack.start_agent(host, reuse_credentials=True).wait_ready(60)
