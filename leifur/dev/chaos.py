@@ -33,6 +33,7 @@ from agent.election import owner
 from leifur import names
 from leifur.controller.service import ServiceSpecError, ingress_ips, is_ours, key_of, traits_of
 from leifur.dev.cluster import wait_for
+from leifur.dev.flaky import FlakyProxy
 from leifur.dev.probe import claims_in_capture, handover_windows
 from leifur.dev.stack import Stack
 from leifur.ipam.sharing import incompatibility
@@ -145,6 +146,7 @@ class Chaos:
     observer: Observer | None = None
     split_windows: list[tuple[float, float]] = field(default_factory=list)  # wall-clock partitions/freezes
     pool: str = ""
+    proxy: FlakyProxy | None = None
     crashes: list[str] = field(default_factory=list)
     restarts: int = 0  # controller restarts after a lost Lease
 
@@ -155,6 +157,9 @@ class Chaos:
 
     def setup(self) -> None:
         s = self.stack
+        # Every API request of the controller and the agents goes through a proxy that can fail them.
+        self.proxy = FlakyProxy(("127.0.0.1", s.cp.apiserver_port), seed=self.seed).start()
+        s.use_proxy(self.proxy.port)
         self.pool = s.pool("chaos", [f"{s.lan_ip(30)}-{s.lan_ip(59)}"])
         s.advertisement("chaos", ipAddressPools=[self.pool], interfaces=["eth0"])
         s.start()
@@ -175,7 +180,7 @@ class Chaos:
             "agents partitioned": self.partition,
             "node reboot (link down, agent restart)": self.reboot_node,
             "API server stopped": self.stop_api,
-            "Service flips (type, policy, sharing)": self.flip_service,
+            "Service flips (type, policy, sharing, requested IP)": self.flip_service,
             "pool shrunk and expanded": self.edit_pool,
             "bad annotation": self.bad_annotation,
             "Service deleted and recreated": self.recreate_service,
@@ -183,6 +188,7 @@ class Chaos:
             "node deleted from the API": self.delete_node,
             "overlapping pool created and deleted": self.overlapping_pool,
             "endpoints gone and back": self.endpoints_flap,
+            "API requests reset or stalled at random": self.flaky_api,
         }
 
     def run(self, steps: int) -> None:
@@ -269,18 +275,21 @@ class Chaos:
     def flip_service(self) -> None:
         name = self._svc()
         key = f"{self.namespace}/{name}"
-        patch = self.rng.choice([
-            {"spec": {"type": "ClusterIP"}},
-            {"spec": {"externalTrafficPolicy": "Local"}},
-            {"metadata": {"annotations": {names.ANN_ALLOW_SHARED_IP: "chaos-shared"}}},
+        # Each change with the patch that undoes it. A requested IP may be free or held by another
+        # Service (then it is refused with a reason, and the holder must keep it).
+        wanted = self.stack.lan_ip(self.rng.randrange(30, 60))
+        patch, undo = self.rng.choice([
+            ({"spec": {"type": "ClusterIP"}}, {"spec": {"type": "LoadBalancer"}}),
+            ({"spec": {"externalTrafficPolicy": "Local"}}, {"spec": {"externalTrafficPolicy": "Cluster"}}),
+            ({"metadata": {"annotations": {names.ANN_ALLOW_SHARED_IP: "chaos-shared"}}},
+             {"metadata": {"annotations": {names.ANN_ALLOW_SHARED_IP: None}}}),
+            ({"metadata": {"annotations": {names.ANN_LOAD_BALANCER_IPS: wanted}}},
+             {"metadata": {"annotations": {names.ANN_LOAD_BALANCER_IPS: None}}}),
         ])
         self.observer.cause(key)
         self.stack.cluster.patch_service(self.namespace, name, patch)
         self._pause()
         self.observer.cause(key)
-        undo = {"spec": {"type": "LoadBalancer"}} if "type" in patch.get("spec", {}) else (
-            {"spec": {"externalTrafficPolicy": "Cluster"}} if "spec" in patch else
-            {"metadata": {"annotations": {names.ANN_ALLOW_SHARED_IP: None}}})
         self.stack.cluster.patch_service(self.namespace, name, undo)
 
     def edit_pool(self) -> None:
@@ -318,6 +327,13 @@ class Chaos:
                  what=f"{key} deleted")
         self.observer.cause(key)
         self.stack.cluster.create_service(self.namespace, name, ports=(80 + int(name[1:]),))
+
+    def flaky_api(self) -> None:
+        # A third of new connections reset, a fifth stalled for 3 s; open watches cut at once.
+        self.proxy.faults(reset_share=0.33, stall_share=0.2, stall_seconds=3.0)
+        self._pause()
+        self._pause()
+        self.proxy.faults(0.0, 0.0)
 
     def second_controller(self) -> None:
         from leifur.dev.cluster import ControllerProcess
@@ -421,6 +437,7 @@ class Chaos:
 
     def crashed(self) -> list[str]:
         """Processes of ours that died unasked, and tracebacks in any log."""
+        self.supervise()  # a controller that just lost its Lease exited on purpose
         out = list(self.crashes)
         s = self.stack
         for a in s.agents.values():
@@ -430,8 +447,6 @@ class Chaos:
                 out.append(f"agent {a.node_name} logged a traceback")
         ctl = s.controller
         if ctl is not None:
-            if not ctl.alive():
-                out.append("controller is not running")
             with contextlib.suppress(FileNotFoundError):
                 if "Traceback" in ctl.log_path.read_text(errors="replace"):
                     out.append("controller logged a traceback")

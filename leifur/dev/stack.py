@@ -106,6 +106,9 @@ class Stack:
         self.core = client.CoreV1Api(api_client)
         self.kubeconfig = control_plane.write_kubeconfig(
             workdir / "kubeconfig-lan", server=f"https://{lab.host_ip}:{control_plane.apiserver_port}")
+        # Where the controller and the agents reach the API server (use_proxy puts a proxy between).
+        self.api_port = control_plane.apiserver_port
+        self.controller_kubeconfig = control_plane.kubeconfig
         self.controller: ControllerProcess | None = None
         self.agents: dict[str, AgentProcess] = {}
         self.pools: list[str] = []
@@ -135,7 +138,7 @@ class Stack:
         for host in self.lab.nodes:
             self.create_node(host)
         if controller:
-            self.controller = ControllerProcess(self.cp.kubeconfig, self.workdir / "controller.log",
+            self.controller = ControllerProcess(self.controller_kubeconfig, self.workdir / "controller.log",
                                                 identity=f"ctl-{self.lab.id}", lease_namespace="leifur-system")
             self.controller.start().wait_ready()
         if agents:
@@ -154,6 +157,12 @@ class Stack:
         self.core.patch_node_status(name, {"status": {"addresses": [
             {"type": "InternalIP", "address": host.ip4}, {"type": "Hostname", "address": host.name}]}})
 
+    def use_proxy(self, port: int) -> None:
+        """Send the controller's and the agents' API traffic through a proxy on `port` (before start())."""
+        self.api_port = port
+        self.controller_kubeconfig = self.cp.write_kubeconfig(self.workdir / "kubeconfig-controller",
+                                                              server=f"https://127.0.0.1:{port}")
+
     def apply(self, path: Path) -> None:
         kubectl = str(gobuild.ensure_built("kubectl"))
         subprocess.run([kubectl, "--kubeconfig", str(self.cp.kubeconfig), "apply", "--server-side", "-f", str(path)],
@@ -171,7 +180,7 @@ class Stack:
         wait_for(lambda: not self._pod_exists(pod), 30, what=f"old pod {pod} gone")
         self.core.create_namespaced_pod("leifur-system", body)
         return service_account_kubeconfig(
-            self.api_client, f"https://{self.lab.host_ip}:{self.cp.apiserver_port}",
+            self.api_client, f"https://{self.lab.host_ip}:{self.api_port}",
             self.cp.directory / "pki" / "ca.crt", "leifur-system", names.AGENT_NAME,
             self.workdir / f"kubeconfig-{host.name}", bound_pod=pod)
 

@@ -19,8 +19,8 @@ from leifur.dev.chaos import Chaos
 
 pytestmark = [pytest.mark.netns, pytest.mark.controlplane]
 
-# The default runs every fault once (15 of them).
-STEPS = int(os.environ.get("LEIFUR_CHAOS_STEPS", "15"))
+# The default runs every fault once (16 of them).
+STEPS = int(os.environ.get("LEIFUR_CHAOS_STEPS", "16"))
 SEED = int(os.environ.get("LEIFUR_CHAOS_SEED", "20261124"))
 API_OUTAGE = float(os.environ.get("LEIFUR_CHAOS_API_OUTAGE", "8"))
 
@@ -34,6 +34,8 @@ def test_invariants_hold_under_a_seeded_sequence_of_faults(stack):
     try:
         chaos.run(STEPS)
     finally:
+        if chaos.proxy is not None:
+            chaos.proxy.stop()
         chaos.observer.stop()
         capture.terminate()
         capture.wait(10)
@@ -44,6 +46,8 @@ def test_invariants_hold_under_a_seeded_sequence_of_faults(stack):
     for name, st in sorted(chaos.stats.items()):
         print(f"{name:45} {st.injected:8d} {st.longest_recovery:16.1f}s")
     print(f"controller restarts after losing its Lease: {chaos.restarts}")
+    print(f"API connections through the proxy: {chaos.proxy.connections}, reset {chaos.proxy.resets}, "
+          f"stalled {chaos.proxy.stalls}")
     print(f"violations: {len(violations)}")
     assert not violations, f"seed {SEED}: " + "; ".join(f"{v.invariant}: {v.detail}" for v in violations)
     assert not chaos.crashed(), f"seed {SEED}: {chaos.crashed()}"
