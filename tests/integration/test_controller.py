@@ -124,6 +124,10 @@ def test_pool_choice_by_annotation_priority_and_selectors(env):
     gold_selector = {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["gold"]}]}
     gold = env.pool("gold", ["203.0.113.80/29"], serviceAllocation={"priority": 1, "serviceSelectors": [gold_selector]})
     manual = env.pool("manual", ["203.0.113.88/29"], autoAssign=False)
+    # The controller must know every pool before the Services come: a Service allocated while a
+    # pool is still on its way keeps the IP it got (no renumbering), which is not what this tests.
+    for pool in (env.ns + "-general", blue, gold, manual):
+        wait_for(lambda p=pool: cluster.pool_condition(p, names.COND_POOL_VALID), what=f"{pool} seen")
 
     env.svc("plain")
     env.svc("golden", labels={"tier": "gold"})
