@@ -39,6 +39,7 @@ from leifur.dev.stack import Stack
 from leifur.ipam.sharing import incompatibility
 
 HANDOVER_WINDOW = 0.3
+CHURN = 4  # Services c0..c3 come and go during faults, beside the steady s0..s7
 
 
 @dataclass
@@ -149,6 +150,7 @@ class Chaos:
     proxy: FlakyProxy | None = None
     crashes: list[str] = field(default_factory=list)
     restarts: int = 0  # controller restarts after a lost Lease
+    churned: int = 0  # Services created or deleted by the user during faults
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -199,11 +201,39 @@ class Chaos:
         for step in range(steps):
             name = order[step] if step < len(order) else self.rng.choice(names_)
             self.log(f"step {step + 1}/{steps}: {name}")
-            faults[name]()
+            # The user keeps creating and deleting Services while the fault lasts.
+            stop_churn = threading.Event()
+            churn = threading.Thread(target=self._churn, args=(stop_churn, step), daemon=True)
+            churn.start()
+            try:
+                faults[name]()
+            finally:
+                stop_churn.set()
+                churn.join(30)
             recovery = self.wait_converged(120)
             st = self.stats.setdefault(name, FaultStats())
             st.injected += 1
             st.longest_recovery = max(st.longest_recovery, recovery)
+
+    def _churn(self, stop: threading.Event, step: int) -> None:
+        """Create and delete the churn Services c0..c3 at random until `stop`. The API may be down or
+        flaky meanwhile: a failed call is what a user would see and retry, not an error of ours.
+        (Its own RNG: thread timing is not replayable, the fault sequence is.)"""
+        rng = random.Random(self.seed * 1000 + step)
+        s = self.stack
+        while not stop.wait(rng.uniform(0.3, 1.0)):
+            i = rng.randrange(CHURN)
+            name = f"c{i}"
+            self.observer.cause(f"{self.namespace}/{name}")
+            try:
+                if s.cluster.service_exists(self.namespace, name):
+                    s.core.delete_namespaced_service(name, self.namespace, _request_timeout=3)
+                else:
+                    s.cluster.create_service(self.namespace, name, ports=(9000 + i,))
+                    s.endpoints(self.namespace, name, s.lab.nodes)
+                self.churned += 1
+            except Exception:
+                continue
 
     def _pause(self) -> float:
         d = self.rng.uniform(*self.fault_seconds)
@@ -373,13 +403,18 @@ class Chaos:
 
     # -- convergence ------------------------------------------------------------------------
 
-    def expected(self) -> dict[str, str]:
-        """IP -> MAC of the node that should announce it, from the API's current state."""
+    def expected(self) -> dict[str, str] | None:
+        """IP -> MAC of the node that should announce it, from the API's current state; None while
+        a Service still waits for its IP or for its release."""
         s = self.stack
         out = {}
         live = [s.node_name(h) for h in s.lab.nodes]
-        for i in range(self.services):
-            for ip in s.cluster.ips(self.namespace, f"s{i}"):
+        for item in s.core.list_namespaced_service(self.namespace).items:
+            svc = s.api_client.sanitize_for_serialization(item)
+            ips = [str(ip) for ip in ingress_ips(svc)]
+            if svc["metadata"].get("deletionTimestamp") or not ips:
+                return None
+            for ip in ips:
                 out[ip] = s.host_of(owner(live, ip)).mac
         return out
 
@@ -398,11 +433,11 @@ class Chaos:
         self.supervise()
         s = self.stack
         try:
-            if not all(s.cluster.ips(self.namespace, f"s{i}") for i in range(self.services)):
-                return False
             pool = s.cluster.pool(self.pool)
             expected = self.expected()
         except ApiException:
+            return False
+        if expected is None:
             return False
         in_use = (pool.get("status") or {}).get("ipv4", {}).get("inUse")
         if in_use != len(expected):

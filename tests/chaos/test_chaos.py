@@ -45,6 +45,7 @@ def test_invariants_hold_under_a_seeded_sequence_of_faults(stack):
     print(f"{'fault':45} {'injected':>8} {'longest recovery':>17}")
     for name, st in sorted(chaos.stats.items()):
         print(f"{name:45} {st.injected:8d} {st.longest_recovery:16.1f}s")
+    print(f"Services created or deleted during faults: {chaos.churned}")
     print(f"controller restarts after losing its Lease: {chaos.restarts}")
     print(f"API connections through the proxy: {chaos.proxy.connections}, reset {chaos.proxy.resets}, "
           f"stalled {chaos.proxy.stalls}")
