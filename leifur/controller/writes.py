@@ -12,6 +12,7 @@ import datetime as dt
 from kubernetes import client
 
 from leifur import names
+from leifur.kube.worker import Retryable
 
 MERGE = "application/merge-patch+json"
 # connect, read: bounds every sync's API calls, and keeps a write that started just before the
@@ -19,7 +20,7 @@ MERGE = "application/merge-patch+json"
 REQUEST_TIMEOUT = (2, 4)
 
 
-class NotLeader(Exception):
+class NotLeader(Retryable):
     """A write was refused because this replica no longer holds the leader Lease."""
 
 

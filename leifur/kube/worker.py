@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+import urllib3
 from kubernetes.client.rest import ApiException
 
 from leifur.kube.workqueue import RateLimitingQueue
@@ -25,6 +26,11 @@ log = logging.getLogger(__name__)
 
 # How often an idle worker looks at the stop event.
 _POLL = 0.5
+
+
+class Retryable(Exception):
+    """A sync failed for a reason that is expected and passes (e.g. this replica is no longer the
+    leader): logged in one line and retried, never with a traceback."""
 
 
 def process_next(queue: RateLimitingQueue, sync: Callable[[str], None], key: str, name: str = "worker") -> bool:
@@ -39,6 +45,13 @@ def process_next(queue: RateLimitingQueue, sync: Callable[[str], None], key: str
             # The API server's own words say it all (403 names the missing permission); no traceback.
             log.error("%s: sync of %s failed (retry %d): %s %s: %s", name, key, queue.num_requeues(key) + 1,
                       e.status, e.reason, _api_message(e))
+        elif isinstance(e, Retryable):
+            log.warning("%s: sync of %s failed (retry %d): %s", name, key, queue.num_requeues(key) + 1, e)
+        elif isinstance(e, urllib3.exceptions.HTTPError | OSError):
+            # The API server unreachable, slow or dropping connections: expected, and retried. A
+            # traceback here would read like a bug (the chaos suite found one in the log).
+            log.error("%s: sync of %s failed (retry %d): the API server did not answer: %s", name, key,
+                      queue.num_requeues(key) + 1, str(e).splitlines()[0][:300])
         else:
             # The key and the retry number make a failing object findable in the log.
             log.exception("%s: sync of %s failed (retry %d)", name, key, queue.num_requeues(key) + 1)
