@@ -16,13 +16,11 @@ import select
 import signal
 import socket
 import statistics
-import struct
 import sys
 import time
 from dataclasses import dataclass
 
-ETH_P_ARP = 0x0806
-ETH_P_IPV6 = 0x86DD
+from agent import arp, bpf, ndp
 
 
 def _mac_bytes(mac: str) -> bytes:
@@ -44,34 +42,6 @@ def _own_address(ifname: str, version: int) -> str:
     out = subprocess.run(["ip", "-o", f"-{version}", "addr", "show", "dev", ifname, "scope", "global"],
                          capture_output=True, text=True, check=True).stdout
     return out.split()[3].split("/")[0]
-
-
-def arp_request(src_mac: bytes, src_ip: str, target_ip: str) -> bytes:
-    eth = b"\xff" * 6 + src_mac + struct.pack("!H", ETH_P_ARP)
-    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, src_mac, socket.inet_aton(src_ip), b"\0" * 6,
-                      socket.inet_aton(target_ip))
-    return eth + arp
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def neighbor_solicitation(src_mac: bytes, src_ip: str, target_ip: str) -> bytes:
-    target = ipaddress.IPv6Address(target_ip)
-    group = ipaddress.IPv6Address("ff02::1:ff00:0").packed[:13] + target.packed[13:]
-    dst_mac = b"\x33\x33" + group[12:]
-    src = ipaddress.IPv6Address(src_ip).packed
-    icmp = struct.pack("!BBHI", 135, 0, 0, 0) + target.packed + struct.pack("!BB", 1, 1) + src_mac
-    pseudo = src + group + struct.pack("!I3xB", len(icmp), 58)
-    icmp = icmp[:2] + struct.pack("!H", _checksum(pseudo + icmp)) + icmp[4:]
-    ip6 = struct.pack("!IHBB", 0x60000000, len(icmp), 58, 255) + src + group
-    return dst_mac + src_mac + struct.pack("!H", ETH_P_IPV6) + ip6 + icmp
 
 
 @dataclass
@@ -104,8 +74,9 @@ def probe(ifname: str, ip: str, interval: float, duration: float) -> dict:
     version = addr.version
     mac = _mac_bytes(_own_mac(ifname))
     src_ip = _own_address(ifname, version)
-    frame = arp_request(mac, src_ip, ip) if version == 4 else neighbor_solicitation(mac, src_ip, ip)
-    proto = ETH_P_ARP if version == 4 else ETH_P_IPV6
+    # The agent's own frame builders: one implementation of the wire format.
+    frame = arp.build_request(mac, src_ip, ip) if version == 4 else ndp.build_solicit(mac, src_ip, ip)
+    proto = bpf.ETH_P_ARP if version == 4 else bpf.ETH_P_IPV6
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
     sock.bind((ifname, proto))
     sock.setblocking(False)
