@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from kubernetes import client
 
 from agent import interfaces, metrics, plan
+from agent.agreement import DEFAULT_PATIENCE, Agreement, digest, owners
 from agent.heartbeat import Change, HeartbeatService
 from agent.netlink import NetlinkAnnouncer
 from agent.records import Record, RecordWriter
@@ -49,7 +50,8 @@ def _now() -> str:
 class Agent:
     def __init__(self, api_client: client.ApiClient, node: str, *, load_balancer_class: str | None = None,
                  heartbeat_port: int = 7474, heartbeat_interval: float = 0.1, dead_after: float = 0.5,
-                 handover_grace: float = 0.05, start_hold: float | None = None) -> None:
+                 handover_grace: float = 0.05, start_hold: float | None = None,
+                 patience: float = DEFAULT_PATIENCE) -> None:
         self.api_client = api_client
         self.node = node
         self.load_balancer_class = load_balancer_class
@@ -86,6 +88,8 @@ class Agent:
         self.recorder = EventRecorder(api_client, names.AGENT_NAME, host=node)
         self.records = RecordWriter(api_client, node, self._node_uid)
         self.claims: dict[str, Claim] = {}
+        self.agreement = Agreement(node, patience)
+        self._held: frozenset[str] = frozenset()  # IPs waiting for the peers' views (logged on change)
         self._problems: dict[str, str] = {}  # ip -> last problem reported (to report each once)
         self._conflict_logged: dict[str, float] = {}
 
@@ -192,7 +196,10 @@ class Agent:
             return
         live = self.live_nodes()
         decisions = plan.decide(cluster, live, self.load_balancer_class)
+        view = digest(decisions)
+        self.heartbeat.set_view(view)
         mine = {ip: d for ip, d in decisions.items() if d.announcement and d.announcement.node == self.node}
+        self._wait_for_agreement(mine, view, owners(decisions), live)
         starting = self.heartbeat.starting(self.start_courtesy)
         if starting and mine.keys() - self.claims.keys():
             # An IP we do not hold yet waits for a starting peer that would own it (see starting()).
@@ -215,6 +222,24 @@ class Agent:
         self._apply(wanted, {link.name: link for link in links})
         self.records.check(self.record.get(self.node), self.record.has_synced())
         self.last_sync = time.monotonic()
+
+    def _wait_for_agreement(self, mine: dict[str, plan.Decision], view: str, decided: dict[str, str],
+                            live: frozenset[str]) -> None:
+        """Leave out of `mine` the IPs a live peer may still announce from a view unlike ours."""
+        now = time.monotonic()
+        was_impatient = self.agreement.impatient(now)
+        self.agreement.observe(view, self.heartbeat.views(), decided, now)
+        metrics.PEERS.labels("differing").set(len(self.agreement.differing))
+        if self.agreement.impatient(now) and not was_impatient:
+            log.warning("peers %s still decide differently after %.0f s: announcing without them",
+                        ", ".join(sorted(self.agreement.differing)), self.agreement.patience)
+        held = frozenset(self.agreement.held_back(mine.keys() - self.claims.keys(), live, now))
+        if held and held != self._held:
+            log.info("waiting for %s to see what this node sees before announcing %s",
+                     ", ".join(sorted(self.agreement.differing)), ", ".join(sorted(held)))
+        self._held = held
+        for ip in held:
+            del mine[ip]
 
     def _apply(self, wanted: dict[str, tuple[plan.Decision, tuple[str, ...], str]],
                links: dict[str, interfaces.Link]) -> None:

@@ -11,7 +11,9 @@ A heartbeat carries:
   eligible to announce only once it says ready, so a (re)starting agent never takes IPs
   away from their owner before it can announce them itself;
 - `leaving`: the sender got SIGTERM. Peers drop it at once instead of waiting for
-  `dead_after`, so the new owner announces within milliseconds.
+  `dead_after`, so the new owner announces within milliseconds;
+- `view`: a digest of the sender's decisions (see agreement.py), "" before its first one.
+  Agents before this field existed send none, which reads as "".
 
 `Membership` is the pure bookkeeping (tested without sockets); `HeartbeatService` does the I/O.
 """
@@ -44,9 +46,11 @@ class Heartbeat:
     seq: int
     ready: bool = True
     leaving: bool = False
+    view: str = ""
 
     def encode(self) -> bytes:
-        body = {"node": self.node, "inc": self.inc, "seq": self.seq, "ready": self.ready, "leaving": self.leaving}
+        body = {"node": self.node, "inc": self.inc, "seq": self.seq, "ready": self.ready, "leaving": self.leaving,
+                "view": self.view}
         return MAGIC + json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -61,11 +65,11 @@ def decode(data: bytes) -> Heartbeat | None:
     if not isinstance(body, dict):
         return None
     node, inc, seq = body.get("node"), body.get("inc"), body.get("seq")
-    ready, leaving = body.get("ready"), body.get("leaving")
+    ready, leaving, view = body.get("ready"), body.get("leaving"), body.get("view", "")
     if not (isinstance(node, str) and 0 < len(node) <= 253 and type(inc) is int and type(seq) is int
-            and type(ready) is bool and type(leaving) is bool):
+            and type(ready) is bool and type(leaving) is bool and isinstance(view, str) and len(view) <= 64):
         return None
-    return Heartbeat(node, inc, seq, ready, leaving)
+    return Heartbeat(node, inc, seq, ready, leaving, view)
 
 
 @dataclass
@@ -76,17 +80,20 @@ class _Peer:
     ready: bool
     leaving: bool
     since: float  # when this incarnation was first heard (or heard again after being dead)
+    view: str = ""
 
 
 @dataclass(frozen=True)
 class Change:
-    """What a heartbeat or a sweep changed: `eligible` moved, and which peers came back to life."""
+    """What a heartbeat or a sweep changed: `eligible` moved, which peers came back to life, and
+    whether an eligible peer's `view` changed."""
 
     eligible: bool = False
     revived: frozenset[str] = frozenset()
+    views: bool = False
 
     def __bool__(self) -> bool:
-        return self.eligible or bool(self.revived)
+        return self.eligible or bool(self.revived) or self.views
 
 
 class Membership:
@@ -121,6 +128,10 @@ class Membership:
     def alive(self, now: float) -> frozenset[str]:
         return frozenset(n for n, p in self._peers.items() if self._alive(p, now))
 
+    def views(self, now: float) -> dict[str, str]:
+        """The last `view` of every eligible peer."""
+        return {n: p.view for n, p in self._peers.items() if p.ready and self._alive(p, now)}
+
     def heard(self, hb: Heartbeat, now: float) -> Change:
         if hb.node == self.me:
             return Change()
@@ -138,8 +149,9 @@ class Membership:
                 revived = frozenset({hb.node})
             self._was_dead.discard(hb.node)
             since = now
-        self._peers[hb.node] = _Peer(hb.inc, hb.seq, now, hb.ready, hb.leaving, since)
-        return Change(self._refresh(now), revived)
+        view_changed = hb.ready and (p is None or p.view != hb.view)
+        self._peers[hb.node] = _Peer(hb.inc, hb.seq, now, hb.ready, hb.leaving, since, hb.view)
+        return Change(self._refresh(now), revived, view_changed)
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop what we know of nodes not in `keep` (their Node objects are gone)."""
@@ -183,6 +195,7 @@ class HeartbeatService:
         self._seq = 0
         self._ready = False
         self._leaving = False
+        self._view = ""
         self._targets: tuple[tuple[str, int], ...] = ()
         self._addresses: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -219,6 +232,18 @@ class HeartbeatService:
             self._ready = ready
         if changed:
             self._send_all()  # peers learn at once, not at the next tick
+
+    def set_view(self, view: str) -> None:
+        """Our decisions' digest; sent at once when it changes, since a peer may be waiting for it."""
+        with self._lock:
+            changed = self._view != view
+            self._view = view
+        if changed:
+            self._send_all()
+
+    def views(self) -> dict[str, str]:
+        with self._lock:
+            return self.membership.views(time.monotonic())
 
     def eligible(self) -> frozenset[str]:
         with self._lock:
@@ -261,7 +286,7 @@ class HeartbeatService:
     def _send_all(self) -> None:
         with self._lock:
             self._seq += 1
-            data = Heartbeat(self.me, self.inc, self._seq, self._ready, self._leaving).encode()
+            data = Heartbeat(self.me, self.inc, self._seq, self._ready, self._leaving, self._view).encode()
             targets = self._targets
         for target in targets:
             try:
@@ -301,7 +326,7 @@ class HeartbeatService:
                 sweep = self.membership.sweep(now)
             if hb:
                 self._received.inc()
-            merged = Change(change.eligible or sweep.eligible, change.revived)
+            merged = Change(change.eligible or sweep.eligible, change.revived, change.views)
             if merged:
                 try:
                     self.on_change(merged)

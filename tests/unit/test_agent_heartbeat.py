@@ -5,8 +5,8 @@ from __future__ import annotations
 from agent.heartbeat import Heartbeat, Membership, decode
 
 
-def hb(node: str, seq: int, inc: int = 1, ready: bool = True, leaving: bool = False) -> Heartbeat:
-    return Heartbeat(node, inc, seq, ready, leaving)
+def hb(node: str, seq: int, inc: int = 1, ready: bool = True, leaving: bool = False, view: str = "") -> Heartbeat:
+    return Heartbeat(node, inc, seq, ready, leaving, view)
 
 
 def test_a_peer_is_eligible_while_heard_and_dead_after_silence():
@@ -70,6 +70,8 @@ def test_decode_accepts_only_well_formed_heartbeats():
                 b'LFHB1{"node":"a","inc":"1","seq":1,"ready":true,"leaving":false}',
                 b'LFHB1{"node":"","inc":1,"seq":1,"ready":true,"leaving":false}',
                 b'LFHB1{"node":"a","inc":1,"seq":1,"ready":1,"leaving":false}',
+                b'LFHB1{"node":"a","inc":1,"seq":1,"ready":true,"leaving":false,"view":7}',
+                b'LFHB1{"node":"a","inc":1,"seq":1,"ready":true,"leaving":false,"view":"' + b"f" * 65 + b'"}',
                 b"LFHB1\xff\xfe"]:
         assert decode(bad) is None, bad
 
@@ -119,3 +121,19 @@ def test_sender_addresses_compare_in_one_form():
 
     assert _v6_mapped("192.0.2.13") == _v6_mapped("::ffff:192.0.2.13") == _v6_mapped("::FFFF:c000:020d")
     assert _v6_mapped("2001:DB8::0001") == _v6_mapped("2001:db8::1") != _v6_mapped("192.0.2.1")
+
+
+def test_views_travel_and_a_changed_view_is_a_change():
+    good = hb("node-1", 7, view="0123456789abcdef").encode()
+    assert decode(good).view == "0123456789abcdef"
+    # Agents from before the field send none: read as unknown.
+    assert decode(b'LFHB1{"node":"a","inc":1,"seq":1,"ready":true,"leaving":false}').view == ""
+    m = Membership("me", dead_after=0.5)
+    assert m.heard(hb("a", 1, view="v1"), 0.0).views
+    assert not m.heard(hb("a", 2, view="v1"), 0.1).views
+    assert m.heard(hb("a", 3, view="v2"), 0.2).views
+    assert m.views(0.2) == {"a": "v2"}
+    # Only eligible peers' views count: a starting one and a dead one are left out.
+    assert not m.heard(hb("b", 1, ready=False, view="v9"), 0.2).views
+    assert m.views(0.2) == {"a": "v2"}
+    assert m.views(0.8) == {}

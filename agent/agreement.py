@@ -1,0 +1,82 @@
+"""Agents agree on who owns what before one takes an IP from a live peer.
+
+Every agent decides from its own informer cache. Normally the caches differ for milliseconds
+(one watch event reaches every agent at once), and a handover overlaps for that long. After an
+API-server outage, or with one agent's watches silently stalled, they can differ for seconds:
+a fresh agent would take an IP that a stale owner still announces, and both would answer.
+
+So each agent puts a digest of its decisions (every IP and the node that should announce it)
+into its heartbeats. An agent takes a new IP only while every ready peer reports the same
+digest as its own, which means the old owner has already let it go. Two exceptions keep
+failover fast and bound the wait:
+- the IP's last agreed owner is dead or leaving: nobody announces it, so take it at once;
+- the views have differed for longer than `patience` (a peer that never catches up, agents of
+  different versions): act alone, as if there were no agreement.
+
+Pure: time is passed in; tested without sockets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+
+from agent import plan
+
+# Longer than an informer's relist after an outage (backoff capped at 5 s, plus jitter and the LIST).
+DEFAULT_PATIENCE = 10.0
+
+
+def digest(decisions: Mapping[str, plan.Decision]) -> str:
+    """A short fingerprint of who should announce each IP. Equal digests, equal owners."""
+    h = hashlib.blake2b(digest_size=8)
+    for ip in sorted(decisions):
+        a = decisions[ip].announcement
+        if a is not None:
+            h.update(f"{ip}={a.node};".encode())
+    return h.hexdigest()
+
+
+def owners(decisions: Mapping[str, plan.Decision]) -> dict[str, str]:
+    return {ip: d.announcement.node for ip, d in decisions.items() if d.announcement is not None}
+
+
+class Agreement:
+    """What this node may take now, given the peers' digests."""
+
+    def __init__(self, me: str, patience: float = DEFAULT_PATIENCE) -> None:
+        self.me = me
+        self.patience = patience
+        self.differing: frozenset[str] = frozenset()
+        self._since: float | None = None  # when the views started to differ
+        self._agreed: dict[str, str] = {}  # IP -> owner, as of the last moment all views agreed
+
+    def observe(self, mine: str, peers: Mapping[str, str], decided: Mapping[str, str], now: float) -> None:
+        """Our digest, the ready peers' digests ("" = unknown: not counted) and our IP -> owner map."""
+        self.differing = frozenset(n for n, v in peers.items() if v and v != mine)
+        if self.differing:
+            if self._since is None:
+                self._since = now
+        else:
+            self._since = None
+            self._agreed = dict(decided)
+
+    def impatient(self, now: float) -> bool:
+        """The views have differed for longer than we wait."""
+        return self._since is not None and now - self._since >= self.patience
+
+    def held_back(self, gains: Iterable[str], live: Iterable[str], now: float) -> set[str]:
+        """Of the IPs we would newly announce, those to leave alone for now.
+
+        `live`: the nodes that may announce now (alive and ready), this one included.
+        """
+        if not self.differing or self.impatient(now):
+            return set()
+        live = set(live)
+        held = set()
+        for ip in gains:
+            last = self._agreed.get(ip)
+            if last is not None and (last == self.me or last not in live):
+                continue  # nobody else can be announcing it: its agreed owner is us, or gone
+            held.add(ip)
+        return held
