@@ -107,6 +107,21 @@ def test_an_ip_left_outside_a_shrunk_pool_stays_announced():
     assert d.announcement is not None and d.pool == "lan"
 
 
+def test_a_pool_edited_into_an_invalid_spec_keeps_its_ips_announced():
+    """Regression (chaos suite): a typo in a pool edit withdrew every IP of that pool. The controller
+    reports the spec and keeps the allocations; the agents must keep announcing them."""
+    typo = {"metadata": {"name": "lan", "labels": {"tier": "a"}},
+            "spec": {"addresses": ["192.0.2.50-192.0.2.40"]}}
+    d = plan.decide(cluster([svc("s", ["192.0.2.47"])], pools=[typo]), LIVE)["192.0.2.47"]
+    assert d.announcement is not None and d.pool == "lan"
+    # Advertisements still select it by name and by its labels.
+    sel = {"metadata": {"name": "sel"}, "spec": {"ipAddressPoolSelectors": [{"matchLabels": {"tier": "a"}}]}}
+    assert plan.decide(cluster([svc("s", ["192.0.2.47"])], pools=[typo], ads=[sel]), LIVE)["192.0.2.47"].announcement
+    # A pool that does not exist at all is still no pool.
+    assert plan.decide(cluster([svc("s", ["192.0.2.47"], pool="gone")], pools=[typo]), LIVE)[
+        "192.0.2.47"].reason == plan.NOT_IN_POOL
+
+
 def test_addresses_a_lan_cannot_carry_are_refused():
     mcast = {"metadata": {"name": "lan"}, "spec": {"addresses": ["224.0.0.10/31", "192.0.2.40/29"]}}
     for ip in ("224.0.0.10", "224.0.0.11"):
