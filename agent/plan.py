@@ -86,6 +86,7 @@ def decide(cluster: Cluster, live: Iterable[str], load_balancer_class: str | Non
     """
     live = frozenset(live)
     pools = parse_pools(cluster.pools)
+    broken = {o["metadata"]["name"] for o in cluster.pools} - {p.name for p in pools}
     pool_labels = {o["metadata"]["name"]: (o["metadata"].get("labels") or {}) for o in cluster.pools}
     ads = [parse_advertisement(a) for a in cluster.advertisements]
     nodes = [node_of(n, live) for n in cluster.nodes]
@@ -98,16 +99,19 @@ def decide(cluster: Cluster, live: Iterable[str], load_balancer_class: str | Non
         for ip in ingress_ips(svc):
             holders.setdefault(str(ip), []).append(svc)
 
-    return {ip: _decide_ip(ip, svcs, pools, pool_labels, ads, nodes, ready) for ip, svcs in sorted(holders.items())}
+    return {ip: _decide_ip(ip, svcs, pools, broken, pool_labels, ads, nodes, ready)
+            for ip, svcs in sorted(holders.items())}
 
 
-def _pool_of(ip: str, svcs: list[dict], pools: list[Pool]) -> Pool | None:
-    """The pool the controller allocated `ip` from, by the annotation it writes on the Service.
+def _pool_of(ip: str, svcs: list[dict], pools: list[Pool], broken: set[str]) -> str | None:
+    """The name of the pool the controller allocated `ip` from, by the annotation it writes on the Service.
 
     Without the annotation the IP was not allocated by Leifur (another implementation, or a hand
     edit of the status): it is not announced. A pool shrunk under a live allocation no longer
     contains the IP but still names it: the Service keeps its IP (no renumbering), so it stays
-    announced until the user moves it.
+    announced until the user moves it. So does an IP of a pool edited into a spec that does not
+    parse (`broken`): the controller reports the typo and keeps the allocations, and a typo must
+    not take the IPs off the LAN.
     """
     addr = ipaddress.ip_address(ip)
     named: set[str] = set()
@@ -117,50 +121,53 @@ def _pool_of(ip: str, svcs: list[dict], pools: list[Pool]) -> Pool | None:
     candidates = [p for p in pools if p.name in named]
     for p in candidates:
         if p.contains(addr):
-            return p
-    return next((p for p in candidates if addr.version in p.families()), None)
+            return p.name
+    if named & broken:
+        return min(named & broken)
+    return next((p.name for p in candidates if addr.version in p.families()), None)
 
 
-def _decide_ip(ip: str, svcs: list[dict], pools: list[Pool], pool_labels: Mapping[str, Mapping[str, str]],
-               ads: list[Advertisement], nodes: list[Node], ready: dict[str, set[str]]) -> Decision:
+def _decide_ip(ip: str, svcs: list[dict], pools: list[Pool], broken: set[str],
+               pool_labels: Mapping[str, Mapping[str, str]], ads: list[Advertisement], nodes: list[Node],
+               ready: dict[str, set[str]]) -> Decision:
     keys = tuple(sorted(key_of(s) for s in svcs))
     addr = ipaddress.ip_address(ip)
     if addr.is_multicast or addr.is_unspecified or addr.is_loopback or addr.is_link_local:
         return Decision(ip, keys, None, None, UNUSABLE, f"{ip} cannot be announced on a LAN (multicast, "
                         "loopback, link-local or unspecified)")
-    pool = _pool_of(ip, svcs, pools)
+    pool = _pool_of(ip, svcs, pools, broken)
     if pool is None:
         return Decision(ip, keys, None, None, NOT_IN_POOL,
                         f"{ip} was not allocated from an IPAddressPool by Leifur; it is not announced")
-    labels = pool_labels.get(pool.name, {})
-    if not any(a.selects_pool(pool.name, labels) for a in ads):
-        return Decision(ip, keys, pool.name, None, NO_ADVERTISEMENT,
-                        f"no L2Advertisement selects pool {pool.name}")
+    labels = pool_labels.get(pool, {})
+    if not any(a.selects_pool(pool, labels) for a in ads):
+        return Decision(ip, keys, pool, None, NO_ADVERTISEMENT,
+                        f"no L2Advertisement selects pool {pool}")
     # Every Service on the IP must be reachable through the chosen node: intersect their demands.
     allowed: set[str] | None = None
     for svc in svcs:
         key = key_of(svc)
         with_endpoints = ready.get(key, set())
         if not with_endpoints:
-            return Decision(ip, keys, pool.name, None, NO_ENDPOINTS, f"{key} has no ready endpoint")
+            return Decision(ip, keys, pool, None, NO_ENDPOINTS, f"{key} has no ready endpoint")
         if (svc.get("spec") or {}).get("externalTrafficPolicy") == "Local":
             allowed = with_endpoints if allowed is None else allowed & with_endpoints
     candidates = [n for n in nodes if allowed is None or n.name in allowed]
-    announcement = elect(ip, candidates, pool.name, labels, ads)
+    announcement = elect(ip, candidates, pool, labels, ads)
     if announcement is None:
-        return Decision(ip, keys, pool.name, None, NO_NODE, _no_node_message(ip, nodes, allowed, pool, labels, ads))
-    return Decision(ip, keys, pool.name, announcement)
+        return Decision(ip, keys, pool, None, NO_NODE, _no_node_message(ip, nodes, allowed, pool, labels, ads))
+    return Decision(ip, keys, pool, announcement)
 
 
-def _no_node_message(ip: str, nodes: list[Node], allowed: set[str] | None, pool: Pool,
+def _no_node_message(ip: str, nodes: list[Node], allowed: set[str] | None, pool: str,
                      labels: Mapping[str, str], ads: list[Advertisement]) -> str:
     if not nodes:
         return "no Node objects"
     if allowed is not None and not any(n.name in allowed for n in nodes):
         return f"externalTrafficPolicy Local: no node with a ready endpoint ({', '.join(sorted(allowed))}) exists"
     selectable = eligible([Node(n.name, n.labels) for n in nodes if allowed is None or n.name in allowed],
-                          pool.name, labels, ads)
+                          pool, labels, ads)
     if not selectable:
-        return (f"no node is selected by an L2Advertisement of pool {pool.name} "
+        return (f"no node is selected by an L2Advertisement of pool {pool} "
                 f"(nodeSelectors, or the {names.LABEL_EXCLUDE_LB} label)")
     return f"no eligible node has a live agent (eligible: {', '.join(sorted(selectable))})"
