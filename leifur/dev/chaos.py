@@ -1,9 +1,10 @@
 """The chaos suite's machinery: a seeded fault injector and an observer of the invariants.
 
 A `Chaos` run drives a `Stack` (control plane, LAN, controller, agents) through a random but
-repeatable sequence of faults and user edits while an `Observer` samples the API several times
-a second and a capture runs on the client's LAN port. Every fault is healed before the next
-one; after each, the run measures how long the system takes to converge again.
+repeatable sequence of faults and user edits while an `Observer` watches the Services (every
+state the API server reports, not samples of them) and a capture runs on the client's LAN port.
+Every fault is healed before the next one; after each, the run measures how long the system
+takes to converge again.
 
 Invariants (from DESIGN.md and issue 6):
 - no IP held by two incompatible Services, ever;
@@ -37,9 +38,15 @@ from leifur.dev.flaky import FlakyProxy
 from leifur.dev.probe import claims_in_capture, handover_windows
 from leifur.dev.stack import Stack
 from leifur.ipam.sharing import incompatibility
+from leifur.kube.informer import Informer
 
 HANDOVER_WINDOW = 0.3
 CHURN = 4  # Services c0..c3 come and go during faults, beside the steady s0..s7
+OTHER_CLASS = "example.com/other-load-balancer"
+# Offsets of the lab subnet: the chaos pool has 30..55 (26 addresses for at most 8 + 4 + 4 Services);
+# 56..59 are for the pools that the "pool deleted while in use" fault creates and deletes.
+POOL_OFFSETS = (30, 55)
+DOOMED_OFFSETS = (56, 59)
 
 
 @dataclass
@@ -56,44 +63,42 @@ class FaultStats:
 
 
 class Observer:
-    """Samples Services every `interval` s and checks the API-side invariants as it goes."""
+    """Watches the Services of a namespace and checks the API-side invariants on every state seen.
 
-    def __init__(self, api_client: client.ApiClient, namespace: str, interval: float = 0.25) -> None:
-        self.core = client.CoreV1Api(api_client)
+    A watch delivers each change, so an IP held for a few milliseconds (a Service deleted while it
+    is being reconciled) is seen too; only a relist after 410 Gone may fold several changes into one.
+    """
+
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
         self.namespace = namespace
-        self.interval = interval
+        self.informer = Informer(api_client, f"/api/v1/namespaces/{namespace}/services", "chaos-observer",
+                                 request_timeout=3)
+        self.informer.add_handler(lambda _o: self._changed(), lambda _o, _n: self._changed(),
+                                  lambda _o: self._changed())
         self.violations: list[Violation] = []
         self.allocated: dict[str, float] = {}  # every IP ever seen in a status -> last seen
         self.samples = 0
         self._ips: dict[str, tuple[str, ...]] = {}
         self._causes: dict[str, float] = {}  # service key or "*" -> time of the user's last edit
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="observer", daemon=True)
 
     def start(self) -> Observer:
-        # While the API server is down every sample fails; urllib3's retry warnings would drown the log.
+        # While the API server is down every request fails; urllib3's retry warnings would drown the log.
         logging.getLogger("urllib3").setLevel(logging.ERROR)
-        self._thread.start()
+        self.informer.start()
+        wait_for(self.informer.has_synced, 60, what="the observer's watch")
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
+        self.informer.stop()
 
     def cause(self, key: str = "*") -> None:
         """The user is about to change Service `key` (or, "*", a pool): its IPs may change."""
         with self._lock:
             self._causes[key] = time.monotonic()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                items = self.core.list_namespaced_service(self.namespace, _request_timeout=2).items
-            except Exception:
-                continue  # the API server is down: nothing to observe
-            svcs = [self.core.api_client.sanitize_for_serialization(s) for s in items]
-            self.check(svcs, time.monotonic())
+    def _changed(self) -> None:
+        self.check(self.informer.list(), time.monotonic())
 
     def check(self, svcs: list[dict], now: float) -> None:
         self.samples += 1
@@ -115,7 +120,7 @@ class Observer:
                     except ServiceSpecError:
                         why = None  # a Service made malformed by the user on purpose
                     if why:
-                        self._violate(now, "shared-incompatibly", f"{ip}: {why}")
+                        self.violate(now, "shared-incompatibly", f"{ip}: {why}")
         with self._lock:
             for key, ips in current.items():
                 before = self._ips.get(key)
@@ -123,11 +128,11 @@ class Observer:
                     caused = max(self._causes.get(key, -1e9), self._causes.get("*", -1e9))
                     # A cause is good for the change it leads to, within a generous bound.
                     if now - caused > 60:
-                        self._violate(now, "ip-changed-without-cause", f"{key}: {before} -> {ips}")
+                        self.violate(now, "ip-changed-without-cause", f"{key}: {before} -> {ips}")
                     self._causes.pop(key, None)
             self._ips = current
 
-    def _violate(self, now: float, invariant: str, detail: str) -> None:
+    def violate(self, now: float, invariant: str, detail: str) -> None:
         self.violations.append(Violation(now, invariant, detail))
 
 
@@ -151,6 +156,8 @@ class Chaos:
     crashes: list[str] = field(default_factory=list)
     restarts: int = 0  # controller restarts after a lost Lease
     churned: int = 0  # Services created or deleted by the user during faults
+    unconverged: str = ""  # why the last convergence check failed
+    waited_for: str = ""  # what the last wait for convergence waited for, in order
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -162,8 +169,9 @@ class Chaos:
         # Every API request of the controller and the agents goes through a proxy that can fail them.
         self.proxy = FlakyProxy(("127.0.0.1", s.cp.apiserver_port), seed=self.seed).start()
         s.use_proxy(self.proxy.port)
-        self.pool = s.pool("chaos", [f"{s.lan_ip(30)}-{s.lan_ip(59)}"])
+        self.pool = s.pool("chaos", [f"{s.lan_ip(POOL_OFFSETS[0])}-{s.lan_ip(POOL_OFFSETS[1])}"])
         s.advertisement("chaos", ipAddressPools=[self.pool], interfaces=["eth0"])
+        s.advertisement("doomed", ipAddressPoolSelectors=[{"matchLabels": {"chaos": "doomed"}}], interfaces=["eth0"])
         s.start()
         for i in range(self.services):
             s.cluster.create_service(self.namespace, f"s{i}", ports=(80 + i,))
@@ -182,7 +190,7 @@ class Chaos:
             "agents partitioned": self.partition,
             "node reboot (link down, agent restart)": self.reboot_node,
             "API server stopped": self.stop_api,
-            "Service flips (type, policy, sharing, requested IP)": self.flip_service,
+            "Service flips (type, class, policy, sharing, requested IP)": self.flip_service,
             "pool shrunk and expanded": self.edit_pool,
             "bad annotation": self.bad_annotation,
             "Service deleted and recreated": self.recreate_service,
@@ -191,10 +199,15 @@ class Chaos:
             "overlapping pool created and deleted": self.overlapping_pool,
             "endpoints gone and back": self.endpoints_flap,
             "API requests reset or stalled at random": self.flaky_api,
+            "watches expired (410 Gone) while the cluster changed": self.expire_watches,
+            "Services deleted while being reconciled": self.delete_mid_reconcile,
+            "pool deleted while in use": self.delete_pool_in_use,
+            "pool edited into an invalid spec": self.invalid_pool,
         }
 
-    def run(self, steps: int) -> None:
-        faults = self.faults()
+    def run(self, steps: int, only: tuple[str, ...] = ()) -> None:
+        """`steps` faults; with `only`, just the faults whose names contain one of those words."""
+        faults = {n: f for n, f in self.faults().items() if not only or any(w in n for w in only)}
         names_ = sorted(faults)
         # Every fault once, in a seeded order, then seeded random picks: a short run covers them all.
         order = self.rng.sample(names_, len(names_))
@@ -211,6 +224,8 @@ class Chaos:
                 stop_churn.set()
                 churn.join(30)
             recovery = self.wait_converged(120)
+            if recovery > 2:
+                self.log(f"  recovered in {recovery:.1f}s; waited for: {self.waited_for}")
             st = self.stats.setdefault(name, FaultStats())
             st.injected += 1
             st.longest_recovery = max(st.longest_recovery, recovery)
@@ -307,20 +322,39 @@ class Chaos:
         key = f"{self.namespace}/{name}"
         # Each change with the patch that undoes it. A requested IP may be free or held by another
         # Service (then it is refused with a reason, and the holder must keep it).
-        wanted = self.stack.lan_ip(self.rng.randrange(30, 60))
-        patch, undo = self.rng.choice([
-            ({"spec": {"type": "ClusterIP"}}, {"spec": {"type": "LoadBalancer"}}),
-            ({"spec": {"externalTrafficPolicy": "Local"}}, {"spec": {"externalTrafficPolicy": "Cluster"}}),
-            ({"metadata": {"annotations": {names.ANN_ALLOW_SHARED_IP: "chaos-shared"}}},
-             {"metadata": {"annotations": {names.ANN_ALLOW_SHARED_IP: None}}}),
-            ({"metadata": {"annotations": {names.ANN_LOAD_BALANCER_IPS: wanted}}},
-             {"metadata": {"annotations": {names.ANN_LOAD_BALANCER_IPS: None}}}),
+        wanted = self.stack.lan_ip(self.rng.randrange(POOL_OFFSETS[0], POOL_OFFSETS[1] + 1))
+        # loadBalancerClass is immutable on a LoadBalancer Service: a user changes it by way of ClusterIP.
+        patches, undo = self.rng.choice([
+            ([{"spec": {"type": "ClusterIP"}}], [{"spec": {"type": "LoadBalancer"}}]),
+            ([{"spec": {"type": "ClusterIP"}}, {"spec": {"type": "LoadBalancer", "loadBalancerClass": OTHER_CLASS}}],
+             [{"spec": {"type": "ClusterIP", "loadBalancerClass": None}}, {"spec": {"type": "LoadBalancer"}}]),
+            ([{"spec": {"externalTrafficPolicy": "Local"}}], [{"spec": {"externalTrafficPolicy": "Cluster"}}]),
+            ([{"metadata": {"annotations": {names.ANN_ALLOW_SHARED_IP: "chaos-shared"}}}],
+             [{"metadata": {"annotations": {names.ANN_ALLOW_SHARED_IP: None}}}]),
+            ([{"metadata": {"annotations": {names.ANN_LOAD_BALANCER_IPS: wanted}}}],
+             [{"metadata": {"annotations": {names.ANN_LOAD_BALANCER_IPS: None}}}]),
         ])
-        self.observer.cause(key)
-        self.stack.cluster.patch_service(self.namespace, name, patch)
+        self.log(f"  {name}: {patches[-1]}")
+        for patch in patches:
+            self.observer.cause(key)
+            self.stack.cluster.patch_service(self.namespace, name, patch)
         self._pause()
-        self.observer.cause(key)
-        self.stack.cluster.patch_service(self.namespace, name, undo)
+        if patches[-1].get("spec", {}).get("loadBalancerClass") == OTHER_CLASS:
+            self._check_let_go(name)
+        for patch in undo:
+            self.observer.cause(key)
+            self.stack.cluster.patch_service(self.namespace, name, patch)
+
+    def _check_let_go(self, name: str) -> None:
+        """A Service handed to another implementation keeps no IP, status or finalizer of ours."""
+        def let_go() -> bool:
+            svc = self.stack.cluster.service(self.namespace, name)
+            return not ingress_ips(svc) and names.SERVICE_FINALIZER not in (svc["metadata"].get("finalizers") or [])
+        try:
+            wait_for(let_go, 30, what="let go")
+        except TimeoutError:
+            self.observer.violate(time.monotonic(), "kept-foreign-service",
+                                  f"{self.namespace}/{name} of class {OTHER_CLASS} still has our IP or finalizer")
 
     def edit_pool(self) -> None:
         s = self.stack
@@ -329,7 +363,7 @@ class Chaos:
         s.cluster.patch_pool(self.pool, {"addresses": [f"{s.lan_ip(30)}-{s.lan_ip(49)}"]})
         self._pause()
         self.observer.cause("*")
-        s.cluster.patch_pool(self.pool, {"addresses": [f"{s.lan_ip(30)}-{s.lan_ip(59)}"]})
+        s.cluster.patch_pool(self.pool, {"addresses": [f"{s.lan_ip(POOL_OFFSETS[0])}-{s.lan_ip(POOL_OFFSETS[1])}"]})
 
     def bad_annotation(self) -> None:
         name = self._svc()
@@ -347,6 +381,33 @@ class Chaos:
         self.observer.cause(key)
         self.stack.cluster.patch_service(self.namespace, name, {"metadata": {"annotations": {
             names.ANN_LOAD_BALANCER_IPS: None}}})
+
+    def invalid_pool(self) -> None:
+        """A typo in a pool edit. It must be reported on the pool (Valid=False, a Warning Event),
+        and change nothing else: no IP moves (no cause is declared) and every IP stays announced."""
+        s = self.stack
+        good = s.cluster.pool(self.pool)["spec"]["addresses"]
+        typo = self.rng.choice([f"{s.lan_ip(55)}-{s.lan_ip(30)}", f"{s.lan_ip(30)}/33", "192.0.2.300",
+                                f"{s.lan_ip(30)}-2001:db8::1"])
+        # The steady Services' IPs (the churn ones may come and go meanwhile).
+        steady = {ip for i in range(self.services) for ip in s.cluster.ips(self.namespace, f"s{i}")}
+        expected = {ip: mac for ip, mac in (self.expected() or {}).items() if ip in steady}
+        s.cluster.patch_pool(self.pool, {"addresses": [*good, typo]})
+        try:
+            wait_for(lambda: (c := s.cluster.pool_condition(self.pool, names.COND_POOL_VALID))
+                     and c["status"] == "False", 30, what=f"pool {self.pool} reported invalid")
+            wait_for(lambda: any(e["type"] == "Warning" and typo in e["message"]
+                                 for e in s.cluster.events("default", self.pool, kind="IPAddressPool")), 30,
+                     what=f"a Warning Event on pool {self.pool}")
+            self._pause()
+            if expected:
+                probes = {ip: s.probe(ip, 0.6, interval=0.1) for ip in expected}
+                for ip, proc in probes.items():
+                    if (macs := s.probe_result(proc)["macs"]) != [expected[ip]]:
+                        self.observer.violate(time.monotonic(), "not-announced",
+                                              f"{ip} answered by {macs} while pool {self.pool} is invalid")
+        finally:
+            s.cluster.patch_pool(self.pool, {"addresses": good})
 
     def recreate_service(self) -> None:
         name = self._svc()
@@ -395,6 +456,98 @@ class Chaos:
         wait_for(lambda: not s.cluster.pool_exists(name), 60, what=f"pool {name} deleted")
         s.pools.remove(name)
 
+    def expire_watches(self) -> None:
+        """Every watch of ours is cut and kept cut while the cluster changes and the API server
+        restarts (its watch cache then starts at the current revision). Resuming from the old
+        resourceVersion is answered 410 Gone: every informer must list again and work out what it
+        missed, a deletion included."""
+        s = self.stack
+        before = self._relists()
+        gone, dark = self.rng.sample([f"s{i}" for i in range(self.services)], 2)
+        self.proxy.faults(reset_share=1.0, stall_share=0.0)  # the controller and the agents only
+        # Deleted while the controller cannot see it: our finalizer holds it until the controller is back.
+        self.observer.cause(f"{self.namespace}/{gone}")
+        s.core.delete_namespaced_service(gone, self.namespace)
+        s.endpoints(self.namespace, dark, s.lab.nodes, ready=False)
+        s.cp.stop_component("kube-apiserver")
+        s.cp.start_component("kube-apiserver")
+        s.cp.wait_ready()
+        self._pause()
+        self.proxy.faults(0.0, 0.0)
+        wait_for(lambda: all(self._relists()[n] > before.get(n, 0) for n in s.agents), 60,
+                 what="every agent listing again after 410 Gone")
+        wait_for(lambda: (self.supervise(), not s.cluster.service_exists(self.namespace, gone))[1], 60,
+                 what=f"{gone} released by the controller and deleted")
+        self.observer.cause(f"{self.namespace}/{gone}")
+        s.cluster.create_service(self.namespace, gone, ports=(80 + int(gone[1:]),))
+        s.endpoints(self.namespace, dark, s.lab.nodes)
+
+    def _relists(self) -> dict[str, float]:
+        """Node name -> how often its agent's informers listed again after 410 Gone (or failed to resume)."""
+        out = {}
+        for name, agent in self.stack.agents.items():
+            with contextlib.suppress(Exception):
+                out[name] = agent.metric("leifur_informer_relists_total")
+        return out
+
+    def delete_mid_reconcile(self) -> None:
+        """Services deleted while the controller is reconciling them: each is deleted 0-150 ms after
+        it was created, between the controller's steps (finalizer, allocation, status write). Each
+        must go away, with nothing left allocated."""
+        s = self.stack
+        doomed = [f"m{i}" for i in range(4)]
+        stages = []
+        for name in doomed:
+            self.observer.cause(f"{self.namespace}/{name}")
+            s.cluster.create_service(self.namespace, name, ports=(8000,))
+            s.endpoints(self.namespace, name, s.lab.nodes)
+            time.sleep(self.rng.uniform(0.0, 0.15))
+            # The object as the delete found it says how far the controller had come.
+            obj = s.api_client.sanitize_for_serialization(s.core.delete_namespaced_service(name, self.namespace))
+            if names.SERVICE_FINALIZER not in (obj.get("metadata", {}).get("finalizers") or []):
+                stages.append("before the finalizer")
+            elif not ingress_ips(obj):
+                stages.append("before the IP")
+            else:
+                stages.append("after the IP")
+        self.log("  deleted: " + ", ".join(stages))
+        wait_for(lambda: (self.supervise(), not any(s.cluster.service_exists(self.namespace, n) for n in doomed))[1],
+                 60, what="the Services deleted mid-reconcile gone")
+
+    def delete_pool_in_use(self) -> None:
+        """A pool is deleted while a Service holds one of its addresses: the pool must stay (its
+        finalizer, with a DeletionBlocked Warning), the Service must keep its IP and stay announced,
+        and the pool goes once the user deletes the Service."""
+        s = self.stack
+        tag = self.rng.randrange(10**6)
+        pool = s.pool(f"doomed{tag}", [f"{s.lan_ip(DOOMED_OFFSETS[0])}-{s.lan_ip(DOOMED_OFFSETS[1])}"],
+                      autoAssign=False, labels={"chaos": "doomed"})
+        svc = f"p{tag}"
+        key = f"{self.namespace}/{svc}"
+        self.observer.cause(key)
+        s.cluster.create_service(self.namespace, svc, ports=(8001,), annotations={names.ANN_ADDRESS_POOL: pool})
+        s.endpoints(self.namespace, svc, s.lab.nodes)
+        ips = wait_for(lambda: s.cluster.ips(self.namespace, svc), 60, what=f"{key} given an IP from {pool}")
+        owner_mac = s.host_of(owner([s.node_name(h) for h in s.lab.nodes], ips[0])).mac
+        wait_for(lambda: s.who_answers(ips[0]) == [owner_mac], 60, what=f"{ips[0]} announced")
+        s.cluster.delete_pool(pool)
+        wait_for(lambda: s.cluster.has_event("default", pool, "DeletionBlocked", kind="IPAddressPool"), 60,
+                 what=f"a DeletionBlocked Event on pool {pool}")
+        self._pause()
+        now = time.monotonic()
+        if not s.cluster.pool_exists(pool):
+            self.observer.violate(now, "pool-deleted-under-allocation", f"{pool} vanished while {key} held {ips}")
+        if s.cluster.ips(self.namespace, svc) != ips:
+            self.observer.violate(now, "ip-changed-without-cause", f"{key} lost {ips} when its pool was deleted")
+        if (answers := s.who_answers(ips[0])) != [owner_mac]:
+            self.observer.violate(now, "not-announced", f"{ips[0]} answered by {answers} while its pool is "
+                                  f"being deleted (expected {owner_mac})")
+        self.observer.cause(key)
+        s.cluster.delete_service(self.namespace, svc)
+        wait_for(lambda: (self.supervise(), not s.cluster.pool_exists(pool))[1], 60,
+                 what=f"pool {pool} gone after its last user")
+        s.pools.remove(pool)
+
     def endpoints_flap(self) -> None:
         name = self._svc()
         self.stack.endpoints(self.namespace, name, self.stack.lab.nodes, ready=False)
@@ -430,26 +583,48 @@ class Chaos:
         ctl.start()
 
     def converged(self) -> bool:
+        """Every Service has its IP, the pool's status adds up, exactly the elected MAC answers.
+        What was still missing is kept in `unconverged`."""
         self.supervise()
         s = self.stack
         try:
             pool = s.cluster.pool(self.pool)
             expected = self.expected()
-        except ApiException:
+        except ApiException as e:
+            self.unconverged = f"API error {e.status}"
             return False
         if expected is None:
+            self.unconverged = "a Service without its IP, or being deleted"
             return False
         in_use = (pool.get("status") or {}).get("ipv4", {}).get("inUse")
         if in_use != len(expected):
+            self.unconverged = f"pool status says {in_use} in use, Services hold {len(expected)}"
             return False
         probes = {ip: s.probe(ip, 0.6, interval=0.1) for ip in expected}
         answers = {ip: s.probe_result(p)["macs"] for ip, p in probes.items()}
-        return all(answers[ip] == [mac] for ip, mac in expected.items())
+        wrong = {ip: answers[ip] for ip, mac in expected.items() if answers[ip] != [mac]}
+        self.unconverged = f"answers {wrong}" if wrong else ""
+        return not wrong
 
     def wait_converged(self, timeout: float) -> float:
+        """Seconds from now until the start of the convergence check that passed (each check takes
+        about 0.8 s, most of it probing from the client, so that is the resolution)."""
         start = time.monotonic()
-        wait_for(self.converged, timeout, interval=0.2, what="convergence after a fault")
-        return time.monotonic() - start
+        passed_at = start
+
+        reasons: list[str] = []
+
+        def check() -> bool:
+            nonlocal passed_at
+            passed_at = time.monotonic()
+            done = self.converged()
+            if not done and (not reasons or reasons[-1] != self.unconverged):
+                reasons.append(self.unconverged)
+            return done
+
+        wait_for(check, timeout, interval=0.2, what="convergence after a fault")
+        self.waited_for = "; ".join(reasons)
+        return passed_at - start
 
     # -- the LAN ----------------------------------------------------------------------------
 

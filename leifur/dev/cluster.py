@@ -123,9 +123,9 @@ class Cluster:
 
     # -- pools ----------------------------------------------------------------------------
 
-    def create_pool(self, name: str, addresses: list[str], **spec) -> dict:
-        body = {"apiVersion": names.API_VERSION, "kind": "IPAddressPool", "metadata": {"name": name},
-                "spec": {"addresses": addresses, **spec}}
+    def create_pool(self, name: str, addresses: list[str], labels: dict | None = None, **spec) -> dict:
+        body = {"apiVersion": names.API_VERSION, "kind": "IPAddressPool",
+                "metadata": {"name": name, "labels": labels or {}}, "spec": {"addresses": addresses, **spec}}
         return self.custom.create_cluster_custom_object(names.GROUP, names.VERSION, names.POOLS, body)
 
     def pool(self, name: str) -> dict:
