@@ -183,7 +183,7 @@ class Chaos:
 
     def faults(self) -> dict[str, Callable[[], None]]:
         return {
-            "controller SIGKILL": self.kill_controller,
+            "controller SIGKILL (3 times, at random moments)": self.kill_controller,
             "agent SIGKILL": self.kill_agent,
             "agent SIGTERM": self.term_agent,
             "agent frozen (SIGSTOP)": self.freeze_agent,
@@ -259,11 +259,16 @@ class Chaos:
         return self.rng.choice(self.stack.lab.nodes)
 
     def kill_controller(self) -> None:
+        """SIGKILL three times in a row, at random moments while the user churns Services: in its
+        start-up, in its first pass over every Service, or in a reconcile of a churned one."""
         ctl = self.stack.controller
         assert ctl is not None
-        ctl.kill()
-        self._pause()
-        ctl.start().wait_ready(60)
+        for _ in range(3):
+            ctl.kill()
+            time.sleep(self.rng.uniform(0.0, 1.0))
+            ctl.start()
+            time.sleep(self.rng.uniform(0.2, 3.0))
+        ctl.wait_ready(60)
 
     def kill_agent(self) -> None:
         self._stop_and_restart_agent(signal.SIGKILL)
