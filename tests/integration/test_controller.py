@@ -232,6 +232,23 @@ def test_bad_pools_are_reported_and_do_not_disturb_other_services(env):
     assert env.wait_ips("after") != [ip]
 
 
+def test_an_overlapping_pool_can_be_deleted_while_another_pool_covers_its_addresses(env):
+    """Regression (chaos soak): deleting a pool that overlaps another was blocked for as long as any
+    Service held an address in the overlap, though the other pool still contained it."""
+    env.controller()
+    lan = env.pool("z-lan", ["203.0.113.160/29"])
+    env.svc("kept")
+    ip = env.wait_ips("kept")[0]
+    dup = env.pool("a-dup", [f"{ip}-{ip}"])
+    wait_for(lambda: (c := env.cluster.pool_condition(dup, "Overlapping")) and c["status"] == "True",
+             what="Overlapping on the duplicate")
+    env.cluster.delete_pool(dup)
+    wait_for(lambda: not env.cluster.pool_exists(dup), what="the duplicate pool deleted")
+    assert env.ips("kept") == [ip]
+    ann = env.cluster.service(env.ns, "kept")["metadata"]["annotations"]
+    assert ann[names.ANN_ALLOCATED_FROM_POOL] == lan
+
+
 def test_metrics_and_health_endpoints(env):
     c = env.controller()
     pool = env.pool("a", ["203.0.113.144/29"])

@@ -142,3 +142,20 @@ def test_malformed_services_are_spec_errors_not_crashes():
                 svc(ipFamilies=["IPv5"])):
         with pytest.raises(service.ServiceSpecError):
             service.parse(bad)
+
+
+def test_a_held_ip_keeps_the_pool_it_came_from_when_an_overlapping_pool_appears():
+    """Regression (chaos suite): a new pool overlapping the old one, with a name that sorts first,
+    took over the allocation annotation of Services already holding IPs in the overlap, and the
+    agents stopped announcing them when no advertisement selected the new pool."""
+    zlan = parse_pool("z-lan", {"addresses": ["192.0.2.0/29"]})
+    alloc = Allocator([zlan])
+    first = decide.allocate(alloc, service.parse(svc()), {})
+    assert first.pools == ["z-lan"]
+    alloc.set_pools([zlan, parse_pool("a-overlap", {"addresses": ["192.0.2.0/30"]})])
+    held = svc(annotations={names.ANN_ALLOCATED_FROM_POOL: "z-lan"})
+    again = decide.allocate(alloc, service.parse(held), {})
+    assert again.ips == first.ips and again.pools == ["z-lan"]
+    # With the pool it came from gone, the IP is credited to the pool that still contains it.
+    alloc.set_pools([parse_pool("a-overlap", {"addresses": ["192.0.2.0/30"]})])
+    assert decide.allocate(alloc, service.parse(held), {}).pools == ["a-overlap"]
