@@ -44,6 +44,17 @@ def _may_keep(alloc: Allocator, ip: IP, requested_pool: str | None) -> bool:
     return pool is None or pool.contains(ip)
 
 
+def _origin(alloc: Allocator, ip: IP, allocated_from: tuple[str, ...]) -> str | None:
+    """The pool a held IP counts as coming from: the one it came from while that pool still
+    contains it (an overlapping pool created later must not take it over: advertisements select
+    pools by name), else the first pool by name that contains it."""
+    for name in allocated_from:
+        pool = alloc.pools.get(name)
+        if pool is not None and pool.contains(ip):
+            return name
+    return alloc.pool_of(ip)
+
+
 def apply_traits(alloc: Allocator, traits: ServiceTraits) -> None:
     """Record changed ports, policy or sharing key. An IP now shared with an incompatible
     Service is given up by the one whose user changed it (this one)."""
@@ -73,12 +84,12 @@ def allocate(alloc: Allocator, req: ServiceRequest, namespace_labels: dict[str, 
             if version in req.requested:
                 ip = req.requested[version]
                 if held and held[0] == ip and _may_keep(alloc, ip, req.pool):
-                    got[version] = (ip, alloc.pool_of(ip))  # already ours, even if its pool shrank since
+                    got[version] = (ip, _origin(alloc, ip, req.allocated_from))  # even if its pool shrank
                 else:
                     # assign() replaces the held IP of this family only if the requested one can be had.
                     got[version] = (ip, alloc.assign(req.traits, ip, req.pool))
             elif held and _may_keep(alloc, held[0], req.pool):
-                got[version] = (held[0], alloc.pool_of(held[0]))
+                got[version] = (held[0], _origin(alloc, held[0], req.allocated_from))
             else:
                 # Also when the user pointed the Service at another pool: allocate() replaces the
                 # held IP only once a new one is found.
@@ -87,7 +98,7 @@ def allocate(alloc: Allocator, req: ServiceRequest, namespace_labels: dict[str, 
             failures.append(e)
             still = [ip for ip in alloc.ips_of(key) if ip.version == version]
             if still:  # a failed change leaves the Service with what it had
-                got[version] = (still[0], alloc.pool_of(still[0]))
+                got[version] = (still[0], _origin(alloc, still[0], req.allocated_from))
 
     if failures and req.required_families:
         # Both or nothing for a new Service; one that already had its IPs keeps them.
@@ -95,7 +106,7 @@ def allocate(alloc: Allocator, req: ServiceRequest, namespace_labels: dict[str, 
             alloc.release_ip(key, ip)
         for ip in snapshot:
             alloc.adopt(req.traits, ip)
-        got = {ip.version: (ip, alloc.pool_of(ip)) for ip in alloc.ips_of(key)}
+        got = {ip.version: (ip, _origin(alloc, ip, req.allocated_from)) for ip in alloc.ips_of(key)}
     out = Outcome(ips=[got[v] for v in wanted if v in got])
     if failures:
         detail = "; ".join(str(e) for e in failures)

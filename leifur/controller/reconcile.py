@@ -58,12 +58,14 @@ class State:
             self.outside = self.allocator.set_pools(usable)
             return before != self.allocator.pools
 
-    def holders_in(self, pool: Pool) -> dict[str, list[IP]]:
-        """Services holding IPs inside a pool's ranges (whether or not the pool is still usable)."""
+    def holders_in(self, pool: Pool, orphaned_only: bool = False) -> dict[str, list[IP]]:
+        """Services holding IPs inside a pool's ranges (whether or not the pool is still usable);
+        `orphaned_only`: only IPs that no usable pool contains."""
         with self.lock:
             out: dict[str, list[IP]] = {}
             for key in self.allocator.keys():
-                ips = [ip for ip in self.allocator.ips_of(key) if pool.contains(ip)]
+                ips = [ip for ip in self.allocator.ips_of(key) if pool.contains(ip)
+                       and not (orphaned_only and self.allocator.pool_of(ip) is not None)]
                 if ips:
                     out[key] = ips
             return out
@@ -259,9 +261,10 @@ class PoolReconciler:
         finalizers = list(meta.get("finalizers") or [])
         parsed = self.state.parsed.get(name)
         if meta.get("deletionTimestamp"):
-            # An invalid pool still protects what its last valid version handed out.
+            # An invalid pool still protects what its last valid version handed out. An address
+            # another pool still contains is no reason to wait: its Service is credited to that one.
             last = parsed if isinstance(parsed, Pool) else self.state.last_valid.get(name)
-            users = self.state.holders_in(last) if last is not None else {}
+            users = self.state.holders_in(last, orphaned_only=True) if last is not None else {}
             if users:
                 listed = ", ".join(sorted(users)[:10]) + (" …" if len(users) > 10 else "")
                 self.recorder.event(obj, "Warning", "DeletionBlocked",

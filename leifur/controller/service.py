@@ -30,6 +30,7 @@ class ServiceRequest:
     requested: dict[int, IP] = field(default_factory=dict)  # family -> exact IP asked for
     pool: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    allocated_from: tuple[str, ...] = ()  # the pools our annotation says its IPs came from
 
     @property
     def required_families(self) -> tuple[int, ...]:
@@ -144,4 +145,6 @@ def parse(svc: dict) -> ServiceRequest:
         requested=requested,
         pool=pool.strip() if pool else None,
         labels=dict(meta.get("labels") or {}),
+        allocated_from=tuple(p.strip() for p in (annotations.get(names.ANN_ALLOCATED_FROM_POOL) or "").split(",")
+                             if p.strip()),
     )
