@@ -16,11 +16,8 @@ from dataclasses import dataclass, field
 from agent import plan
 from leifur import names
 from leifur.cli.snapshot import Snapshot
-from leifur.controller import service
 from leifur.controller.reconcile import State
-from leifur.ipam.allocator import AllocationError
 from leifur.ipam.pool import Pool
-from leifur.ipam.sharing import ServiceTraits
 
 # States of an IP on the LAN, beyond plan's reasons (NotInPool, NoAdvertisement, NoReadyEndpoints, NoEligibleNode).
 ANNOUNCED = "Announced"
@@ -38,13 +35,6 @@ def condition(svc: dict) -> dict | None:
     return None
 
 
-def holds_ours(svc: dict, lb_class: str | None) -> bool:
-    """The Services whose IPs the controller counts as held when it rebuilds (ServiceReconciler.rebuild)."""
-    meta = svc["metadata"]
-    return names.SERVICE_FINALIZER in (meta.get("finalizers") or []) and (
-        service.is_ours(svc, lb_class) or bool(meta.get("deletionTimestamp")))
-
-
 @dataclass
 class Rebuilt:
     state: State
@@ -57,21 +47,7 @@ def rebuild(snap: Snapshot, lb_class: str | None) -> Rebuilt:
     oldest Service first (the same order and rules as the controller's rebuild)."""
     state = State()
     state.refresh_pools(snap.pools)
-    out = Rebuilt(state)
-    svcs = sorted(snap.services, key=lambda s: (s["metadata"].get("creationTimestamp", ""), service.key_of(s)))
-    for svc in svcs:
-        if not holds_ours(svc, lb_class):
-            continue
-        try:
-            traits = service.traits_of(svc)
-        except service.ServiceSpecError:
-            traits = ServiceTraits(service.key_of(svc))
-        for ip in service.ingress_ips(svc):
-            try:
-                state.allocator.adopt(traits, ip)
-            except AllocationError as e:
-                out.conflicts.append((traits.key, e.holders, f"{traits.key} shows {ip} in its status, but {e}"))
-    return out
+    return Rebuilt(state, state.adopt_all(snap.services, lb_class))
 
 
 def pool_usage(state: State, pool: Pool) -> dict[int, tuple[int, int]]:

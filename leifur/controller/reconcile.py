@@ -58,6 +58,27 @@ class State:
             self.outside = self.allocator.set_pools(usable)
             return before != self.allocator.pools
 
+    def adopt_all(self, services: list[dict], lb_class: str | None) -> list[tuple[str, list[str], str]]:
+        """Load every IP our Services hold from their status, oldest Service first: if two claim one
+        IP they may not share (a hand edit), the older keeps it. Returns what the younger ones lost:
+        (Service key, the holders, why). Pure bookkeeping: no API calls."""
+        lost = []
+        svcs = sorted(services, key=lambda s: (s["metadata"].get("creationTimestamp", ""), service.key_of(s)))
+        with self.lock:
+            for svc in svcs:
+                if not holds_ours(svc, lb_class):
+                    continue
+                try:
+                    traits = service.traits_of(svc)
+                except service.ServiceSpecError:
+                    traits = ServiceTraits(service.key_of(svc))  # claims its IPs; its sync reports the problem
+                for ip in service.ingress_ips(svc):
+                    try:
+                        self.allocator.adopt(traits, ip)
+                    except AllocationError as e:
+                        lost.append((traits.key, e.holders, f"{traits.key} shows {ip} in its status, but {e}"))
+        return lost
+
     def holders_in(self, pool: Pool, orphaned_only: bool = False) -> dict[str, list[IP]]:
         """Services holding IPs inside a pool's ranges (whether or not the pool is still usable);
         `orphaned_only`: only IPs that no usable pool contains."""
@@ -69,6 +90,13 @@ class State:
                 if ips:
                     out[key] = ips
             return out
+
+
+def holds_ours(svc: dict, lb_class: str | None) -> bool:
+    """A Service whose IPs count as held: it carries our finalizer and is ours, or is being deleted."""
+    meta = svc["metadata"]
+    return names.SERVICE_FINALIZER in (meta.get("finalizers") or []) and (
+        service.is_ours(svc, lb_class) or bool(meta.get("deletionTimestamp")))
 
 
 class ServiceReconciler:
@@ -90,30 +118,11 @@ class ServiceReconciler:
         """Load every IP our Services hold from their status, before any new allocation.
 
         `services` comes from a fresh LIST, not the cache: a standby's cache may be behind the
-        last leader's writes, and an IP missed here could be handed out twice. Oldest Service
-        first: if two claim one IP (a hand edit), the older keeps it and the younger is
-        reconciled like any conflict.
+        last leader's writes, and an IP missed here could be handed out twice. A Service that
+        loses a claim here is reconciled like any conflict.
         """
-        svcs = sorted(services, key=lambda s: (s["metadata"].get("creationTimestamp", ""), service.key_of(s)))
-        with self.state.lock:
-            for svc in svcs:
-                if not self._holds_ours(svc):
-                    continue
-                try:
-                    traits = service.traits_of(svc)
-                except service.ServiceSpecError:
-                    traits = ServiceTraits(service.key_of(svc))  # claims its IPs; its sync reports the problem
-                for ip in service.ingress_ips(svc):
-                    try:
-                        self.state.allocator.adopt(traits, ip)
-                    except AllocationError as e:
-                        log.warning("rebuild: %s keeps no claim on %s: %s", traits.key, ip, e)
-
-    def _holds_ours(self, svc: dict) -> bool:
-        meta = svc["metadata"]
-        return names.SERVICE_FINALIZER in (meta.get("finalizers") or []) and (
-            service.is_ours(svc, self.lb_class) or bool(meta.get("deletionTimestamp"))
-        )
+        for key, _holders, why in self.state.adopt_all(services, self.lb_class):
+            log.warning("rebuild: %s keeps no claim: %s", key, why)
 
     # -- the sync -----------------------------------------------------------------------
 
