@@ -111,7 +111,8 @@ def _pool_of(ip: str, svcs: list[dict], pools: list[Pool], broken: set[str]) -> 
     contains the IP but still names it: the Service keeps its IP (no renumbering), so it stays
     announced until the user moves it. So does an IP of a pool edited into a spec that does not
     parse (`broken`): the controller reports the typo and keeps the allocations, and a typo must
-    not take the IPs off the LAN.
+    not take the IPs off the LAN. An IP that its named pools no longer contain but another pool
+    does (an overlapping pool deleted) counts as that pool's, as the controller credits it.
     """
     addr = ipaddress.ip_address(ip)
     named: set[str] = set()
@@ -124,7 +125,10 @@ def _pool_of(ip: str, svcs: list[dict], pools: list[Pool], broken: set[str]) -> 
             return p.name
     if named & broken:
         return min(named & broken)
-    return next((p.name for p in candidates if addr.version in p.families()), None)
+    if not named:
+        return None
+    containing = next((p.name for p in sorted(pools, key=lambda p: p.name) if p.contains(addr)), None)
+    return containing or next((p.name for p in candidates if addr.version in p.families()), None)
 
 
 def _decide_ip(ip: str, svcs: list[dict], pools: list[Pool], broken: set[str],

@@ -122,6 +122,13 @@ def test_a_pool_edited_into_an_invalid_spec_keeps_its_ips_announced():
         "192.0.2.47"].reason == plan.NOT_IN_POOL
 
 
+def test_an_ip_whose_pool_went_away_is_announced_under_a_pool_that_contains_it():
+    """A deleted pool overlapping another: the controller lets it go and credits its Services to
+    the other pool, which rewrites their annotation a moment later. Meanwhile the IP stays up."""
+    d = plan.decide(cluster([svc("s", ["192.0.2.45"], pool="deleted-overlap")]), LIVE)["192.0.2.45"]
+    assert d.announcement is not None and d.pool == "lan"
+
+
 def test_addresses_a_lan_cannot_carry_are_refused():
     mcast = {"metadata": {"name": "lan"}, "spec": {"addresses": ["224.0.0.10/31", "192.0.2.40/29"]}}
     for ip in ("224.0.0.10", "224.0.0.11"):
