@@ -6,12 +6,16 @@ API-server outage, or with one agent's watches silently stalled, they can differ
 a fresh agent would take an IP that a stale owner still announces, and both would answer.
 
 So each agent puts a digest of its decisions (every IP and the node that should announce it)
-into its heartbeats. An agent takes a new IP only while every ready peer reports the same
-digest as its own, which means the old owner has already let it go. Two exceptions keep
-failover fast and bound the wait:
-- the IP's last agreed owner is dead or leaving: nobody announces it, so take it at once;
-- the views have differed for longer than `patience` (a peer that never catches up, agents of
-  different versions): act alone, as if there were no agreement.
+into its heartbeats, and remembers who owned each IP the last time all digests agreed. While
+some ready peer's digest differs, it does not take an IP whose agreed owner is another live
+peer: that peer may still announce it. It takes the IP once the digests agree again (the old
+owner has let it go). Everything else goes ahead at once:
+- an IP whose agreed owner is dead or leaving (a crash failover is not slowed);
+- an IP nobody owned at the last agreement (a new Service: a stale peer cannot have it, since
+  its view is at least as new as that agreement);
+- anything, once the views have differed for longer than `patience` (a peer that never
+  catches up, agents of different versions): act alone, as if there were no agreement.
+An agent that has never seen agreement (it just started) holds back every IP while views differ.
 
 Pure: time is passed in; tested without sockets.
 """
@@ -49,7 +53,7 @@ class Agreement:
         self.patience = patience
         self.differing: frozenset[str] = frozenset()
         self._since: float | None = None  # when the views started to differ
-        self._agreed: dict[str, str] = {}  # IP -> owner, as of the last moment all views agreed
+        self._agreed: dict[str, str] | None = None  # IP -> owner, as of the last moment all views agreed
 
     def observe(self, mine: str, peers: Mapping[str, str], decided: Mapping[str, str], now: float) -> None:
         """Our digest, the ready peers' digests ("" = unknown: not counted) and our IP -> owner map."""
@@ -72,11 +76,13 @@ class Agreement:
         """
         if not self.differing or self.impatient(now):
             return set()
+        if self._agreed is None:
+            return set(gains)  # no agreement seen yet: any peer may hold anything
         live = set(live)
         held = set()
         for ip in gains:
             last = self._agreed.get(ip)
-            if last is not None and (last == self.me or last not in live):
-                continue  # nobody else can be announcing it: its agreed owner is us, or gone
+            if last is None or last == self.me or last not in live:
+                continue  # nobody else can be announcing it: no owner, us, or gone
             held.add(ip)
         return held

@@ -64,11 +64,20 @@ def test_an_ip_of_a_live_peer_waits_while_that_peer_sees_otherwise():
     assert g.held_back({IP}, {"a", "b", "c"}, now=1.2) == set()
 
 
-def test_a_new_ip_waits_too_since_a_stale_peer_may_hold_it_under_an_old_service():
+def test_a_new_ip_is_taken_at_once_since_nobody_held_it_at_the_last_agreement():
+    """After an API outage the agents catch up one by one: a new Service's IP need not wait."""
     g = agreed()
     new = "192.0.2.41"
     g.observe("v2", {"b": "v1", "c": "v2"}, {IP: "b", new: "a"}, now=1.0)
-    assert g.held_back({new}, {"a", "b", "c"}, now=1.0) == {new}
+    assert g.held_back({new}, {"a", "b", "c"}, now=1.0) == set()
+
+
+def test_a_reused_ip_waits_for_the_peer_that_held_it_under_the_old_service():
+    """The agreed owner is remembered while views differ, even after the IP left our own view."""
+    g = agreed(owner="b")
+    g.observe("v2", {"b": "v1"}, {}, now=1.0)  # its Service deleted; b has not seen that
+    g.observe("v3", {"b": "v1"}, {IP: "a"}, now=1.5)  # a new Service got the same IP
+    assert g.held_back({IP}, {"a", "b"}, now=1.5) == {IP}
 
 
 def test_a_dead_owners_ips_are_taken_at_once():
