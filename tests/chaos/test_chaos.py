@@ -3,7 +3,7 @@ checked continuously (API observer) and afterwards (the client's LAN capture, pr
 
 CI runs a short run. The soak is the same test, longer:
 
-    LEIFUR_CHAOS_STEPS=200 LEIFUR_CHAOS_SEED=1 LEIFUR_CHAOS_API_OUTAGE=30 \\
+    LEIFUR_CHAOS_STEPS=120 LEIFUR_CHAOS_SEED=3 LEIFUR_CHAOS_API_OUTAGE=30 \\
         .venv/bin/pytest tests/chaos -s -p no:cacheprovider --timeout 0
 
 A failure prints the seed; the same seed replays the same sequence of faults.
