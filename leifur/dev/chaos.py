@@ -477,11 +477,16 @@ class Chaos:
 
     def _check_answered(self, expected: dict[str, str], when: str) -> None:
         """Each IP answered by exactly its MAC, probed from the client; a violation otherwise."""
+        for ip, macs in self._wrong_answers(expected).items():
+            self.observer.violate(time.monotonic(), "not-announced", f"{ip} answered by {macs} {when}")
+
+    def _wrong_answers(self, expected: dict[str, str]) -> dict[str, list[str]]:
+        """Probe every IP from the client for 0.6 s (in parallel): IP -> the MACs that answered, for
+        each IP not answered by exactly its expected MAC."""
         s = self.stack
         probes = {ip: s.probe(ip, 0.6, interval=0.1) for ip in expected}
-        for ip, proc in probes.items():
-            if (macs := s.probe_result(proc)["macs"]) != [expected[ip]]:
-                self.observer.violate(time.monotonic(), "not-announced", f"{ip} answered by {macs} {when}")
+        answers = {ip: s.probe_result(p)["macs"] for ip, p in probes.items()}
+        return {ip: answers[ip] for ip, mac in expected.items() if answers[ip] != [mac]}
 
     def expire_watches(self) -> None:
         """Every watch of ours is cut and kept cut while the cluster changes and the API server
@@ -627,9 +632,7 @@ class Chaos:
         if in_use != len(expected):
             self.unconverged = f"pool status says {in_use} in use, Services hold {len(expected)}"
             return False
-        probes = {ip: s.probe(ip, 0.6, interval=0.1) for ip in expected}
-        answers = {ip: s.probe_result(p)["macs"] for ip, p in probes.items()}
-        wrong = {ip: answers[ip] for ip, mac in expected.items() if answers[ip] != [mac]}
+        wrong = self._wrong_answers(expected)
         self.unconverged = f"answers {wrong}" if wrong else ""
         return not wrong
 
