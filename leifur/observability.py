@@ -51,6 +51,8 @@ def setup_logging(level: str) -> None:
     root.setLevel(level.upper())
     # The client logs every retried request at WARNING; keep it for real trouble only.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+    # pyroute2's debug is a dump of every netlink message: it buries our own debug lines.
+    logging.getLogger("pyroute2").setLevel(max(logging.INFO, root.level))
 
 
 def parse_address(address: str) -> tuple[str, int]:
