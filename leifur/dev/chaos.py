@@ -168,7 +168,7 @@ class Chaos:
         s = self.stack
         # Every API request of the controller and the agents goes through a proxy that can fail them.
         self.proxy = FlakyProxy(("127.0.0.1", s.cp.apiserver_port), seed=self.seed).start()
-        s.use_proxy(self.proxy.port)
+        s.use_proxy(self.proxy)
         self.pool = s.pool("chaos", [f"{s.lan_ip(POOL_OFFSETS[0])}-{s.lan_ip(POOL_OFFSETS[1])}"])
         s.advertisement("chaos", ipAddressPools=[self.pool], interfaces=["eth0"])
         s.advertisement("doomed", ipAddressPoolSelectors=[{"matchLabels": {"chaos": "doomed"}}], interfaces=["eth0"])

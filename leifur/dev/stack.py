@@ -32,6 +32,7 @@ from leifur.dev.cluster import (
     wait_for,
 )
 from leifur.dev.controlplane import ControlPlane
+from leifur.dev.flaky import FlakyProxy
 
 AGENT_PORT = 7473
 SERVER_PORT = 8080
@@ -109,6 +110,7 @@ class Stack:
         # Where the controller and the agents reach the API server (use_proxy puts a proxy between).
         self.api_port = control_plane.apiserver_port
         self.controller_kubeconfig = control_plane.kubeconfig
+        self.proxy: FlakyProxy | None = None
         self.controller: ControllerProcess | None = None
         self.agents: dict[str, AgentProcess] = {}
         self.pools: list[str] = []
@@ -157,11 +159,13 @@ class Stack:
         self.core.patch_node_status(name, {"status": {"addresses": [
             {"type": "InternalIP", "address": host.ip4}, {"type": "Hostname", "address": host.name}]}})
 
-    def use_proxy(self, port: int) -> None:
-        """Send the controller's and the agents' API traffic through a proxy on `port` (before start())."""
-        self.api_port = port
+    def use_proxy(self, proxy: FlakyProxy) -> None:
+        """Send the controller's and the agents' API traffic through `proxy` (before start()). The
+        stack stops it last: the controller needs it to release its finalizers on the way out."""
+        self.proxy = proxy
+        self.api_port = proxy.port
         self.controller_kubeconfig = self.cp.write_kubeconfig(self.workdir / "kubeconfig-controller",
-                                                              server=f"https://127.0.0.1:{port}")
+                                                              server=f"https://127.0.0.1:{proxy.port}")
 
     def apply(self, path: Path) -> None:
         kubectl = str(gobuild.ensure_built("kubectl"))
@@ -322,6 +326,8 @@ class Stack:
     # -- teardown ---------------------------------------------------------------------------------
 
     def stop(self) -> None:
+        if self.proxy is not None:
+            self.proxy.faults(0.0, 0.0)  # a test that failed mid-fault: let the clean-up through
         for a in self.agents.values():
             a.signal(15)
         for a in self.agents.values():
@@ -347,6 +353,8 @@ class Stack:
             while time.monotonic() < deadline and any(self.cluster.pool_exists(p) for p in self.pools):
                 time.sleep(0.2)
             self.controller.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
         for ns in self.namespaces:
             with contextlib.suppress(ApiException):
                 self.core.delete_namespace(ns)
