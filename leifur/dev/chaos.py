@@ -652,7 +652,11 @@ class Chaos:
                 reasons.append(self.unconverged)
             return done
 
-        wait_for(check, timeout, interval=0.2, what="convergence after a fault")
+        try:
+            wait_for(check, timeout, interval=0.2, what="convergence after a fault")
+        except TimeoutError as e:
+            raise TimeoutError(f"seed {self.seed}: no convergence within {timeout:.0f}s; still missing, "
+                               f"in order: {'; '.join(reasons)}") from e
         self.waited_for = "; ".join(reasons)
         return passed_at - start
 

@@ -254,10 +254,12 @@ class ServedProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 40, width: int = 400) -> str:
+        """The last `lines` of the log, each cut to `width` characters (a failing test prints
+        them; CI shows only so much of its output)."""
         if not self.log_path.exists():
             return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(line[:width] for line in self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 class ControllerProcess(ServedProcess):
