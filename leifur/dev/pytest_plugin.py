@@ -28,6 +28,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    # Kept on the item so that a fixture's teardown can tell whether, and why, the test failed.
+    report = yield
+    setattr(item, f"leifur_report_{report.when}", report)
+    return report
+
+
+def failure_of(item: pytest.Item) -> str:
+    """The test's failure in one message ('' if it passed); for fixtures' teardown."""
+    report = getattr(item, "leifur_report_call", None)
+    if report is None or not report.failed:
+        return ""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    return crash.message if crash is not None else str(report.longrepr)[-2000:]
+
+
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[controlplane.ControlPlane]:
     """One etcd + kube-apiserver for the whole session; stopped even when tests fail."""
@@ -87,3 +104,6 @@ def stack(control_plane, api_client, tmp_path, request):
             finally:
                 for a in s.agents.values():
                     print(f"--- {a.node_name} log tail ---\n{a.log_tail(30)}")
+                # Again after the tails: CI shows the end of a failure's output, the tails fill it.
+                if failure := failure_of(request.node):
+                    print(f"--- the test failed ---\n{failure[:3000]}")
