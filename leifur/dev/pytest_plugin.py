@@ -32,13 +32,14 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_makereport(item, call):
     # Kept on the item so that a fixture's teardown can tell whether, and why, the test failed.
     report = yield
-    setattr(item, f"leifur_report_{report.when}", report)
+    if report.when == "call":
+        item.leifur_call_report = report
     return report
 
 
 def failure_of(item: pytest.Item) -> str:
     """The test's failure in one message ('' if it passed); for fixtures' teardown."""
-    report = getattr(item, "leifur_report_call", None)
+    report = getattr(item, "leifur_call_report", None)
     if report is None or not report.failed:
         return ""
     crash = getattr(report.longrepr, "reprcrash", None)
