@@ -43,7 +43,7 @@ def failure_of(item: pytest.Item) -> str:
     if report is None or not report.failed:
         return ""
     crash = getattr(report.longrepr, "reprcrash", None)
-    return crash.message if crash is not None else str(report.longrepr)[-2000:]
+    return crash.message if crash is not None else str(report.longrepr)
 
 
 @pytest.fixture(scope="session")

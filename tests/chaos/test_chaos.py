@@ -52,8 +52,6 @@ def test_invariants_hold_under_a_seeded_sequence_of_faults(stack):
     print(f"API connections through the proxy: {chaos.proxy.connections}, reset {chaos.proxy.resets}, "
           f"stalled {chaos.proxy.stalls}")
     print(f"violations: {len(violations)}")
-    for v in violations:
-        print(f"  {v.invariant}: {v.detail}")
     crashed = chaos.crashed()
-    assert not violations, f"seed {SEED}: " + "; ".join(f"{v.invariant}: {v.detail}" for v in violations)
+    assert not violations, f"seed {SEED}:\n" + "\n".join(f"  {v.invariant}: {v.detail}" for v in violations)
     assert not crashed, f"seed {SEED}: {crashed}"
