@@ -17,15 +17,18 @@ from dataclasses import dataclass
 
 from kubernetes import client
 
-from agent import interfaces, metrics, plan
-from agent.agreement import DEFAULT_PATIENCE, Agreement, digest, owners
-from agent.heartbeat import Change, HeartbeatService
-from agent.netlink import NetlinkAnnouncer
-from agent.records import Record, RecordWriter
-from agent.responder import Responder
-from leifur import names
+from leifur.announce import interfaces, plan
+from leifur.announce.agreement import DEFAULT_PATIENCE, Agreement, digest, owners
 from leifur.kube.events import EventRecorder
 from leifur.kube.informer import Informer
+from leifur.model import names
+
+from . import metrics
+from .heartbeat import Change, HeartbeatService
+from .links import read_links
+from .netlink import NetlinkAnnouncer
+from .records import Record, RecordWriter
+from .responder import Responder
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +211,7 @@ class Agent:
                 a = later[ip].announcement
                 if a is not None and a.node in starting:
                     del mine[ip]
-        links = interfaces.read_links()
+        links = read_links()
         wanted: dict[str, tuple[plan.Decision, tuple[str, ...], str]] = {}
         for ip, d in mine.items():
             assert d.announcement is not None

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from agent import metrics
+from . import metrics
 
 log = logging.getLogger(__name__)
 

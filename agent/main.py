@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from leifur import observability
+from leifur.kube import observability
 from leifur.kube.client import load_client
 
 log = logging.getLogger("agent")
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     observability.setup_logging(args.log_level)
     # pyroute2 logs every netlink message at debug level: far too much next to ours.
     logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))
-    from agent.app import Agent
+    from .app import Agent
 
     agent = Agent(load_client(args.kubeconfig), args.node_name, load_balancer_class=args.load_balancer_class,
                   heartbeat_port=args.heartbeat_port, heartbeat_interval=args.heartbeat_interval,

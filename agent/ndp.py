@@ -9,7 +9,7 @@ import ipaddress
 import struct
 from typing import NamedTuple
 
-from agent.arp import MalformedFrame, is_unicast_mac
+from .arp import MalformedFrame, is_unicast_mac
 
 ETH_P_IPV6 = 0x86DD
 IPPROTO_ICMPV6 = 58

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from kubernetes import client
 
-from leifur import names
 from leifur.kube.client import request
+from leifur.model import names
 
 log = logging.getLogger(__name__)
 

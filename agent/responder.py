@@ -29,8 +29,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from agent import arp, bpf, metrics, ndp
-from agent.arp import MalformedFrame
+from . import arp, bpf, metrics, ndp
+from .arp import MalformedFrame
 
 log = logging.getLogger(__name__)
 

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need on a fresh Debian machine (run as root):
 # system tools via apt-get, a Python virtual environment in .venv, and the Go builds of
-# etcd, kube-apiserver and kubectl (cached outside the checkout; see leifur/dev/gobuild.py).
+# etcd, kube-apiserver and kubectl (cached outside the checkout; see dev/leifur_dev/gobuild.py).
+# With --python, only the virtual environment (what the pure checks need: no apt, no Go).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python_only=
+[ "${1:-}" = --python ] && python_only=1
 
 need_apt=()
-for tool in ip:iproute2 ping:iputils-ping arping:iputils-arping tcpdump:tcpdump nft:nftables; do
+[ -n "$python_only" ] || for tool in ip:iproute2 ping:iputils-ping arping:iputils-arping tcpdump:tcpdump nft:nftables; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool#*:}")
 done
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
-command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || need_apt+=(golang-go)
+[ -n "$python_only" ] || command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || need_apt+=(golang-go)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "==> apt-get install ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -24,14 +27,16 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 # Runtime dependencies are pinned by constraints.txt, the same pins the image uses.
-stamp=.venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+# The development tooling (dev/, the leifur-dev distribution) brings the test tools; it never ships.
+stamp=.venv/.installed-$(cat pyproject.toml dev/pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ ! -e "$stamp" ]; then
-    echo "==> installing Leifur and its test dependencies into .venv"
-    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -c constraints.txt -e '.[test]'; } >.venv/pip.log 2>&1; then
+    echo "==> installing Leifur and its development tooling into .venv"
+    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -c constraints.txt -e . -e ./dev; } >.venv/pip.log 2>&1; then
         cat .venv/pip.log; exit 1
     fi
     rm -f .venv/.installed-* && touch "$stamp"
 fi
 
+[ -z "$python_only" ] || exit 0
 echo "==> control-plane binaries (built from Go modules on first use, then cached)"
-.venv/bin/python -m leifur.dev.gobuild
+.venv/bin/python -m leifur_dev.gobuild

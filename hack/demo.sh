@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The demo, on a fresh machine: installs what it needs, then runs `leifurctl demo`.
-# Run as root: it builds network namespaces. Extra arguments go to `leifurctl demo`.
+# The demo, on a fresh machine: installs what it needs, then runs `leifur-dev demo`.
+# Run as root: it builds network namespaces. Extra arguments go to `leifur-dev demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/bootstrap.sh
-exec .venv/bin/leifurctl demo "$@"
+exec .venv/bin/leifur-dev demo "$@"

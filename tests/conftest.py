@@ -1,8 +1,8 @@
-"""The suites' fixtures live in leifur.dev.pytest_plugin so that child pytest runs (cleanup tests) use them too."""
+"""The suites' fixtures live in leifur_dev.pytest_plugin so that child pytest runs (cleanup tests) use them too."""
 
 import os
 
-pytest_plugins = ["leifur.dev.pytest_plugin"]
+pytest_plugins = ["leifur_dev.pytest_plugin"]
 
 collect_ignore = []
 # The after-suite check runs in its own pytest invocation, once everything else has torn down.

@@ -13,11 +13,11 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from agent import plan
-from leifur import names
+from leifur.announce import plan
 from leifur.cli.snapshot import Snapshot
 from leifur.controller.reconcile import State
 from leifur.ipam.pool import Pool
+from leifur.model import names
 
 # States of an IP on the LAN, beyond plan's reasons (NotInPool, NoAdvertisement, NoReadyEndpoints, NoEligibleNode).
 ANNOUNCED = "Announced"

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import difflib
 
-from leifur import names
 from leifur.cli import analysis, output
 from leifur.cli.snapshot import CtlError, Snapshot
-from leifur.controller import decide, service
+from leifur.controller import decide
 from leifur.ipam.allocator import AllocationError
 from leifur.ipam.pool import Pool
 from leifur.ipam.selectors import candidate_pools
+from leifur.model import names, service
 
 NOT_OURS = "NotOurs"
 PARTIAL = "PartiallyAllocated"

@@ -1,7 +1,7 @@
 """leifurctl: the operator's tool for Leifur.
 
-status and explain read the cluster (read-only); validate checks manifests offline;
-dev and demo run a local development environment.
+status and explain read the cluster (read-only); validate checks manifests offline.
+The development environment (control plane, demo) is not part of it: see leifur-dev.
 """
 
 from __future__ import annotations
@@ -9,36 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from leifur.cli import output
-
-
-def _dev_up(args: argparse.Namespace) -> int:
-    from leifur.dev import controlplane, gobuild
-
-    cp = controlplane.start(Path(args.dir), persistent=True)
-    print(f"control plane up in {cp.startup_seconds:.1f}s: {cp.server}")
-    print(f"kubeconfig: {cp.kubeconfig}")
-    print(f"kubectl:    {gobuild.ensure_built('kubectl')} --kubeconfig {cp.kubeconfig}")
-    print(f"stop with:  leifurctl dev down --dir {args.dir}")
-    return 0
-
-
-def _dev_down(args: argparse.Namespace) -> int:
-    from leifur.dev import controlplane
-
-    if controlplane.stop_directory(Path(args.dir)):
-        print(f"control plane in {args.dir} stopped")
-    else:
-        print(f"no running control plane was registered for {args.dir}; removed its files")
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from leifur.dev import demo
-
-    return demo.run(nodes=args.nodes, stay_up=not args.down)
 
 
 def _emit(text: str) -> None:
@@ -192,19 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("-o", "--output", choices=output.FORMATS, default="table", help=_OUTPUT_HELP)
     validate.set_defaults(func=_validate)
 
-    dev = sub.add_parser("dev", help="a local control plane for development and scripts")
-    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
-    up = dev_sub.add_parser("up", help="start etcd and kube-apiserver; write DIR/kubeconfig")
-    up.add_argument("--dir", required=True, help="where to keep data, logs and the kubeconfig")
-    up.set_defaults(func=_dev_up)
-    down = dev_sub.add_parser("down", help="stop what 'dev up --dir DIR' started and remove its files")
-    down.add_argument("--dir", required=True)
-    down.set_defaults(func=_dev_down)
-
-    demo = sub.add_parser("demo", help="run the demo: control plane, a LAN of node namespaces, a Service")
-    demo.add_argument("--nodes", type=int, default=3, help="how many node namespaces (default 3)")
-    demo.add_argument("--down", action="store_true", help="tear down as soon as the demo has run")
-    demo.set_defaults(func=_demo)
     return p
 
 

@@ -17,8 +17,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from leifur import names
 from leifur.kube.client import load_client, request
+from leifur.model import names
 
 _PAGE = 500
 _TIMEOUT = (5.0, 30.0)

@@ -3,11 +3,10 @@ and announcing node; what has a problem comes first."""
 
 from __future__ import annotations
 
-from leifur import names
 from leifur.cli import analysis, output
 from leifur.cli.snapshot import Snapshot
-from leifur.controller import service
 from leifur.ipam.pool import Pool
+from leifur.model import names, service
 
 
 def _problem(reason: str, message: str) -> dict:

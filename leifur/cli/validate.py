@@ -27,10 +27,10 @@ from typing import Any
 
 import yaml
 
-from leifur import names
 from leifur.cli import output
 from leifur.ipam.pool import Pool, PoolError, parse_pool
 from leifur.ipam.selectors import label_selector_problems, selector_matches
+from leifur.model import names
 
 ERROR = "error"
 WARNING = "warning"

@@ -7,7 +7,6 @@ import threading
 
 from kubernetes import client
 
-from leifur import names
 from leifur.controller import metrics
 from leifur.controller.reconcile import PoolReconciler, ServiceReconciler, State
 from leifur.controller.writes import PoolWriter, ServiceWriter
@@ -17,6 +16,7 @@ from leifur.kube.informer import Informer
 from leifur.kube.leader import LeaderElector
 from leifur.kube.worker import start_workers
 from leifur.kube.workqueue import RateLimitingQueue
+from leifur.model import names
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from leifur.controller.service import ServiceRequest
 from leifur.ipam.allocator import AllocationError, Allocator
-from leifur.ipam.pool import IP
 from leifur.ipam.selectors import candidate_pools
-from leifur.ipam.sharing import ServiceTraits
+from leifur.model.service import IP, ServiceRequest, ServiceTraits
 
 REASON_ALLOCATED = "Allocated"
 REASON_PARTIAL = "PartiallyAllocated"

@@ -10,7 +10,7 @@ import socket
 import sys
 import threading
 
-from leifur import observability
+from leifur.kube import observability
 from leifur.kube.client import load_client
 
 log = logging.getLogger("leifur.controller")

@@ -12,14 +12,14 @@ import logging
 import threading
 from collections.abc import Callable
 
-from leifur import names
-from leifur.controller import decide, metrics, service
+from leifur.controller import decide, metrics
 from leifur.controller.writes import PoolWriter, ServiceWriter, condition, same_conditions
 from leifur.ipam.allocator import AllocationError, Allocator
-from leifur.ipam.pool import IP, Pool, PoolError, find_overlaps, parse_pool
-from leifur.ipam.sharing import ServiceTraits
+from leifur.ipam.pool import Pool, PoolError, find_overlaps, parse_pool
 from leifur.kube.events import EventRecorder
 from leifur.kube.informer import Informer
+from leifur.model import names, service
+from leifur.model.service import IP, ServiceTraits
 
 log = logging.getLogger(__name__)
 

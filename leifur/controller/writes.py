@@ -11,8 +11,8 @@ import datetime as dt
 
 from kubernetes import client
 
-from leifur import names
 from leifur.kube.worker import Retryable
+from leifur.model import names
 
 MERGE = "application/merge-patch+json"
 # connect, read: bounds every sync's API calls, and keeps a write that started just before the

@@ -11,7 +11,7 @@ from leifur.ipam.allocator import (
     Allocator,
 )
 from leifur.ipam.errors import PoolError
-from leifur.ipam.pool import IP, AddressRange, Pool, find_overlaps, parse_address_entry, parse_pool
+from leifur.ipam.pool import AddressRange, Pool, find_overlaps, parse_address_entry, parse_pool
 from leifur.ipam.selectors import (
     ServiceAllocation,
     candidate_pools,
@@ -19,7 +19,8 @@ from leifur.ipam.selectors import (
     selector_matches,
     validate_label_selector,
 )
-from leifur.ipam.sharing import ServiceTraits, incompatibility
+from leifur.ipam.sharing import incompatibility
+from leifur.model.service import IP, ServiceTraits
 
 __all__ = [
     "EXHAUSTED",

@@ -11,8 +11,9 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Sequence
 
 from leifur.ipam.errors import PoolError
-from leifur.ipam.pool import IP, Pool, is_buggy, skip_buggy
-from leifur.ipam.sharing import ServiceTraits, incompatibility
+from leifur.ipam.pool import Pool, is_buggy, skip_buggy
+from leifur.ipam.sharing import incompatibility
+from leifur.model.service import IP, ServiceTraits
 
 # Reasons, also used by the controller as Event and condition reasons.
 NOT_IN_POOL = "NotInPool"  # the requested IP is in no pool (or not in the requested pool)

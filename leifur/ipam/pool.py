@@ -13,9 +13,9 @@ from typing import Any
 
 from leifur.ipam.errors import PoolError
 from leifur.ipam.selectors import ServiceAllocation, parse_service_allocation, service_allocation_problems
+from leifur.model.service import IP
 
 __all__ = [
-    "IP",
     "AddressRange",
     "Pool",
     "PoolError",
@@ -26,7 +26,6 @@ __all__ = [
     "skip_buggy",
 ]
 
-IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _IP_CLASS: dict[int, type[IP]] = {4: ipaddress.IPv4Address, 6: ipaddress.IPv6Address}
 _BITS = {4: 32, 6: 128}

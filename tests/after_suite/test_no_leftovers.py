@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from leifur.dev import gobuild, netlab, runtime
+from leifur_dev import gobuild, netlab, runtime
 
 
 def _our_server_processes() -> list[str]:

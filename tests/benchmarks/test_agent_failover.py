@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from agent.election import owner
-from leifur.dev.cluster import wait_for
+from leifur.announce.election import owner
+from leifur_dev.cluster import wait_for
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.netns, pytest.mark.controlplane]
 

@@ -59,7 +59,7 @@ for phase in a["phases"]:
 # (sequence number, timestamp) of outgoing requests and of incoming replies.
 CAPTURE = r"""
 import json, socket, struct, sys, time
-from agent import bpf
+from leifur.agent import bpf
 a = json.loads(sys.argv[1])
 # ETH_P_ALL: only such taps see outgoing frames. The filter keeps ARP and nothing else.
 rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)

@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from leifur.dev.chaos import Chaos
+from leifur_dev.chaos import Chaos
 
 pytestmark = [pytest.mark.netns, pytest.mark.controlplane]
 

@@ -9,8 +9,8 @@ import uuid
 import pytest
 from kubernetes.client.rest import ApiException
 
-from leifur import names
-from leifur.dev.cluster import Cluster, ControllerProcess, install_crds, wait_for
+from leifur.model import names
+from leifur_dev.cluster import Cluster, ControllerProcess, install_crds, wait_for
 
 
 @pytest.fixture(scope="session")

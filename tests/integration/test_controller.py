@@ -8,8 +8,8 @@ import ipaddress
 import pytest
 from kubernetes.client.rest import ApiException
 
-from leifur import names
-from leifur.dev.cluster import wait_for
+from leifur.model import names
+from leifur_dev.cluster import wait_for
 
 pytestmark = pytest.mark.controlplane
 

@@ -10,7 +10,7 @@ import random
 import pytest
 from kubernetes import client
 
-from leifur.dev.cluster import wait_for
+from leifur_dev.cluster import wait_for
 
 pytestmark = pytest.mark.controlplane
 

@@ -11,8 +11,8 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from leifur.dev import controlplane
-from leifur.dev.cluster import wait_crd_established
+from leifur_dev import controlplane
+from leifur_dev.cluster import wait_crd_established
 
 pytestmark = pytest.mark.controlplane
 

@@ -13,10 +13,10 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from leifur import names
-from leifur.dev import gobuild
-from leifur.dev.cluster import REPO, service_account_kubeconfig, wait_for
 from leifur.kube.client import request
+from leifur.model import names
+from leifur_dev import gobuild
+from leifur_dev.cluster import REPO, service_account_kubeconfig, wait_for
 
 pytestmark = pytest.mark.controlplane
 

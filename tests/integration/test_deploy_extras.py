@@ -17,14 +17,14 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from prometheus_client import REGISTRY
 
-from agent import metrics as agent_metrics
-from agent.election import parse_advertisement
-from leifur import names
+from leifur.agent import metrics as agent_metrics
+from leifur.announce.election import parse_advertisement
 from leifur.controller import metrics as controller_metrics
-from leifur.dev import gobuild
-from leifur.dev.cluster import REPO, wait_for
 from leifur.ipam.pool import parse_pool
 from leifur.kube import metrics as kube_metrics
+from leifur.model import names
+from leifur_dev import gobuild
+from leifur_dev.cluster import REPO, wait_for
 
 pytestmark = pytest.mark.controlplane
 

@@ -1,4 +1,4 @@
-"""`leifurctl dev up|down`: a control plane that outlives the command, usable by kubectl."""
+"""`leifur-dev up|down`: a control plane that outlives the command, usable by kubectl."""
 
 from __future__ import annotations
 
@@ -8,19 +8,19 @@ import sys
 
 import pytest
 
-from leifur.dev import gobuild, runtime
+from leifur_dev import gobuild, runtime
 
 pytestmark = pytest.mark.controlplane
 
 
-def leifurctl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "leifur.cli.leifurctl", *args],
+def leifur_dev_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "leifur_dev.cli", *args],
                           capture_output=True, text=True, timeout=300)
 
 
 def test_dev_up_then_kubectl_then_dev_down(tmp_path):
     d = tmp_path / "env"
-    up = leifurctl("dev", "up", "--dir", str(d))
+    up = leifur_dev_cli("up", "--dir", str(d))
     try:
         assert up.returncode == 0, up.stderr
         kubeconfig = d / "kubeconfig"
@@ -38,7 +38,7 @@ def test_dev_up_then_kubectl_then_dev_down(tmp_path):
         assert len(records) == 1 and records[0]["persistent"]
         pids = records[0]["pids"]
     finally:
-        down = leifurctl("dev", "down", "--dir", str(d))
+        down = leifur_dev_cli("down", "--dir", str(d))
     assert down.returncode == 0, down.stderr
     assert not any(runtime.pid_alive(pid) for pid in pids.values())
     assert not kubeconfig.exists() and not (d / "etcd").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from leifur.dev import gobuild
+from leifur_dev import gobuild
 
 
 def test_second_use_does_not_rebuild(monkeypatch):

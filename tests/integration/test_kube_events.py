@@ -9,9 +9,9 @@ import pytest
 from kubernetes import client
 from prometheus_client import REGISTRY
 
-from leifur.dev.cluster import create_test_crd
 from leifur.kube.client import request
 from leifur.kube.events import EventRecorder
+from leifur_dev.cluster import create_test_crd
 
 pytestmark = pytest.mark.controlplane
 

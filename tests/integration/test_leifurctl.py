@@ -17,7 +17,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from leifur import names
+from leifur.model import names
 
 pytestmark = pytest.mark.controlplane
 

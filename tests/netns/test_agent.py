@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from agent.election import owner
-from leifur import names
-from leifur.dev.cluster import wait_for
-from leifur.dev.probe import claims_in_capture, handover_windows
-from leifur.dev.stack import Stack
+from leifur.announce.election import owner
+from leifur.model import names
+from leifur_dev.cluster import wait_for
+from leifur_dev.probe import claims_in_capture, handover_windows
+from leifur_dev.stack import Stack
 
 pytestmark = [pytest.mark.netns, pytest.mark.controlplane]
 

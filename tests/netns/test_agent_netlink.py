@@ -77,7 +77,7 @@ def test_read_links_sees_eth0_as_a_veth_with_its_addresses(lab):
     vip4, _ = vips(lab)
     code = textwrap.dedent("""
         import json, sys
-        from agent.interfaces import read_links, select_interfaces
+        from leifur.announce.interfaces import read_links, select_interfaces
         links = read_links()
         print(json.dumps({
             "links": [{**l.__dict__, "networks": [str(n) for n in l.networks]} for l in links],
@@ -197,7 +197,7 @@ def test_without_ifa_proto_ipv4_is_recognised_by_label_and_ipv6_only_by_its_proc
     # In one process everything it added is removed again, IPv6 included (remembered).
     code = textwrap.dedent("""
         import json, sys
-        from agent.netlink import NetlinkAnnouncer
+        from leifur.agent.netlink import NetlinkAnnouncer
         nl = NetlinkAnnouncer(tag_with_proto=False)
         assert nl.set_ips({"eth0": sys.argv[1:]}) == []
         added = nl.ours()

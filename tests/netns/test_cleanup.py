@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from leifur.dev import controlplane, netlab, runtime
+from leifur_dev import controlplane, netlab, runtime
 
 pytestmark = [pytest.mark.netns, pytest.mark.controlplane]
 
@@ -56,7 +56,7 @@ def test_teardown_runs_when_a_test_fails(tmp_path):
     """))
     report_path = tmp_path / "report.json"
     res = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "leifur.dev.pytest_plugin", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "-p", "leifur_dev.pytest_plugin", "-p", "no:cacheprovider",
          "-q", str(tmp_path / "test_fails.py")],
         cwd=tmp_path, env=dict(os.environ, LEIFUR_TEST_REPORT=str(report_path)),
         capture_output=True, text=True, timeout=300,
@@ -71,7 +71,7 @@ def test_a_killed_run_is_cleaned_up_by_the_next(tmp_path):
     script = tmp_path / "killed.py"
     script.write_text(_REPORT + textwrap.dedent("""
         import sys, time
-        from leifur.dev import controlplane, netlab
+        from leifur_dev import controlplane, netlab
         cp = controlplane.start()
         lab = netlab.Lab(1).build()
         report(cp, lab)

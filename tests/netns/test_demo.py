@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from leifur.dev import netlab
+from leifur_dev import netlab
 
 pytestmark = [pytest.mark.netns, pytest.mark.controlplane]
 
 
 def test_demo_assigns_announces_fails_over_and_tears_down():
-    res = subprocess.run([sys.executable, "-m", "leifur.cli.leifurctl", "demo", "--down"],
+    res = subprocess.run([sys.executable, "-m", "leifur_dev.cli", "demo", "--down"],
                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     out = res.stdout
     assert res.returncode == 0, out[-3000:] + res.stderr[-3000:]

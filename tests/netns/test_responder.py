@@ -519,7 +519,7 @@ def test_another_host_claiming_an_ip_is_reported_and_not_answered(lab, net):
 
 API = r"""
 import sys, time
-from agent.responder import Responder
+from leifur.agent.responder import Responder
 ip4, ip6 = sys.argv[1:3]
 for bad in ("nosuchif0", "lo"):
     try:

@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from leifur.dev import controlplane, netlab
+from leifur_dev import controlplane, netlab
 
 DOC_RANGES = [ipaddress.ip_network(n) for n in
               ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agent import plan
-from agent.agreement import Agreement, digest, owners
-from leifur import names
+from leifur.announce import plan
+from leifur.announce.agreement import Agreement, digest, owners
+from leifur.model import names
 
 IP = "192.0.2.40"
 LIVE = frozenset({"n1", "n2", "n3"})

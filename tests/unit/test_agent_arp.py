@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Padding
 
-from agent import arp
-from agent.arp import MalformedFrame
+from leifur.agent import arp
+from leifur.agent.arp import MalformedFrame
 
 MAC = bytes.fromhex("020000000001")
 CLIENT_MAC = "02:00:00:00:01:00"

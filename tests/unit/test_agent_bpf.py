@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6ND_NA, ICMPv6ND_NS, IPv6, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
-from agent import arp, bpf, ndp
+from leifur.agent import arp, bpf, ndp
 
 MAC = bytes.fromhex("020000000100")
 

@@ -10,9 +10,9 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent import election
-from agent.election import Advertisement, Node
-from leifur import names
+from leifur.announce import election
+from leifur.announce.election import Advertisement, Node
+from leifur.model import names
 
 NODES = [f"node{i}" for i in range(1, 6)]
 IPS = [f"203.0.113.{i}" for i in range(256)] + [f"2001:db8::{i:x}" for i in range(256)]
@@ -20,7 +20,7 @@ IPS = [f"203.0.113.{i}" for i in range(256)] + [f"2001:db8::{i:x}" for i in rang
 
 def test_weights_are_the_same_in_another_process():
     here = [election.owner(NODES, ip) for ip in IPS[:50]]
-    code = ("from agent import election; import json, sys; nodes, ips = json.loads(sys.argv[1]); "
+    code = ("from leifur.announce import election; import json, sys; nodes, ips = json.loads(sys.argv[1]); "
             "print(json.dumps([election.owner(nodes, ip) for ip in ips]))")
     out = subprocess.run([sys.executable, "-c", code, json.dumps([NODES, IPS[:50]])],
                          capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"})

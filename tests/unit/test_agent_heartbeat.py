@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.heartbeat import Heartbeat, Membership, decode
+from leifur.agent.heartbeat import Heartbeat, Membership, decode
 
 
 def hb(node: str, seq: int, inc: int = 1, ready: bool = True, leaving: bool = False, view: str = "") -> Heartbeat:
@@ -117,7 +117,7 @@ def test_forgetting_deleted_nodes():
 
 
 def test_sender_addresses_compare_in_one_form():
-    from agent.heartbeat import _v6_mapped
+    from leifur.agent.heartbeat import _v6_mapped
 
     assert _v6_mapped("192.0.2.13") == _v6_mapped("::ffff:192.0.2.13") == _v6_mapped("::FFFF:c000:020d")
     assert _v6_mapped("2001:DB8::0001") == _v6_mapped("2001:db8::1") != _v6_mapped("192.0.2.1")

@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from agent.interfaces import Link, explain_no_interface, select_interfaces
+from leifur.announce.interfaces import Link, explain_no_interface, select_interfaces
 
 
 def link(name: str, *addrs: str, kind: str = "", bridge_slave: bool = False, noarp: bool = False,

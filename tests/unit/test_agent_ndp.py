@@ -21,8 +21,8 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import Ether
 from scapy.packet import Padding, Raw
 
-from agent import ndp
-from agent.arp import MalformedFrame
+from leifur.agent import ndp
+from leifur.agent.arp import MalformedFrame
 
 MAC = bytes.fromhex("020000000001")
 CLIENT_MAC = "02:00:00:00:01:00"

@@ -3,7 +3,7 @@ longer wanted, never touch an operator's address, and report what cannot be done
 
 from __future__ import annotations
 
-from agent.netlink import AddressFailure, KernelAddress, fallback_label, kernel_has_ifa_proto, plan_changes
+from leifur.agent.netlink import AddressFailure, KernelAddress, fallback_label, kernel_has_ifa_proto, plan_changes
 
 
 def addr(ifname: str, ip: str, prefixlen: int, ours: bool, index: int = 2) -> KernelAddress:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agent import plan
-from agent.election import owner
-from leifur import names
+from leifur.announce import plan
+from leifur.announce.election import owner
+from leifur.model import names
 
 
 def svc(name: str, ips: list[str], policy: str = "Cluster", ns: str = "default", pool: str | None = "lan",

@@ -7,11 +7,10 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import plan
-from leifur import names
-from leifur.controller import service
+from leifur.announce import plan
 from leifur.ipam.errors import PoolError
 from leifur.ipam.pool import parse_pool
+from leifur.model import names, service
 
 # Strings that look almost like addresses, and JSON-like values.
 near_ips = st.sampled_from(["192.0.2.1", "192.0.2.0/24", "192.0.2.1/24", "2001:db8::/64", "2001:db8::1-2001:db8::",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from leifur import names
-from leifur.dev.chaos import Observer
-from leifur.dev.probe import handover_windows
+from leifur.model import names
+from leifur_dev.chaos import Observer
+from leifur_dev.probe import handover_windows
 
 
 def svc(name: str, ips: list[str], port: int = 80, key: str | None = None) -> dict:

@@ -6,10 +6,10 @@ import ipaddress
 
 import pytest
 
-from leifur import names
-from leifur.controller import decide, service
+from leifur.controller import decide
 from leifur.ipam.allocator import Allocator
 from leifur.ipam.pool import parse_pool
+from leifur.model import names, service
 
 
 def svc(name="web", ns="ns", annotations=None, **spec) -> dict:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from leifur import names
 from leifur.controller.reconcile import State
+from leifur.model import names
 
 POOL = {"metadata": {"name": "lan"}, "spec": {"addresses": ["192.0.2.40-192.0.2.49"]}}
 

@@ -18,7 +18,7 @@ from leifur.ipam.allocator import (
     Allocator,
 )
 from leifur.ipam.pool import parse_pool
-from leifur.ipam.sharing import ServiceTraits
+from leifur.model.service import ServiceTraits
 
 ip = ipaddress.ip_address
 
@@ -334,7 +334,7 @@ def test_adopt_keeps_an_ip_outside_every_pool_and_refuses_conflicts():
 
     from leifur.ipam.allocator import TAKEN, AllocationError, Allocator
     from leifur.ipam.pool import parse_pool
-    from leifur.ipam.sharing import ServiceTraits
+    from leifur.model.service import ServiceTraits
 
     alloc = Allocator([parse_pool("p", {"addresses": ["192.0.2.0/30"]})])
     a, b = ServiceTraits("ns/a", ports=frozenset({("TCP", 80)})), ServiceTraits("ns/b", ports=frozenset({("TCP", 80)}))
@@ -358,7 +358,7 @@ def test_release_ip_frees_one_family_only():
 
     from leifur.ipam.allocator import Allocator
     from leifur.ipam.pool import parse_pool
-    from leifur.ipam.sharing import ServiceTraits
+    from leifur.model.service import ServiceTraits
 
     alloc = Allocator([parse_pool("p", {"addresses": ["192.0.2.0/30", "2001:db8::/126"]})])
     t = ServiceTraits("ns/a")

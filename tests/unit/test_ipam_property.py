@@ -27,7 +27,8 @@ from leifur.ipam.allocator import (
     Allocator,
 )
 from leifur.ipam.pool import Pool, parse_pool
-from leifur.ipam.sharing import ServiceTraits, incompatibility
+from leifur.ipam.sharing import incompatibility
+from leifur.model.service import ServiceTraits
 
 KEYS = [f"ns/s{i}" for i in range(10)]
 PORTS = [("TCP", 80), ("TCP", 443), ("UDP", 53), ("TCP", 22)]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from leifur.ipam.sharing import ServiceTraits, incompatibility
+from leifur.ipam.sharing import incompatibility
+from leifur.model.service import ServiceTraits
 
 APP_A = frozenset({("app", "a")})
 APP_B = frozenset({("app", "b")})

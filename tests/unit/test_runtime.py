@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 
-from leifur.dev import runtime
+from leifur_dev import runtime
 
 
 def test_orphans_are_reaped_and_live_or_persistent_records_kept(tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from leifur.dev import gobuild, pki, runtime
+from leifur_dev import gobuild, pki, runtime
 
 # Service cluster IPs never leave the API server, but we keep to documentation ranges anyway.
 SERVICE_CIDRS = ("198.51.100.0/24", "2001:db8:ffff::/112")
@@ -282,7 +282,7 @@ def reap_orphans() -> list[str]:
 def start(directory: Path | None = None, persistent: bool = False, log=None) -> ControlPlane:
     """Build (once) and start etcd and kube-apiserver; return when /readyz says ok.
 
-    persistent=True leaves the servers running after this process exits (``leifurctl dev up``);
+    persistent=True leaves the servers running after this process exits (``leifur-dev up``);
     otherwise they die with it, and a later run reaps anything left over.
     """
     reap_orphans()
@@ -311,7 +311,7 @@ def start(directory: Path | None = None, persistent: bool = False, log=None) -> 
 
 
 def stop_directory(directory: Path) -> bool:
-    """Stop the control plane registered for `directory` (``leifurctl dev down``)."""
+    """Stop the control plane registered for `directory` (``leifur-dev down``)."""
     directory = directory.resolve()
     registry = runtime.Registry(_REGISTRY)
     for name, record in registry.records():

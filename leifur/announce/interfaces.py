@@ -5,7 +5,7 @@ node in a subnet containing the IP. veth, bridge-slave and NOARP interfaces are 
 unless named: a veth is a container's leg, a bridge slave's traffic belongs to its bridge, and
 a NOARP link cannot answer ARP at all.
 
-`select_interfaces` and `explain_no_interface` are pure; `read_links` is the only netlink call.
+Pure: the kernel's links are read by the agent (`leifur.agent.links`).
 """
 
 from __future__ import annotations
@@ -14,17 +14,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
-
-from agent.netlink import LEIFUR_IFA_PROTO
-
 Network = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-
-IFF_UP = 0x1
-IFF_LOOPBACK = 0x8
-IFF_NOARP = 0x80
-IFF_LOWER_UP = 0x10000
-
 
 @dataclass(frozen=True)
 class Link:
@@ -39,9 +29,6 @@ class Link:
     up: bool  # administratively up and with carrier: a link without carrier reaches nobody
     loopback: bool
     networks: tuple[Network, ...]
-
-
-# -- pure rules ---------------------------------------------------------------------------
 
 
 def _parse_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -131,50 +118,3 @@ def explain_no_interface(ip: str, links: Sequence[Link], named: Sequence[str] = 
     seen = f"this node's {family} addresses: {'; '.join(have)}" if have else f"this node has no {family} address"
     return (f"no interface carries an address in a subnet containing {ip} ({seen}); if this node should announce it"
             f" anyway, name the interface in the L2Advertisement's interfaces")
-
-
-# -- reading the kernel -------------------------------------------------------------------
-
-
-def _network(msg) -> Network | None:
-    # IFA_LOCAL is this host's address; on a point-to-point link IFA_ADDRESS is the peer's.
-    addr = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
-    if not addr:
-        return None
-    return ipaddress.ip_interface(f"{addr}/{msg['prefixlen']}")
-
-
-def read_links() -> list[Link]:
-    """Every interface of the current network namespace, with its addresses.
-
-    Addresses Leifur added itself in netlink mode are left out: they say which IPs this node
-    announces, not which subnets it sits in.
-    """
-    with IPRoute() as ipr:
-        raw_links = list(ipr.get_links())
-        raw_addrs = list(ipr.addr("dump"))
-    kinds = {m["index"]: m.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "" for m in raw_links}
-    networks: dict[int, list[Network]] = {}
-    for msg in raw_addrs:
-        if msg.get("IFA_PROTO") == LEIFUR_IFA_PROTO:
-            continue
-        net = _network(msg)
-        if net is not None:
-            networks.setdefault(msg["index"], []).append(net)
-    links = []
-    for m in raw_links:
-        flags = m["flags"]
-        master = m.get("IFLA_MASTER")
-        slave_kind = m.get_nested("IFLA_LINKINFO", "IFLA_INFO_SLAVE_KIND")
-        links.append(Link(
-            name=m.get("IFLA_IFNAME"),
-            index=m["index"],
-            mac=m.get("IFLA_ADDRESS") or "",
-            kind=kinds[m["index"]],
-            bridge_slave=slave_kind == "bridge" or (master is not None and kinds.get(master) == "bridge"),
-            noarp=bool(flags & IFF_NOARP),
-            up=bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP),
-            loopback=bool(flags & IFF_LOOPBACK),
-            networks=tuple(networks.get(m["index"], ())),
-        ))
-    return links

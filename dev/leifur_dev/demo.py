@@ -16,8 +16,8 @@ import time
 
 from kubernetes import config
 
-from leifur.dev import cluster, controlplane, gobuild, netlab
-from leifur.dev.stack import Stack
+from leifur_dev import cluster, controlplane, gobuild, netlab
+from leifur_dev.stack import Stack
 
 
 def say(msg: str) -> None:

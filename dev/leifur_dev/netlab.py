@@ -18,7 +18,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from leifur.dev import runtime
+from leifur_dev import runtime
 
 SLOTS = 4
 PREFIX = "lf"  # every namespace and host link of ours starts with this

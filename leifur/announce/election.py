@@ -11,8 +11,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from leifur import names
 from leifur.ipam.selectors import selector_matches
+from leifur.model import names
 
 
 def weight(node: str, ip: str) -> int:

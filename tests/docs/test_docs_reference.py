@@ -23,11 +23,11 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-import agent.main
+import leifur.agent.main
 import leifur.controller.main
-from leifur import names, observability
-from leifur.controller import decide, service
+from leifur.controller import decide
 from leifur.ipam import allocator
+from leifur.model import names, observability, service
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -39,7 +39,7 @@ DYNAMIC_DEFAULTS = {("leifur-controller", "identity")}
 
 PROGRAMS = {
     "leifur-controller": leifur.controller.main.build_parser,
-    "leifur-agent": agent.main.build_parser,
+    "leifur-agent": leifur.agent.main.build_parser,
 }
 # The in-depth pages keep their own flag tables; nothing in them may name a flag that is gone.
 FLAG_PAGES = {"controller.md": "leifur-controller", "agent.md": "leifur-agent"}

@@ -17,9 +17,9 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from leifur import names
-from leifur.dev import runtime
-from leifur.dev.controlplane import free_port
+from leifur.model import names
+from leifur_dev import runtime
+from leifur_dev.controlplane import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "deploy" / "crds"

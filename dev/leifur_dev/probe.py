@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from agent import arp, bpf, ndp
+from leifur.agent import arp, bpf, ndp
 
 
 def _mac_bytes(mac: str) -> bytes:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 
-from agent import plan
+from leifur.announce import plan
 
 # Longer than an informer's relist after an outage (backoff capped at 5 s, plus jitter and the LIST).
 DEFAULT_PATIENCE = 10.0

@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from leifur import names
-from leifur.ipam.pool import IP
-from leifur.ipam.sharing import ServiceTraits
+from leifur.model import names
+
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 REASON_INVALID_REQUEST = "InvalidRequest"
+
+TRAFFIC_POLICIES = ("Cluster", "Local")
+
+
+@dataclass(frozen=True)
+class ServiceTraits:
+    """What the sharing rules need to know about a Service."""
+
+    key: str  # "namespace/name"
+    sharing_key: str | None = None
+    ports: frozenset[tuple[str, int]] = frozenset()  # (protocol, port)
+    traffic_policy: str = "Cluster"  # or "Local"
+    selector: frozenset[tuple[str, str]] | None = None
+
+    def __post_init__(self) -> None:
+        # Any iterable of ports and a selector given as a dict are accepted, and stored in the hashable form.
+        object.__setattr__(self, "ports", frozenset(self.ports))
+        if self.selector is not None:
+            items: Iterable[tuple[str, str]] = (
+                self.selector.items() if isinstance(self.selector, Mapping) else self.selector)
+            object.__setattr__(self, "selector", frozenset(items))
+        if self.traffic_policy not in TRAFFIC_POLICIES:
+            raise ValueError(f"{self.key}: traffic policy must be one of {', '.join(TRAFFIC_POLICIES)}, "
+                             f"got {self.traffic_policy!r}")
 
 _FAMILY = {"IPv4": 4, "IPv6": 6}
 

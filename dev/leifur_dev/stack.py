@@ -20,9 +20,9 @@ from pathlib import Path
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from leifur import names
-from leifur.dev import gobuild, netlab
-from leifur.dev.cluster import (
+from leifur.model import names
+from leifur_dev import gobuild, netlab
+from leifur_dev.cluster import (
     REPO,
     Cluster,
     ControllerProcess,
@@ -31,8 +31,8 @@ from leifur.dev.cluster import (
     service_account_kubeconfig,
     wait_for,
 )
-from leifur.dev.controlplane import ControlPlane
-from leifur.dev.flaky import FlakyProxy
+from leifur_dev.controlplane import ControlPlane
+from leifur_dev.flaky import FlakyProxy
 
 AGENT_PORT = 7473
 SERVER_PORT = 8080
@@ -57,7 +57,7 @@ class AgentProcess(ServedProcess):
         kubeconfig = self.stack.workdir / f"kubeconfig-{self.host.name}"
         if not (self.reuse_credentials and kubeconfig.exists()):
             kubeconfig = self.stack.agent_kubeconfig(self.host)
-        argv = [sys.executable, "-m", "agent.main", "--kubeconfig", str(kubeconfig),
+        argv = [sys.executable, "-m", "leifur.agent.main", "--kubeconfig", str(kubeconfig),
                 "--node-name", self.node_name, "--metrics-address", f"0.0.0.0:{AGENT_PORT}",
                 "--log-level", "debug", *self.stack.agent_args, *self.extra]
         log = open(self.log_path, "a")  # noqa: SIM115 - the child keeps it
@@ -280,7 +280,7 @@ class Stack:
         """Start the ARP/NDP prober in the client namespace; `probe_result` collects it."""
         assert self.lab.client is not None
         return self.lab.popen(self.lab.client.netns, [
-            sys.executable, "-m", "leifur.dev.probe", "--ip", ip, "--interval", str(interval),
+            sys.executable, "-m", "leifur_dev.probe", "--ip", ip, "--interval", str(interval),
             "--duration", str(duration)], stdout=subprocess.PIPE, text=True)
 
     @staticmethod

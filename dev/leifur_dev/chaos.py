@@ -30,15 +30,15 @@ from dataclasses import dataclass, field
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from agent.election import owner
-from leifur import names
-from leifur.controller.service import ServiceSpecError, ingress_ips, is_ours, key_of, traits_of
-from leifur.dev.cluster import wait_for
-from leifur.dev.flaky import FlakyProxy
-from leifur.dev.probe import claims_in_capture, handover_windows
-from leifur.dev.stack import Stack
+from leifur.announce.election import owner
 from leifur.ipam.sharing import incompatibility
 from leifur.kube.informer import Informer
+from leifur.model import names
+from leifur.model.service import ServiceSpecError, ingress_ips, is_ours, key_of, traits_of
+from leifur_dev.cluster import wait_for
+from leifur_dev.flaky import FlakyProxy
+from leifur_dev.probe import claims_in_capture, handover_windows
+from leifur_dev.stack import Stack
 
 HANDOVER_WINDOW = 0.3
 CHURN = 4  # Services c0..c3 come and go during faults, beside the steady s0..s7
@@ -434,7 +434,7 @@ class Chaos:
         self.proxy.faults(0.0, 0.0)
 
     def second_controller(self) -> None:
-        from leifur.dev.cluster import ControllerProcess
+        from leifur_dev.cluster import ControllerProcess
 
         s = self.stack
         standby = ControllerProcess(s.cp.kubeconfig, s.workdir / "controller-standby.log",

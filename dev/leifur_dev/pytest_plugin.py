@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client, config
 
-from leifur.dev import controlplane, netlab
+from leifur_dev import controlplane, netlab
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -92,7 +92,7 @@ def lab(request) -> Iterator[netlab.Lab]:
 def stack(control_plane, api_client, tmp_path, request):
     """Control plane + a LAN of 3 node namespaces (or @pytest.mark.parametrize's count) + controller
     and agents, started by the test with `stack.start()` once it has created its pools."""
-    from leifur.dev.stack import Stack
+    from leifur_dev.stack import Stack
 
     nodes = getattr(request, "param", 3)
     with netlab.Lab(nodes) as lab:

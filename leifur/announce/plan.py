@@ -11,11 +11,11 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from agent.election import Advertisement, Announcement, Node, elect, eligible, parse_advertisement
-from leifur import names
-from leifur.controller.service import ingress_ips, is_ours, key_of
+from leifur.announce.election import Advertisement, Announcement, Node, elect, eligible, parse_advertisement
 from leifur.ipam.errors import PoolError
 from leifur.ipam.pool import Pool, parse_pool
+from leifur.model import names
+from leifur.model.service import ingress_ips, is_ours, key_of
 
 # Why an IP is not announced (also shown by leifurctl explain).
 NOT_IN_POOL = "NotInPool"

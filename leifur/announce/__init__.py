@@ -1,0 +1,1 @@
+"""Who announces what: pure decisions shared by the agent and leifurctl. No I/O."""
