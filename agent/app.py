@@ -9,7 +9,6 @@ a millisecond per hundred Services, so a per-key work queue would buy nothing he
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
 import time
@@ -21,7 +20,7 @@ from leifur.announce import interfaces, plan
 from leifur.announce.agreement import DEFAULT_PATIENCE, Agreement, digest, owners
 from leifur.kube.events import EventRecorder
 from leifur.kube.informer import Informer
-from leifur.model import names
+from leifur.model import names, timestamps
 
 from . import metrics
 from .heartbeat import Change, HeartbeatService
@@ -44,10 +43,6 @@ class Claim:
     interfaces: tuple[str, ...]
     mode: str
     since: str
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Agent:
@@ -310,7 +305,7 @@ class Agent:
             if old is not None and old.interfaces == ifaces and old.mode == mode and old.decision == d:
                 after[ip] = old
                 continue
-            after[ip] = Claim(d, ifaces, mode, old.since if old else _now())
+            after[ip] = Claim(d, ifaces, mode, old.since if old else timestamps.now())
             if old is None:
                 metrics.OWNERSHIP_CHANGES.labels("gained").inc()
                 self._problems.pop(ip, None)

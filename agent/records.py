@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from kubernetes import client
 
+from leifur.kube.backoff import Backoff
 from leifur.kube.client import request
 from leifur.model import names
 
@@ -106,7 +107,7 @@ class RecordWriter:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, 30.0)
         last = 0.0
         while True:
             with self._cond:
@@ -123,13 +124,13 @@ class RecordWriter:
             try:
                 self._write(wanted or ())
             except Exception as e:
-                log.warning("could not write L2NodeStatus %s (retrying in %.1fs): %s", self.node, backoff,
+                wait = backoff.next()
+                log.warning("could not write L2NodeStatus %s (retrying in %.1fs): %s", self.node, wait,
                             str(e).splitlines()[0][:300])
                 with self._cond:
-                    self._cond.wait_for(lambda: self._stop, backoff)
-                backoff = min(backoff * 2, 30.0)
+                    self._cond.wait_for(lambda: self._stop, wait)
                 continue
-            backoff = 0.5
+            backoff.reset()
             with self._cond:
                 self._written = wanted
                 self._cond.notify_all()

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from leifur.model import timestamps
+
 FORMATS = ("table", "json", "yaml")
 NONE = "-"
 
@@ -47,18 +49,9 @@ def json_count(n: int) -> int | str:
     return n if n < 2**63 else str(n)
 
 
-def parse_time(text: str | None) -> dt.datetime | None:
-    if not text:
-        return None
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def age(text: str | None, now: dt.datetime | None = None) -> str:
     """How long ago a timestamp was, like kubectl: 45s, 12m, 3h, 5d."""
-    when = parse_time(text)
+    when = timestamps.parse(text)
     if when is None:
         return NONE
     seconds = int(((now or dt.datetime.now(dt.UTC)) - when).total_seconds())

@@ -7,12 +7,10 @@ as the complete list we want.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from kubernetes import client
 
 from leifur.kube.worker import Retryable
-from leifur.model import names
+from leifur.model import names, timestamps
 
 MERGE = "application/merge-patch+json"
 # connect, read: bounds every sync's API calls, and keeps a write that started just before the
@@ -24,10 +22,6 @@ class NotLeader(Retryable):
     """A write was refused because this replica no longer holds the leader Lease."""
 
 
-def now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def condition(old: list[dict] | None, type_: str, status: bool, reason: str, message: str,
               generation: int | None) -> list[dict]:
     """The conditions list with `type_` set; lastTransitionTime moves only when the status flips."""
@@ -36,7 +30,8 @@ def condition(old: list[dict] | None, type_: str, status: bool, reason: str, mes
     status_s = "True" if status else "False"
     cond = {
         "type": type_, "status": status_s, "reason": reason, "message": message[:32768],
-        "lastTransitionTime": prev["lastTransitionTime"] if prev and prev.get("status") == status_s else now(),
+        "lastTransitionTime": (prev["lastTransitionTime"] if prev and prev.get("status") == status_s
+                               else timestamps.now()),
     }
     if generation is not None:
         cond["observedGeneration"] = generation

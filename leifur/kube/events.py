@@ -20,23 +20,19 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from leifur.kube import metrics
 from leifur.kube.client import request
+from leifur.model import timestamps
 
 log = logging.getLogger(__name__)
 
 AGGREGATION_WINDOW = 600.0  # seconds a repeat still counts into the same Event
 _CACHE_SIZE = 4096  # events remembered for aggregation; the oldest go first
 _TYPES = ("Normal", "Warning")
-
-
-def _time() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -95,7 +91,7 @@ class EventRecorder:
                 log.warning("event queue full, dropping %s event %s on %s: %s", type_, reason, _describe(ref),
                             message)
                 return
-            self._pending.append((ref, type_, reason, message, _time()))
+            self._pending.append((ref, type_, reason, message, timestamps.now()))
             self._cond.notify_all()
 
     def flush(self, timeout: float = 5.0) -> bool:

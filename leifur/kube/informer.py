@@ -42,6 +42,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from leifur.kube import metrics
+from leifur.kube.backoff import Backoff
 from leifur.kube.client import request, send
 
 log = logging.getLogger(__name__)
@@ -65,25 +66,6 @@ class _Handler:
     on_add: Callable[[dict], None] | None
     on_update: Callable[[dict, dict], None] | None
     on_delete: Callable[[dict], None] | None
-
-
-class Backoff:
-    """Exponential backoff with +-20% jitter: initial, doubling, capped at maximum."""
-
-    def __init__(self, initial: float = 0.2, maximum: float = 5.0) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self._next = initial
-
-    def next(self) -> float:
-        """The delay to wait now; doubles the following one."""
-        delay = self._next
-        self._next = min(self._next * 2, self.maximum)
-        # Jitter keeps many informers that lost the same API server from reconnecting in lockstep.
-        return delay * random.uniform(0.8, 1.2)
-
-    def reset(self) -> None:
-        self._next = self.initial
 
 
 def _rv(obj: dict) -> str | None:
@@ -233,7 +215,7 @@ class Informer:
     # -- the loop ------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = Backoff(0.2, 5.0)
+        backoff = Backoff(0.2, 5.0, jitter=0.2)
         failing = False
         last_warning = 0.0
         while not self._stop.is_set():

@@ -32,7 +32,6 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
@@ -40,16 +39,13 @@ from kubernetes.client.exceptions import ApiException
 
 from leifur.kube import metrics
 from leifur.kube.client import request
+from leifur.model import timestamps
 
 log = logging.getLogger(__name__)
 
 
 def _noop() -> None:
     pass
-
-
-def _micro_time() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElector:
@@ -221,7 +217,7 @@ class LeaderElector:
 
     def _try_acquire_or_renew(self, deadline: float) -> bool:
         """One round: read the Lease and write ourselves as holder if we may. False if someone else holds it."""
-        now = _micro_time()
+        now = timestamps.now_micro()
         duration = max(1, round(self.lease_duration))
         try:
             lease: dict[str, Any] | None = request(self.api_client, "GET", self._path, timeout=self._timeout(deadline))
@@ -268,7 +264,7 @@ class LeaderElector:
         spec = lease.get("spec") or {}
         if spec.get("holderIdentity") != self.identity:
             return  # someone else holds it already; nothing of ours to release
-        now = _micro_time()
+        now = timestamps.now_micro()
         lease["spec"] = {
             "leaseDurationSeconds": 1, "acquireTime": now, "renewTime": now,
             "leaseTransitions": spec.get("leaseTransitions") or 0,

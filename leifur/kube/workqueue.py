@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 
-from leifur.kube import metrics
+from leifur.kube import backoff, metrics
 
 
 class RateLimitingQueue:
@@ -171,8 +171,7 @@ class RateLimitingQueue:
             return self._backoff_locked(self._failures.get(key, 0))
 
     def _backoff_locked(self, failures: int) -> float:
-        # Cap the exponent first: 2**failures overflows a float after ~1000 failures.
-        return min(self.base_delay * 2 ** min(failures, 64), self.max_delay)
+        return backoff.delay(failures, self.base_delay, self.max_delay)
 
     def add_rate_limited(self, key: str) -> None:
         """Re-queue `key` after its backoff (base * 2**failures, capped at max) and count a failure."""

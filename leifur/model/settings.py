@@ -1,0 +1,67 @@
+"""Every default of both programs, in one place: the flags, the docs' reference and the code read them here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LeaderSettings:
+    """The controller's leader Lease (client-go's defaults)."""
+
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+    def __post_init__(self) -> None:
+        # renew_deadline < lease_duration is what keeps two leaders from writing at once.
+        if not self.lease_duration > self.renew_deadline > self.retry_period > 0:
+            raise ValueError("need lease_duration > renew_deadline > retry_period > 0")
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    metrics_port: int = 7472
+    workers: int = 4
+    lease_namespace: str = "leifur-system"
+    lease_name: str = "leifur-controller"
+    leader: LeaderSettings = LeaderSettings()
+
+
+@dataclass(frozen=True)
+class HeartbeatSettings:
+    """Liveness between agents: how often they speak and when silence means death."""
+
+    port: int = 7474
+    interval: float = 0.1
+    dead_after: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.dead_after <= 2 * self.interval:
+            raise ValueError("dead_after must exceed two heartbeat intervals")
+
+    @property
+    def start_hold(self) -> float:
+        """How long a starting agent listens before it claims: long enough to hear every live peer twice."""
+        return max(self.dead_after * 1.5, 3 * self.interval)
+
+    @property
+    def start_courtesy(self) -> float:
+        """How long a starting peer may hold back IPs it would own: its hold and a few heartbeats.
+
+        Bounded tightly, since it delays a crash failover happening meanwhile.
+        """
+        return self.start_hold + 3 * self.interval
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    metrics_port: int = 7473
+    heartbeat: HeartbeatSettings = HeartbeatSettings()
+    # On SIGTERM, keep answering this long after telling peers we leave.
+    handover_grace: float = 0.05
+    # How long IPs wait for peers whose view of the cluster differs from ours. Longer than an
+    # informer's relist after an outage (backoff capped at 5 s, plus jitter and the LIST).
+    agreement_patience: float = 10.0
+    # Re-check links and decisions at least this often even without events (an interface came up).
+    resync: float = 1.0
