@@ -1,4 +1,4 @@
-"""Wiring of the agent: informers and heartbeats wake one sync loop, which decides (plan.decide)
+"""Wiring of the agent: informers and heartbeats wake one sync loop, which decides (plan.decide_announcements)
 and applies the result to the announcers (responders, netlink) and the ownership record.
 
 The agent is level-triggered: every change (an object, a peer's liveness) marks the state dirty
@@ -193,7 +193,7 @@ class Agent:
         if not self.ready:
             return
         live = self.live_nodes()
-        decisions = plan.decide(cluster, live, self.load_balancer_class)
+        decisions = plan.decide_announcements(cluster, live, self.load_balancer_class)
         view = digest(decisions)
         self.heartbeat.set_view(view)
         mine = {ip: d for ip, d in decisions.items() if d.announcement and d.announcement.node == self.node}
@@ -201,7 +201,7 @@ class Agent:
         starting = self.heartbeat.starting(self.start_courtesy)
         if starting and mine.keys() - self.claims.keys():
             # An IP we do not hold yet waits for a starting peer that would own it (see starting()).
-            later = plan.decide(cluster, live | starting, self.load_balancer_class)
+            later = plan.decide_announcements(cluster, live | starting, self.load_balancer_class)
             for ip in mine.keys() - self.claims.keys():
                 a = later[ip].announcement
                 if a is not None and a.node in starting:

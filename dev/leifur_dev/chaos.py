@@ -34,7 +34,8 @@ from leifur.announce.election import owner
 from leifur.ipam.sharing import incompatibility
 from leifur.kube.informer import Informer
 from leifur.model import names
-from leifur.model.service import ServiceSpecError, ingress_ips, is_ours, key_of, traits_of
+from leifur.model.objects import key_of
+from leifur.model.service import ServiceSpecError, ingress_ips, is_ours, traits_of
 from leifur_dev.cluster import wait_for
 from leifur_dev.flaky import FlakyProxy
 from leifur_dev.probe import claims_in_capture, handover_windows

@@ -15,10 +15,11 @@ from leifur.announce.election import Advertisement, Announcement, Node, elect, e
 from leifur.ipam.errors import PoolError
 from leifur.ipam.pool import Pool, parse_pool
 from leifur.model import names
-from leifur.model.service import ingress_ips, is_ours, key_of
+from leifur.model.objects import key_of
+from leifur.model.service import ingress_ips, is_ours
 
 # Why an IP is not announced (also shown by leifurctl explain).
-NOT_IN_POOL = "NotInPool"
+OUTSIDE_POOLS = "OutsidePools"
 NO_ENDPOINTS = "NoReadyEndpoints"
 NO_NODE = "NoEligibleNode"
 NO_ADVERTISEMENT = "NoAdvertisement"
@@ -79,7 +80,8 @@ def node_of(obj: dict, live: frozenset[str]) -> Node:
     return Node(meta["name"], dict(meta.get("labels") or {}), alive=meta["name"] in live)
 
 
-def decide(cluster: Cluster, live: Iterable[str], load_balancer_class: str | None = None) -> dict[str, Decision]:
+def decide_announcements(cluster: Cluster, live: Iterable[str],
+                         load_balancer_class: str | None = None) -> dict[str, Decision]:
     """IP -> Decision for every IP in the status of a LoadBalancer Service of ours.
 
     `live` is the set of nodes whose agent is alive and ready (this node included if it is).
@@ -141,7 +143,7 @@ def _decide_ip(ip: str, svcs: list[dict], pools: list[Pool], broken: set[str],
                         "loopback, link-local or unspecified)")
     pool = _pool_of(ip, svcs, pools, broken)
     if pool is None:
-        return Decision(ip, keys, None, None, NOT_IN_POOL,
+        return Decision(ip, keys, None, None, OUTSIDE_POOLS,
                         f"{ip} was not allocated from an IPAddressPool by Leifur; it is not announced")
     labels = pool_labels.get(pool, {})
     if not any(a.selects_pool(pool, labels) for a in ads):

@@ -2,8 +2,8 @@
 
 - Allocation: the pools are parsed and the allocator rebuilt from Services' status as the controller
   does at start (`reconcile.State`, `Allocator.adopt`), and a Service's request is decided with
-  `decide.allocate`, the function the controller calls.
-- Announcement: `agent.plan.decide`, the function every agent calls. Liveness of agents is not in
+  `allocation.allocate`, the function the controller calls.
+- Announcement: `announce.plan.decide_announcements`, the function every agent calls. Liveness of agents is not in
   the API (agents hear each other's heartbeats), so the nodes that have an `L2NodeStatus` stand in
   for the live agents, and the `L2NodeStatus` records say who announces what.
 """
@@ -19,7 +19,7 @@ from leifur.controller.reconcile import State
 from leifur.ipam.pool import Pool
 from leifur.model import names
 
-# States of an IP on the LAN, beyond plan's reasons (NotInPool, NoAdvertisement, NoReadyEndpoints, NoEligibleNode).
+# States of an IP on the LAN, beyond plan's reasons (OutsidePools, NoAdvertisement, NoReadyEndpoints, NoEligibleNode).
 ANNOUNCED = "Announced"
 NOT_ANNOUNCED = "NotAnnounced"  # an agent should announce it, and its record does not list it
 MULTIPLE = "MultipleAnnouncers"  # more than one node's record lists it
@@ -108,8 +108,8 @@ def ip_states(snap: Snapshot, lb_class: str | None) -> tuple[dict[str, IPState],
     cluster = plan.Cluster(snap.services, snap.endpoint_slices, snap.nodes, snap.pools, snap.advertisements)
     seen = agents_seen(snap)
     all_nodes = [n["metadata"]["name"] for n in snap.nodes]
-    with_seen = plan.decide(cluster, seen, lb_class)
-    with_all = plan.decide(cluster, all_nodes, lb_class)
+    with_seen = plan.decide_announcements(cluster, seen, lb_class)
+    with_all = plan.decide_announcements(cluster, all_nodes, lb_class)
     recorded = records(snap)
     out: dict[str, IPState] = {}
     for ip, d in with_seen.items():

@@ -2,8 +2,8 @@
 
 Three sources, shown side by side: the controller's own words (the condition leifur.io/IPAllocated
 and the Events), the controller's decision code run now on the cluster's objects
-(`decide.allocate` on an allocator rebuilt from Services' status), and the agents' decision code
-(`agent.plan.decide`) with the agents' records (L2NodeStatus).
+(`allocation.allocate` on an allocator rebuilt from Services' status), and the agents' decision code
+(`announce.plan.decide_announcements`) with the agents' records (L2NodeStatus).
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import difflib
 
 from leifur.cli import analysis, output
 from leifur.cli.snapshot import CtlError, Snapshot
-from leifur.controller import decide
+from leifur.controller import allocation
 from leifur.ipam.allocator import AllocationError
 from leifur.ipam.pool import Pool
 from leifur.ipam.selectors import candidate_pools
 from leifur.model import names, service
+from leifur.model.objects import key_of
 
 NOT_OURS = "NotOurs"
 PARTIAL = "PartiallyAllocated"
@@ -98,7 +99,7 @@ def _allocation(snap: Snapshot, rb: analysis.Rebuilt, svc: dict) -> tuple[dict, 
     meta = svc["metadata"]
     ips = [str(ip) for ip in service.ingress_ips(svc)]
     ns_labels = snap.namespace_labels(meta["namespace"])
-    out: dict = {"ok": True, "state": decide.REASON_ALLOCATED, "message": "", "controller": None, "now": None,
+    out: dict = {"ok": True, "state": allocation.REASON_ALLOCATED, "message": "", "controller": None, "now": None,
                  "candidatePools": [], "hints": []}
     if cond is not None:
         out["controller"] = {k: cond.get(k) for k in ("status", "reason", "message", "lastTransitionTime",
@@ -116,7 +117,7 @@ def _allocation(snap: Snapshot, rb: analysis.Rebuilt, svc: dict) -> tuple[dict, 
         out["candidatePools"] = [p.name for p in candidates]
         out["hints"] = _pool_hints(snap, rb, req, candidates, ns_labels)
         try:
-            outcome = decide.allocate(rb.state.allocator, req, ns_labels)
+            outcome = allocation.allocate(rb.state.allocator, req, ns_labels)
         except AllocationError as e:  # not expected: allocate reports failures in its Outcome
             now = {"ok": False, "reason": e.reason, "message": e.message, "ips": []}
         else:
@@ -169,7 +170,7 @@ def report(snap: Snapshot, namespace: str, name: str, lb_class: str | None) -> d
     svc = snap.service(namespace, name)
     if svc is None:
         raise CtlError(f"Service {namespace}/{name} not found")
-    key = service.key_of(svc)
+    key = key_of(svc)
     spec = svc.get("spec") or {}
     ips = [str(ip) for ip in service.ingress_ips(svc)]
     rep: dict = {"service": key, "verdict": None, "type": spec.get("type"),

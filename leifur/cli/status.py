@@ -7,6 +7,7 @@ from leifur.cli import analysis, output
 from leifur.cli.snapshot import Snapshot
 from leifur.ipam.pool import Pool
 from leifur.model import names, service
+from leifur.model.objects import key_of
 
 
 def _problem(reason: str, message: str) -> dict:
@@ -85,7 +86,7 @@ def _service_row(svc: dict, states: dict[str, analysis.IPState]) -> dict:
         st = states.get(ip)
         announcements.append({"ip": ip, "nodes": [r["node"] for r in st.announced_by] if st else [],
                               "state": st.state if st else None, "message": st.message if st else ""})
-    return {"service": service.key_of(svc), "namespace": meta["namespace"], "name": meta["name"], "ips": ips,
+    return {"service": key_of(svc), "namespace": meta["namespace"], "name": meta["name"], "ips": ips,
             "pools": pools.split(",") if pools else sorted({s.pool for ip in ips if (s := states.get(ip)) and s.pool}),
             "announcements": announcements, "condition": analysis.condition(svc),
             "state": problems[0]["reason"] if problems else "OK", "problems": problems}

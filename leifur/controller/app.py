@@ -17,6 +17,7 @@ from leifur.kube.leader import LeaderElector
 from leifur.kube.worker import start_workers
 from leifur.kube.workqueue import RateLimitingQueue
 from leifur.model import names
+from leifur.model.objects import key_of
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class Controller:
 
     def _wire_handlers(self) -> None:
         def svc_key(obj: dict) -> None:
-            self.service_queue.add(Informer.key_of(obj))
+            self.service_queue.add(key_of(obj))
 
         self.services.add_handler(svc_key, lambda _old, new: svc_key(new), svc_key)
 

@@ -12,13 +12,14 @@ import logging
 import threading
 from collections.abc import Callable
 
-from leifur.controller import decide, metrics
+from leifur.controller import allocation, metrics
 from leifur.controller.writes import PoolWriter, ServiceWriter, condition, same_conditions
 from leifur.ipam.allocator import AllocationError, Allocator
 from leifur.ipam.pool import Pool, PoolError, find_overlaps, parse_pool
 from leifur.kube.events import EventRecorder
 from leifur.kube.informer import Informer
 from leifur.model import names, service
+from leifur.model.objects import key_of
 from leifur.model.service import IP, ServiceTraits
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class State:
         IP they may not share (a hand edit), the older keeps it. Returns what the younger ones lost:
         (Service key, the holders, why). Pure bookkeeping: no API calls."""
         lost = []
-        svcs = sorted(services, key=lambda s: (s["metadata"].get("creationTimestamp", ""), service.key_of(s)))
+        svcs = sorted(services, key=lambda s: (s["metadata"].get("creationTimestamp", ""), key_of(s)))
         with self.lock:
             for svc in svcs:
                 if not holds_ours(svc, lb_class):
@@ -71,7 +72,7 @@ class State:
                 try:
                     traits = service.traits_of(svc)
                 except service.ServiceSpecError:
-                    traits = ServiceTraits(service.key_of(svc))  # claims its IPs; its sync reports the problem
+                    traits = ServiceTraits(key_of(svc))  # claims its IPs; its sync reports the problem
                 for ip in service.ingress_ips(svc):
                     try:
                         self.allocator.adopt(traits, ip)
@@ -180,13 +181,13 @@ class ServiceReconciler:
                 # Bad input: say so on the object and keep what it holds, but with its current
                 # ports and policy, so that it stops sharing where it no longer may.
                 with contextlib.suppress(service.ServiceSpecError):
-                    decide.apply_traits(alloc, service.traits_of(svc))
+                    allocation.apply_traits(alloc, service.traits_of(svc))
                 held = [(ip, alloc.pool_of(ip)) for ip in alloc.ips_of(key)]
-                outcome = decide.Outcome(ips=held, ok=False, reason=e.reason, message=str(e))
+                outcome = allocation.Outcome(ips=held, ok=False, reason=e.reason, message=str(e))
             else:
-                outcome = decide.allocate(alloc, req, ns_labels)
+                outcome = allocation.allocate(alloc, req, ns_labels)
             freed = held_before - set(alloc.ips_of(key))
-            if outcome.ok and outcome.reason == decide.REASON_ALLOCATED:
+            if outcome.ok and outcome.reason == allocation.REASON_ALLOCATED:
                 self.state.pending.discard(key)
             else:
                 self.state.pending.add(key)
@@ -195,8 +196,8 @@ class ServiceReconciler:
             self.enqueue_service(other)
         self._write(svc, outcome)
 
-    def _write(self, svc: dict, outcome: decide.Outcome) -> None:
-        key = service.key_of(svc)
+    def _write(self, svc: dict, outcome: allocation.Outcome) -> None:
+        key = key_of(svc)
         meta = svc["metadata"]
         before = [str(ip) for ip in service.ingress_ips(svc)]
         after = [str(ip) for ip, _ in outcome.ips]
@@ -222,7 +223,7 @@ class ServiceReconciler:
             if after != before and after:
                 self.recorder.event(svc, "Normal", "IPAllocated", outcome.message)
                 metrics.ALLOCATIONS.inc()
-            if not outcome.ok or outcome.reason != decide.REASON_ALLOCATED:
+            if not outcome.ok or outcome.reason != allocation.REASON_ALLOCATED:
                 self.recorder.event(svc, "Warning", "AllocationFailed", f"{outcome.reason}: {outcome.message}")
                 metrics.ALLOCATION_FAILURES.labels(outcome.reason).inc()
         log.debug("%s: %s", key, outcome.message)

@@ -44,6 +44,7 @@ from kubernetes.client.exceptions import ApiException
 from leifur.kube import metrics
 from leifur.kube.backoff import Backoff
 from leifur.kube.client import request, send
+from leifur.model.objects import key_of
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +122,6 @@ class Informer:
         self._watch_errors = metrics.INFORMER_WATCH_ERRORS.labels(resource=resource)
 
     # -- public API ----------------------------------------------------------------------------
-
-    @staticmethod
-    def key_of(obj: dict) -> str:
-        """"namespace/name" for namespaced objects, "name" for cluster-scoped ones."""
-        meta = obj.get("metadata") or {}
-        ns = meta.get("namespace")
-        return f"{ns}/{meta['name']}" if ns else meta["name"]
 
     def add_handler(self, on_add: Callable[[dict], None] | None = None,
                     on_update: Callable[[dict, dict], None] | None = None,
@@ -282,7 +276,7 @@ class Informer:
                     obj["kind"] = item_kind
                 if api_version and "apiVersion" not in obj:
                     obj["apiVersion"] = api_version
-                items[self.key_of(obj)] = obj
+                items[key_of(obj)] = obj
             cont = meta.get("continue")
             if not cont:
                 self._replace(items, meta.get("resourceVersion"))
@@ -363,7 +357,7 @@ class Informer:
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             log.warning("%s: ignoring watch event of type %r", self.resource, kind)
             return
-        key = self.key_of(obj)
+        key = key_of(obj)
         with self._dispatch_lock:
             with self._store_lock:
                 old = self._store.get(key)

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from leifur.model import names
+from leifur.model.objects import key_of
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -61,11 +62,6 @@ class ServiceRequest:
     def required_families(self) -> tuple[int, ...]:
         """Families that must all be allocated, or none is (RequireDualStack)."""
         return self.families if self.policy == "RequireDualStack" else ()
-
-
-def key_of(svc: dict) -> str:
-    meta = svc["metadata"]
-    return f"{meta['namespace']}/{meta['name']}"
 
 
 def is_ours(svc: dict, load_balancer_class: str | None) -> bool:

@@ -25,7 +25,7 @@ from prometheus_client import REGISTRY
 
 import leifur.agent.main
 import leifur.controller.main
-from leifur.controller import decide
+from leifur.controller import allocation
 from leifur.ipam import allocator
 from leifur.model import names, observability, service
 
@@ -172,8 +172,8 @@ def test_finalizers_labels_conditions_and_reasons_are_in_the_reference(reference
     wanted = {f"leifur/names.py {n}": v for n, v in vars(names).items() if n.startswith(prefixes)}
     wanted |= {f"leifur/ipam/allocator.py REASONS ({r})": r for r in allocator.REASONS}
     wanted |= {"leifur/controller/service.py REASON_INVALID_REQUEST": service.REASON_INVALID_REQUEST,
-               "leifur/controller/decide.py REASON_ALLOCATED": decide.REASON_ALLOCATED,
-               "leifur/controller/decide.py REASON_PARTIAL": decide.REASON_PARTIAL}
+               "leifur/controller/allocation.py REASON_ALLOCATED": allocation.REASON_ALLOCATED,
+               "leifur/controller/allocation.py REASON_PARTIAL": allocation.REASON_PARTIAL}
     spans = set(code_spans(reference))
     missing = sorted(f"`{v}` ({where})" for where, v in wanted.items() if v not in spans)
     assert not missing, (f"{REF} does not mention these names (as `code`): {', '.join(missing)}; add them to "

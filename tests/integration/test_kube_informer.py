@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from leifur.kube.client import request
 from leifur.kube.informer import Informer
+from leifur.model.objects import key_of
 from leifur_dev.cluster import create_test_crd
 
 pytestmark = pytest.mark.controlplane
@@ -29,7 +30,7 @@ class Recorder:
         self._cond = threading.Condition()
 
     def _record(self, what: str, obj: dict) -> None:
-        key = Informer.key_of(obj)
+        key = key_of(obj)
         if key.startswith(self.prefix):
             with self._cond:
                 self.calls.append((what, key, obj))
@@ -128,7 +129,7 @@ def test_store_and_handlers_follow_adds_updates_and_deletes(api_client, namespac
     rec.wait_for("delete", f"{namespace}/web")
     assert inf.get(f"{namespace}/web") is None
     assert f"{namespace}/web" not in set(inf.keys())
-    assert {Informer.key_of(o) for o in inf.list()} == set(inf.keys())
+    assert {key_of(o) for o in inf.list()} == set(inf.keys())
 
     assert any("event handler" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 

@@ -18,7 +18,7 @@ def decide(services: list[dict], live=LIVE) -> dict[str, plan.Decision]:
                "endpoints": [{"addresses": ["198.51.100.7"], "nodeName": n, "conditions": {"ready": True}}
                              for n in sorted(LIVE)]} for s in services]
     ads = [{"metadata": {"name": "all"}, "spec": {}}]
-    return plan.decide(plan.Cluster(services, slices, nodes, [pool], ads), live, None)
+    return plan.decide_announcements(plan.Cluster(services, slices, nodes, [pool], ads), live, None)
 
 
 def svc(name: str, ip: str, **labels: str) -> dict:

@@ -45,13 +45,13 @@ def cluster(services, slices=None, nodes=NODES, pools=(POOL,), ads=(AD,)) -> pla
 def test_each_ip_gets_the_rendezvous_owner_among_live_nodes():
     ips = [f"192.0.2.{i}" for i in range(40, 50)]
     c = cluster([svc(f"s{i}", [ip]) for i, ip in enumerate(ips)])
-    out = plan.decide(c, LIVE)
+    out = plan.decide_announcements(c, LIVE)
     assert sorted(out) == sorted(ips)
     for ip in ips:
         a = out[ip].announcement
         assert a is not None and a.node == owner(LIVE, ip) and a.interfaces == ("eth0",) and a.mode == "Responder"
     # A dead node's IPs move; nothing else does.
-    after = plan.decide(c, LIVE - {"n2"})
+    after = plan.decide_announcements(c, LIVE - {"n2"})
     for ip in ips:
         was = out[ip].announcement.node
         assert after[ip].announcement.node == (was if was != "n2" else owner(LIVE - {"n2"}, ip))
@@ -60,26 +60,27 @@ def test_each_ip_gets_the_rendezvous_owner_among_live_nodes():
 def test_no_ready_endpoint_means_no_announcement():
     s = svc("web", ["192.0.2.40"])
     for slices in ([], [slice_("web", ["n1"], ready=False)], [slice_("other", ["n1"])]):
-        d = plan.decide(cluster([s], slices), LIVE)["192.0.2.40"]
+        d = plan.decide_announcements(cluster([s], slices), LIVE)["192.0.2.40"]
         assert d.announcement is None and d.reason == plan.NO_ENDPOINTS
     # A nil ready condition means ready (API semantics).
-    d = plan.decide(cluster([s], [slice_("web", ["n1"], ready=None)]), LIVE)["192.0.2.40"]
+    d = plan.decide_announcements(cluster([s], [slice_("web", ["n1"], ready=None)]), LIVE)["192.0.2.40"]
     assert d.announcement is not None
 
 
 def test_local_policy_announces_only_from_nodes_with_a_ready_endpoint():
     s = svc("web", ["192.0.2.41"], policy="Local")
     for ready_on in (["n1"], ["n2"], ["n3"], ["n2", "n3"]):
-        d = plan.decide(cluster([s], [slice_("web", ready_on)]), LIVE)["192.0.2.41"]
+        d = plan.decide_announcements(cluster([s], [slice_("web", ready_on)]), LIVE)["192.0.2.41"]
         assert d.announcement.node == owner(ready_on, "192.0.2.41")
-    d = plan.decide(cluster([s], [slice_("web", ["n3"])]), LIVE - {"n3"})["192.0.2.41"]
+    d = plan.decide_announcements(cluster([s], [slice_("web", ["n3"])]), LIVE - {"n3"})["192.0.2.41"]
     assert d.announcement is None and d.reason == plan.NO_NODE
 
 
 def test_a_shared_ip_goes_to_a_node_that_serves_every_service_on_it():
     a = svc("a", ["192.0.2.42"], policy="Local")
     b = svc("b", ["192.0.2.42"], policy="Local")
-    d = plan.decide(cluster([a, b], [slice_("a", ["n1", "n2"]), slice_("b", ["n2", "n3"])]), LIVE)["192.0.2.42"]
+    slices = [slice_("a", ["n1", "n2"]), slice_("b", ["n2", "n3"])]
+    d = plan.decide_announcements(cluster([a, b], slices), LIVE)["192.0.2.42"]
     assert d.services == ("default/a", "default/b") and d.announcement.node == "n2"
 
 
@@ -88,22 +89,23 @@ def test_exclusion_label_and_node_selectors_are_honoured():
     ad = {"metadata": {"name": "r2"}, "spec": {"nodeSelectors": [{"matchLabels": {"rack": "r2"}}]}}
     for i in range(40, 50):
         ip = f"192.0.2.{i}"
-        d = plan.decide(cluster([svc("s", [ip])], nodes=nodes, ads=[ad]), LIVE)[ip]
+        d = plan.decide_announcements(cluster([svc("s", [ip])], nodes=nodes, ads=[ad]), LIVE)[ip]
         assert d.announcement.node == "n3"
-    d = plan.decide(cluster([svc("s", ["192.0.2.40"])], nodes=nodes, ads=[ad]), LIVE - {"n3"})["192.0.2.40"]
+    d = plan.decide_announcements(cluster([svc("s", ["192.0.2.40"])], nodes=nodes, ads=[ad]),
+                                  LIVE - {"n3"})["192.0.2.40"]
     assert d.announcement is None and d.reason == plan.NO_NODE and "live agent" in d.message
 
 
 def test_ips_not_allocated_by_leifur_are_never_announced():
     # No pool of that name; no annotation at all (another implementation wrote the status).
     for s in (svc("s", ["203.0.113.5"], pool="gone"), svc("s", ["192.0.2.40"], pool=None)):
-        [d] = plan.decide(cluster([s]), LIVE).values()
-        assert d.announcement is None and d.reason == plan.NOT_IN_POOL
+        [d] = plan.decide_announcements(cluster([s]), LIVE).values()
+        assert d.announcement is None and d.reason == plan.OUTSIDE_POOLS
 
 
 def test_an_ip_left_outside_a_shrunk_pool_stays_announced():
     shrunk = {"metadata": {"name": "lan"}, "spec": {"addresses": ["192.0.2.40/31"]}}
-    d = plan.decide(cluster([svc("s", ["192.0.2.47"])], pools=[shrunk]), LIVE)["192.0.2.47"]
+    d = plan.decide_announcements(cluster([svc("s", ["192.0.2.47"])], pools=[shrunk]), LIVE)["192.0.2.47"]
     assert d.announcement is not None and d.pool == "lan"
 
 
@@ -112,36 +114,37 @@ def test_a_pool_edited_into_an_invalid_spec_keeps_its_ips_announced():
     reports the spec and keeps the allocations; the agents must keep announcing them."""
     typo = {"metadata": {"name": "lan", "labels": {"tier": "a"}},
             "spec": {"addresses": ["192.0.2.50-192.0.2.40"]}}
-    d = plan.decide(cluster([svc("s", ["192.0.2.47"])], pools=[typo]), LIVE)["192.0.2.47"]
+    d = plan.decide_announcements(cluster([svc("s", ["192.0.2.47"])], pools=[typo]), LIVE)["192.0.2.47"]
     assert d.announcement is not None and d.pool == "lan"
     # Advertisements still select it by name and by its labels.
     sel = {"metadata": {"name": "sel"}, "spec": {"ipAddressPoolSelectors": [{"matchLabels": {"tier": "a"}}]}}
-    assert plan.decide(cluster([svc("s", ["192.0.2.47"])], pools=[typo], ads=[sel]), LIVE)["192.0.2.47"].announcement
+    got = plan.decide_announcements(cluster([svc("s", ["192.0.2.47"])], pools=[typo], ads=[sel]), LIVE)
+    assert got["192.0.2.47"].announcement
     # A pool that does not exist at all is still no pool.
-    assert plan.decide(cluster([svc("s", ["192.0.2.47"], pool="gone")], pools=[typo]), LIVE)[
-        "192.0.2.47"].reason == plan.NOT_IN_POOL
+    assert plan.decide_announcements(cluster([svc("s", ["192.0.2.47"], pool="gone")], pools=[typo]), LIVE)[
+        "192.0.2.47"].reason == plan.OUTSIDE_POOLS
 
 
 def test_an_ip_whose_pool_went_away_is_announced_under_a_pool_that_contains_it():
     """A deleted pool overlapping another: the controller lets it go and credits its Services to
     the other pool, which rewrites their annotation a moment later. Meanwhile the IP stays up."""
-    d = plan.decide(cluster([svc("s", ["192.0.2.45"], pool="deleted-overlap")]), LIVE)["192.0.2.45"]
+    d = plan.decide_announcements(cluster([svc("s", ["192.0.2.45"], pool="deleted-overlap")]), LIVE)["192.0.2.45"]
     assert d.announcement is not None and d.pool == "lan"
 
 
 def test_addresses_a_lan_cannot_carry_are_refused():
     mcast = {"metadata": {"name": "lan"}, "spec": {"addresses": ["224.0.0.10/31", "192.0.2.40/29"]}}
     for ip in ("224.0.0.10", "224.0.0.11"):
-        d = plan.decide(cluster([svc("s", [ip])], pools=[mcast]), LIVE)[ip]
+        d = plan.decide_announcements(cluster([svc("s", [ip])], pools=[mcast]), LIVE)[ip]
         assert d.announcement is None and d.reason == plan.UNUSABLE
 
 
 def test_a_pool_no_advertisement_selects_is_not_announced():
     ad = {"metadata": {"name": "other"}, "spec": {"ipAddressPools": ["elsewhere"]}}
-    d = plan.decide(cluster([svc("s", ["192.0.2.40"])], ads=[ad]), LIVE)["192.0.2.40"]
+    d = plan.decide_announcements(cluster([svc("s", ["192.0.2.40"])], ads=[ad]), LIVE)["192.0.2.40"]
     assert d.reason == plan.NO_ADVERTISEMENT
     sel = {"metadata": {"name": "sel"}, "spec": {"ipAddressPoolSelectors": [{"matchLabels": {"tier": "a"}}]}}
-    assert plan.decide(cluster([svc("s", ["192.0.2.40"])], ads=[sel]), LIVE)["192.0.2.40"].announcement
+    assert plan.decide_announcements(cluster([svc("s", ["192.0.2.40"])], ads=[sel]), LIVE)["192.0.2.40"].announcement
 
 
 def test_services_not_ours_or_being_deleted_are_ignored():
@@ -150,13 +153,13 @@ def test_services_not_ours_or_being_deleted_are_ignored():
     deleting = svc("d", ["192.0.2.44"], deletionTimestamp="2026-01-01T00:00:00Z")
     cluster_ip = svc("e", ["192.0.2.45"])
     cluster_ip["spec"]["type"] = "ClusterIP"
-    assert plan.decide(cluster([other_class, deleting, cluster_ip]), LIVE) == {}
-    assert "192.0.2.43" in plan.decide(cluster([other_class]), LIVE, "example.com/other")
+    assert plan.decide_announcements(cluster([other_class, deleting, cluster_ip]), LIVE) == {}
+    assert "192.0.2.43" in plan.decide_announcements(cluster([other_class]), LIVE, "example.com/other")
 
 
 def test_ipv6_and_netlink_mode():
     ad = {"metadata": {"name": "k"}, "spec": {"mode": "Netlink"}}
-    d = plan.decide(cluster([svc("s", ["2001:db8::41"])], ads=[ad]), LIVE)["2001:db8::41"]
+    d = plan.decide_announcements(cluster([svc("s", ["2001:db8::41"])], ads=[ad]), LIVE)["2001:db8::41"]
     assert d.announcement.mode == "Netlink" and d.announcement.interfaces == () and d.pool == "lan"
 
 
@@ -164,5 +167,5 @@ def test_broken_objects_do_not_stop_the_others():
     broken_pool = {"metadata": {"name": "bad"}, "spec": {"addresses": ["not-an-ip"]}}
     odd = svc("odd", ["192.0.2.46"])
     odd["status"]["loadBalancer"]["ingress"] = [{"ip": "garbage"}, {"hostname": "x"}, {"ip": "192.0.2.46"}]
-    out = plan.decide(cluster([odd], pools=[broken_pool, POOL]), LIVE)
+    out = plan.decide_announcements(cluster([odd], pools=[broken_pool, POOL]), LIVE)
     assert list(out) == ["192.0.2.46"] and out["192.0.2.46"].announcement is not None

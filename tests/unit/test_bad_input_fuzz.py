@@ -77,5 +77,5 @@ def test_the_agents_decision_never_fails_on_random_objects(services, pools, slic
     slice_objs = [s if isinstance(s, dict) else {"junk": s} for s in slices]
     cluster = plan.Cluster(svcs, slice_objs, [{"metadata": {"name": "n1"}}], pool_objs,
                            [{"metadata": {"name": "all"}, "spec": {}}])
-    for d in plan.decide(cluster, {"n1"}).values():
+    for d in plan.decide_announcements(cluster, {"n1"}).values():
         assert d.announcement is not None or d.reason

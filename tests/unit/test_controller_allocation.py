@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from leifur.controller import decide
+from leifur.controller import allocation
 from leifur.ipam.allocator import Allocator
 from leifur.ipam.pool import parse_pool
 from leifur.model import names, service
@@ -67,7 +67,7 @@ def test_parse_reads_families_traits_and_requests():
 
 def test_require_dual_stack_is_all_or_nothing(alloc):
     alloc.set_pools([alloc.pools["v4"]])  # no IPv6 pool
-    out = decide.allocate(alloc, service.parse(svc(ipFamilies=["IPv4", "IPv6"], ipFamilyPolicy="RequireDualStack")),
+    out = allocation.allocate(alloc, service.parse(svc(ipFamilies=["IPv4", "IPv6"], ipFamilyPolicy="RequireDualStack")),
                           {})
     assert out.ips == [] and not out.ok and out.reason == "FamilyUnavailable"
     assert alloc.ips_of("ns/web") == []
@@ -77,50 +77,50 @@ def test_prefer_dual_stack_takes_what_it_can_then_adds_the_rest(alloc):
     v6 = alloc.pools["v6"]
     alloc.set_pools([alloc.pools["v4"]])
     req = service.parse(svc(ipFamilies=["IPv4", "IPv6"], ipFamilyPolicy="PreferDualStack"))
-    first = decide.allocate(alloc, req, {})
-    assert first.ok and first.reason == decide.REASON_PARTIAL and [i.version for i, _ in first.ips] == [4]
+    first = allocation.allocate(alloc, req, {})
+    assert first.ok and first.reason == allocation.REASON_PARTIAL and [i.version for i, _ in first.ips] == [4]
     alloc.set_pools([*alloc.pools.values(), v6])
-    second = decide.allocate(alloc, req, {})
-    assert second.ok and second.reason == decide.REASON_ALLOCATED
+    second = allocation.allocate(alloc, req, {})
+    assert second.ok and second.reason == allocation.REASON_ALLOCATED
     assert second.ips[0] == first.ips[0] and second.ips[1][0].version == 6
 
 
 def test_a_held_ip_survives_a_failed_change(alloc):
     req = service.parse(svc())
-    got = decide.allocate(alloc, req, {}).ips[0][0]
+    got = allocation.allocate(alloc, req, {}).ips[0][0]
     # The user asks for an IP another Service holds: refused, and the old IP stays.
-    decide.allocate(alloc, service.parse(svc("other", annotations={names.ANN_LOAD_BALANCER_IPS: "192.0.2.3"})), {})
-    out = decide.allocate(alloc, service.parse(svc(annotations={names.ANN_LOAD_BALANCER_IPS: "192.0.2.3"})), {})
+    allocation.allocate(alloc, service.parse(svc("other", annotations={names.ANN_LOAD_BALANCER_IPS: "192.0.2.3"})), {})
+    out = allocation.allocate(alloc, service.parse(svc(annotations={names.ANN_LOAD_BALANCER_IPS: "192.0.2.3"})), {})
     assert not out.ok and out.reason == "Taken" and out.ips == [(got, "v4")]
     assert alloc.ips_of("ns/web") == [got]
 
 
 def test_an_ip_outside_every_pool_is_kept_not_renumbered(alloc):
     req = service.parse(svc(annotations={names.ANN_LOAD_BALANCER_IPS: "192.0.2.3"}))
-    decide.allocate(alloc, req, {})
+    allocation.allocate(alloc, req, {})
     alloc.set_pools([parse_pool("v4", {"addresses": ["192.0.2.0/31"]})])  # shrunk: .3 is outside
-    out = decide.allocate(alloc, req, {})
+    out = allocation.allocate(alloc, req, {})
     assert out.ok and out.ips == [(ip("192.0.2.3"), None)]
     assert "outside every pool" in out.message
     unrequested = service.parse(svc())
-    assert decide.allocate(alloc, unrequested, {}).ips == [(ip("192.0.2.3"), None)]
+    assert allocation.allocate(alloc, unrequested, {}).ips == [(ip("192.0.2.3"), None)]
 
 
 def test_changing_the_pool_annotation_moves_the_service(alloc):
     alloc.set_pools([*alloc.pools.values(), parse_pool("other", {"addresses": ["198.51.100.0/30"]})])
-    first = decide.allocate(alloc, service.parse(svc(annotations={names.ANN_ADDRESS_POOL: "v4"})), {})
+    first = allocation.allocate(alloc, service.parse(svc(annotations={names.ANN_ADDRESS_POOL: "v4"})), {})
     assert first.pools == ["v4"]
-    moved = decide.allocate(alloc, service.parse(svc(annotations={names.ANN_ADDRESS_POOL: "other"})), {})
+    moved = allocation.allocate(alloc, service.parse(svc(annotations={names.ANN_ADDRESS_POOL: "other"})), {})
     assert moved.pools == ["other"] and alloc.usage("v4")[4] == (4, 0)
 
 
 def test_a_port_change_that_breaks_sharing_gives_up_the_shared_ip(alloc):
     share = {names.ANN_ALLOW_SHARED_IP: "k"}
-    a = decide.allocate(alloc, service.parse(svc("a", annotations=share)), {}).ips[0][0]
-    b = decide.allocate(alloc, service.parse(svc("b", annotations=share, ports=[{"port": 81}])), {}).ips[0][0]
+    a = allocation.allocate(alloc, service.parse(svc("a", annotations=share)), {}).ips[0][0]
+    b = allocation.allocate(alloc, service.parse(svc("b", annotations=share, ports=[{"port": 81}])), {}).ips[0][0]
     assert a == b
     # b now also wants port 80: it is the one that changed, so it moves.
-    out = decide.allocate(alloc, service.parse(svc("b", annotations=share, ports=[{"port": 80}, {"port": 81}])), {})
+    out = allocation.allocate(alloc, service.parse(svc("b", annotations=share, ports=[{"port": 80}, {"port": 81}])), {})
     assert out.ok and out.ips[0][0] != a
     assert [h.key for h in alloc.holders(a)] == ["ns/a"]
 
@@ -128,10 +128,10 @@ def test_a_port_change_that_breaks_sharing_gives_up_the_shared_ip(alloc):
 def test_a_failed_require_dual_stack_change_keeps_what_it_had(alloc):
     alloc.set_pools([*alloc.pools.values(), parse_pool("v4only", {"addresses": ["198.51.100.0/30"]})])
     dual = {"ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack"}
-    first = decide.allocate(alloc, service.parse(svc(**dual)), {})
+    first = allocation.allocate(alloc, service.parse(svc(**dual)), {})
     assert first.ok and len(first.ips) == 2
     # Pointed at a pool without IPv6: the change cannot be made, and nothing is lost.
-    out = decide.allocate(alloc, service.parse(svc(annotations={names.ANN_ADDRESS_POOL: "v4only"}, **dual)), {})
+    out = allocation.allocate(alloc, service.parse(svc(annotations={names.ANN_ADDRESS_POOL: "v4only"}, **dual)), {})
     assert not out.ok and out.reason == "FamilyUnavailable"
     assert sorted(map(str, alloc.ips_of("ns/web"))) == sorted(str(i) for i, _ in first.ips)
     assert [i for i, _ in out.ips] == [i for i, _ in first.ips]
@@ -150,12 +150,12 @@ def test_a_held_ip_keeps_the_pool_it_came_from_when_an_overlapping_pool_appears(
     agents stopped announcing them when no advertisement selected the new pool."""
     zlan = parse_pool("z-lan", {"addresses": ["192.0.2.0/29"]})
     alloc = Allocator([zlan])
-    first = decide.allocate(alloc, service.parse(svc()), {})
+    first = allocation.allocate(alloc, service.parse(svc()), {})
     assert first.pools == ["z-lan"]
     alloc.set_pools([zlan, parse_pool("a-overlap", {"addresses": ["192.0.2.0/30"]})])
     held = svc(annotations={names.ANN_ALLOCATED_FROM_POOL: "z-lan"})
-    again = decide.allocate(alloc, service.parse(held), {})
+    again = allocation.allocate(alloc, service.parse(held), {})
     assert again.ips == first.ips and again.pools == ["z-lan"]
     # With the pool it came from gone, the IP is credited to the pool that still contains it.
     alloc.set_pools([parse_pool("a-overlap", {"addresses": ["192.0.2.0/30"]})])
-    assert decide.allocate(alloc, service.parse(held), {}).pools == ["a-overlap"]
+    assert allocation.allocate(alloc, service.parse(held), {}).pools == ["a-overlap"]

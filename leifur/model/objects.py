@@ -1,0 +1,13 @@
+"""Facts about any API object read as a dict."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def key_of(obj: Mapping[str, Any]) -> str:
+    """The work-queue and cache key: "namespace/name" for namespaced objects, "name" for cluster-scoped ones."""
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace")
+    return f"{ns}/{meta['name']}" if ns else str(meta["name"])
