@@ -171,9 +171,11 @@ def test_constraints_pin_every_dependency_within_what_pyproject_allows():
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} is not pinned in constraints.txt"
         assert req.specifier.contains(pins[name]), f"{name}=={pins[name]} does not satisfy {dep}"
-    # Test-only tools never reach the image.
-    for dep in PYPROJECT["project"]["optional-dependencies"]["test"]:
-        assert canonicalize_name(Requirement(dep).name) not in pins, dep
+    # Development and test tools never reach the image.
+    dev = tomllib.loads((REPO / "dev" / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in dev:
+        name = canonicalize_name(Requirement(dep).name)
+        assert name == "leifur" or name not in pins, dep
 
 
 def test_the_manifests_start_console_scripts_the_image_puts_on_its_path():
@@ -234,7 +236,7 @@ def test_each_console_script_answers_help(name):
     assert res.stdout.startswith(f"usage: {name}")
 
 
-def test_the_package_installs_from_the_constraints_into_a_clean_environment(tmp_path):
+def test_the_wheel_installs_from_the_constraints_into_a_clean_environment_and_holds_only_the_product(tmp_path):
     """The build stage's steps, outside a container: the same files, the same pip commands."""
     src = tmp_path / "src"
     build = stages()[0]
@@ -270,17 +272,43 @@ def test_the_package_installs_from_the_constraints_into_a_clean_environment(tmp_
         "--build-constraint", str(tmp_path / "build-constraints.txt"), str(src))
     run(*pip, "check")
 
-    # Exactly the pins (and leifur): nothing resolved outside constraints.txt.
+    # Exactly the pins (and leifur): nothing resolved outside constraints.txt, and no stale pin
+    # (a dependency dropped from pyproject.toml must leave constraints.txt and the image too).
     installed = {canonicalize_name(d["name"]): d["version"] for d in json.loads(run(*pip, "list", "--format=json"))}
     assert installed.pop("leifur") == PYPROJECT["project"]["version"]
-    pins = read_constraints()
-    assert {n: v for n, v in installed.items() if pins.get(n) != v} == {}
+    assert installed == read_constraints()
     # The pinned build backend built the wheel (pip applied --build-constraint).
     wheel = next((venv / "lib").glob("python3.*/site-packages/leifur-*.dist-info/WHEEL")).read_text()
     assert f"Generator: setuptools ({setuptools})" in wheel
 
-    for name in ("leifur-controller", "leifur-agent"):
+    # The wheel holds the product and only it: every module of leifur/, agent/ as leifur/agent,
+    # no dev tooling, no top-level `agent`.
+    site = next((venv / "lib").glob("python3.*/site-packages"))
+    record = next(site.glob("leifur-*.dist-info/RECORD")).read_text()
+    shipped = {line.split(",")[0] for line in record.splitlines() if line.split(",")[0].endswith(".py")}
+    assert shipped == expected_modules()
+    # Every runtime module imports with the runtime dependencies alone (no scapy, no pytest...).
+    modules = sorted(p.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for p in shipped)
+    code = ("import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)\n"
+            "print('imported', len(sys.argv) - 1)")
+    assert run(python, "-I", "-c", code, *modules).strip() == f"imported {len(modules)}"
+    for name in SCRIPTS:
         res = subprocess.run([str(venv / "bin" / name), "--help"], capture_output=True, text=True, timeout=60,
                              cwd=tmp_path)
         assert res.returncode == 0, res.stderr
         assert res.stdout.startswith(f"usage: {name}")
+
+
+def expected_modules() -> set[str]:
+    """The .py files the wheel must hold, derived from the source tree and the package mapping."""
+    tool = PYPROJECT["tool"]["setuptools"]
+    out = set()
+    for package in tool["packages"]:
+        folder = REPO / tool.get("package-dir", {}).get(package, package.replace(".", "/"))
+        out |= {f"{package.replace('.', '/')}/{f.name}" for f in folder.glob("*.py")}
+    assert not any(p.startswith(("agent/", "leifur/dev/", "leifur_dev/")) for p in out)
+    # Every package folder of the product is listed, so nothing is left out of the wheel by accident.
+    folders = {p.parent for p in (REPO / "leifur").rglob("__init__.py")} | {REPO / "agent"}
+    mapped = {REPO / tool.get("package-dir", {}).get(p, p.replace(".", "/")) for p in tool["packages"]}
+    assert folders == mapped, folders ^ mapped
+    return out
