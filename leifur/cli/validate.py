@@ -208,6 +208,8 @@ def _documents(file: str, text: str, report: Report) -> Iterator[Document]:
     try:
         while loader.check_node():
             node = loader.get_node()
+            if node is None:
+                break
             data = loader.construct_document(node)
             if data is None:
                 continue  # an empty document, as between two "---"
@@ -371,7 +373,9 @@ def _check_references(report: Report, ads: list[Document], pools: dict[str, tupl
     given = ", ".join(sorted(pools)) or "none"
     for doc in ads:
         spec = doc.data.get("spec") if isinstance(doc.data.get("spec"), dict) else {}
-        names_ = spec.get("ipAddressPools") if isinstance(spec.get("ipAddressPools"), list) else []
+        names_ = spec.get("ipAddressPools")
+        if not isinstance(names_, list):
+            names_ = []
         for i, name in enumerate(names_):
             if isinstance(name, str) and name and name not in pools:
                 close = difflib.get_close_matches(name, list(pools), n=1, cutoff=0.6)

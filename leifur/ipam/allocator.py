@@ -171,10 +171,10 @@ class Allocator:
                     return ip, p.name
 
         for p in candidates:
-            ip = self._first_free(p, version)
-            if ip is not None:
-                self._take(traits, ip)
-                return ip, p.name
+            free = self._first_free(p, version)
+            if free is not None:
+                self._take(traits, free)
+                return free, p.name
 
         detail = ", ".join(f"{p.name} ({used}/{total} in use)"
                            for p in candidates for total, used in [self.usage(p.name)[version]])

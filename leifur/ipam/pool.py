@@ -13,6 +13,7 @@ from typing import Any
 
 from leifur.ipam.errors import PoolError
 from leifur.ipam.selectors import ServiceAllocation, parse_service_allocation, service_allocation_problems
+from leifur.model.objects import Object
 from leifur.model.service import IP
 
 __all__ = [
@@ -64,7 +65,8 @@ class AddressRange:
                 raise PoolError(f"range {field} must be an IP address, got {value!r}")
         if self.first.version != self.last.version:
             raise PoolError(f"range {self.first}-{self.last} mixes IPv4 and IPv6")
-        if self.first > self.last:
+        # Same family (checked above), so the integers order them; mypy cannot see that for the addresses.
+        if int(self.first) > int(self.last):
             raise PoolError(f"range {self.first}-{self.last} starts after it ends; did you mean "
                             f"{self.last}-{self.first}?")
 
@@ -80,11 +82,12 @@ class AddressRange:
 
     def __contains__(self, ip: object) -> bool:
         return (isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address) and ip.version == self.version
-                and self.first <= ip <= self.last)
+                and int(self.first) <= int(ip) <= int(self.last))
 
     def overlaps(self, other: AddressRange) -> bool:
         """Whether the two ranges share at least one address."""
-        return self.version == other.version and self.first <= other.last and other.first <= self.last
+        return (self.version == other.version
+                and int(self.first) <= int(other.last) and int(other.first) <= int(self.last))
 
     def as_network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
         """The CIDR this range is exactly, or None."""
@@ -122,7 +125,7 @@ def parse_address_entry(entry: str) -> AddressRange:
         first, last = (_parse_address(p, entry) for p in parts)
         if first.version != last.version:
             raise PoolError(f"{entry!r} mixes IPv4 and IPv6; a range must stay within one family")
-        if first > last:
+        if int(first) > int(last):
             raise PoolError(f"{entry!r} starts after it ends; did you mean {last}-{first}?")
         return AddressRange(first, last)
     if "/" in text:
@@ -221,14 +224,14 @@ class Pool:
         return f"{self.name} ({', '.join(str(r) for r in self.ranges)})"
 
 
-def _bool_problem(spec: dict, key: str) -> str | None:
+def _bool_problem(spec: Object, key: str) -> str | None:
     value = spec.get(key)
     if value is not None and not isinstance(value, bool):
         return f"spec.{key} must be true or false, got {value!r}"
     return None
 
 
-def parse_pool(name: str, spec: dict) -> Pool:
+def parse_pool(name: str, spec: Object) -> Pool:
     """Build a Pool from an IPAddressPool's spec (camelCase keys, as the API returns them).
 
     Every problem found is reported in one PoolError, so an operator can fix them all at once.

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from leifur.ipam.errors import PoolError
+from leifur.model.objects import Object
 
 if TYPE_CHECKING:
     from leifur.ipam.pool import Pool
@@ -87,14 +88,14 @@ def _expression_problems(expr: Any, where: str) -> list[str]:
     return problems
 
 
-def validate_label_selector(selector: dict) -> None:
+def validate_label_selector(selector: Object) -> None:
     """Raise PoolError listing everything wrong with a Kubernetes LabelSelector."""
     problems = label_selector_problems(selector)
     if problems:
         raise PoolError("; ".join(problems), problems)
 
 
-def selector_matches(selector: Mapping, labels: Mapping[str, str]) -> bool:
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     """Kubernetes LabelSelector semantics: all terms must hold; the empty selector matches everything."""
     for key, value in (selector.get("matchLabels") or {}).items():
         if labels.get(key) != value:
@@ -116,7 +117,7 @@ def selector_matches(selector: Mapping, labels: Mapping[str, str]) -> bool:
     return True
 
 
-class _FrozenDict(dict):
+class _FrozenDict(dict[str, Any]):
     """A dict that cannot change and can be hashed, so frozen dataclasses holding selectors stay hashable.
 
     It is still a dict: equal to the plain dict it was made from, and readable by anything that reads dicts.
@@ -128,13 +129,13 @@ class _FrozenDict(dict):
     def _immutable(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("a selector stored in a ServiceAllocation cannot be modified")
 
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _immutable  # type: ignore
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _immutable  # type: ignore[assignment]
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (dict(self),))
 
 
-class _FrozenList(list):
+class _FrozenList(list[Any]):
     """A list that cannot change and can be hashed; equal to the plain list it was made from."""
 
     def __hash__(self) -> int:  # type: ignore[override]
@@ -143,10 +144,10 @@ class _FrozenList(list):
     def _immutable(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("a selector stored in a ServiceAllocation cannot be modified")
 
-    __setitem__ = __delitem__ = append = extend = insert = remove = pop = clear = sort = reverse = _immutable  # type: ignore
-    __iadd__ = __imul__ = _immutable  # type: ignore
+    __setitem__ = __delitem__ = append = extend = insert = remove = pop = clear = sort = reverse = _immutable
+    __iadd__ = __imul__ = _immutable  # type: ignore[assignment]
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (list(self),))
 
 
@@ -165,8 +166,8 @@ class ServiceAllocation:
 
     priority: int | None = None
     namespaces: frozenset[str] = frozenset()
-    namespace_selectors: tuple[dict, ...] = ()
-    service_selectors: tuple[dict, ...] = ()
+    namespace_selectors: tuple[Object, ...] = ()
+    service_selectors: tuple[Object, ...] = ()
 
     def __post_init__(self) -> None:
         # Plain lists and dicts are accepted and stored frozen, so the dataclass stays hashable.
@@ -226,7 +227,7 @@ def _absent_is_empty(value: Any) -> Any:
     return [] if value is None else value
 
 
-def parse_service_allocation(spec: dict) -> ServiceAllocation:
+def parse_service_allocation(spec: Object) -> ServiceAllocation:
     """Build a ServiceAllocation from the CRD's serviceAllocation object; PoolError lists every problem."""
     problems = service_allocation_problems(spec)
     if problems:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from leifur.model import names
-from leifur.model.objects import key_of
+from leifur.model.objects import Object, key_of
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -37,7 +37,7 @@ class ServiceTraits:
             raise ValueError(f"{self.key}: traffic policy must be one of {', '.join(TRAFFIC_POLICIES)}, "
                              f"got {self.traffic_policy!r}")
 
-_FAMILY = {"IPv4": 4, "IPv6": 6}
+_FAMILY: dict[str, int] = {"IPv4": 4, "IPv6": 6}
 
 
 class ServiceSpecError(Exception):
@@ -64,7 +64,7 @@ class ServiceRequest:
         return self.families if self.policy == "RequireDualStack" else ()
 
 
-def is_ours(svc: dict, load_balancer_class: str | None) -> bool:
+def is_ours(svc: Object, load_balancer_class: str | None) -> bool:
     """A LoadBalancer Service whose class is ours: unset by default, exactly `load_balancer_class` if given."""
     spec = svc.get("spec") or {}
     if spec.get("type") != "LoadBalancer" or svc["metadata"].get("deletionTimestamp"):
@@ -72,7 +72,7 @@ def is_ours(svc: dict, load_balancer_class: str | None) -> bool:
     return spec.get("loadBalancerClass") == load_balancer_class
 
 
-def traits_of(svc: dict) -> ServiceTraits:
+def traits_of(svc: Object) -> ServiceTraits:
     """What decides whether the Service may share an IP; ServiceSpecError if unreadable."""
     spec = svc.get("spec") or {}
     try:
@@ -93,7 +93,7 @@ def traits_of(svc: dict) -> ServiceTraits:
     )
 
 
-def ingress_ips(svc: dict) -> list[IP]:
+def ingress_ips(svc: Object) -> list[IP]:
     """The IPs in status.loadBalancer.ingress (unparsable entries are ignored: not ours)."""
     out = []
     for entry in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []:
@@ -113,7 +113,7 @@ def _parse_ip(text: str, where: str) -> IP:
         raise ServiceSpecError(f"{where}: {text.strip()!r} is not an IP address") from None
 
 
-def requested_ips(svc: dict) -> list[IP]:
+def requested_ips(svc: Object) -> list[IP]:
     """IPs asked for by spec.loadBalancerIP or the leifur.io/load-balancer-ips annotation."""
     spec = svc.get("spec") or {}
     annotations = svc["metadata"].get("annotations") or {}
@@ -132,7 +132,7 @@ def requested_ips(svc: dict) -> list[IP]:
     return ips
 
 
-def parse(svc: dict) -> ServiceRequest:
+def parse(svc: Object) -> ServiceRequest:
     """Everything the allocation needs from one Service; ServiceSpecError if it cannot be satisfied."""
     spec = svc.get("spec") or {}
     meta = svc["metadata"]
@@ -142,7 +142,7 @@ def parse(svc: dict) -> ServiceRequest:
         raise ServiceSpecError(f"ipFamilies {spec.get('ipFamilies')!r} names neither IPv4 nor IPv6")
     if policy == "SingleStack":
         families = families[:1]
-    requested = {ip.version: ip for ip in requested_ips(svc)}
+    requested: dict[int, IP] = {ip.version: ip for ip in requested_ips(svc)}
     for version, ip in requested.items():
         if version not in families:
             raise ServiceSpecError(
