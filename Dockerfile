@@ -7,7 +7,7 @@
 #
 # Both stages start from the same base, so the virtual environment built in the first one finds
 # its interpreter at the same path in the second. Python 3.11: the interpreter constraints.txt
-# was frozen with (tests/unit/test_image.py checks that they agree).
+# was frozen with (tests/packaging/test_image.py checks that they agree).
 ARG PYTHON_IMAGE=python:3.11-slim-trixie
 
 FROM ${PYTHON_IMAGE} AS build

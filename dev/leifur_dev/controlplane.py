@@ -28,7 +28,7 @@ from leifur_dev import gobuild, pki, runtime
 
 # Service cluster IPs never leave the API server, but we keep to documentation ranges anyway.
 SERVICE_CIDRS = ("198.51.100.0/24", "2001:db8:ffff::/112")
-# Host-side addresses of the netns lab slots (see leifur.dev.netlab); the serving cert covers them.
+# Host-side addresses of the netns lab slots (see leifur_dev.netlab); the serving cert covers them.
 LAB_HOST_ADDRESSES = ("192.0.2.1", "192.0.2.65", "192.0.2.129", "192.0.2.193")
 COMPONENTS = ("etcd", "kube-apiserver")
 _REGISTRY = "controlplanes"

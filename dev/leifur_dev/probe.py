@@ -1,6 +1,6 @@
 """Client-side probes for tests, the demo and benchmarks: who answers ARP / NDP for an IP, over time.
 
-Run inside the client namespace: `python -m leifur.dev.probe --interface eth0 --ip IP
+Run inside the client namespace: `python -m leifur_dev.probe --interface eth0 --ip IP
 --interval 0.01 --duration 5`. It sends one ARP request (IPv4) or Neighbor Solicitation
 (IPv6) per interval, bounded by `duration`, records every answer with its MAC and a kernel
 receive time, and prints one JSON object at the end (or when it gets SIGTERM/SIGINT).

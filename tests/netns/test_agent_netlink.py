@@ -43,7 +43,7 @@ def addrs(lab, node, dev: str = "eth0") -> dict[str, dict]:
 
 
 def netlink(lab, node, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return lab.run(node.netns, [PY, "-m", "agent.netlink", *args], check=check)
+    return lab.run(node.netns, [PY, "-m", "leifur.agent.netlink", *args], check=check)
 
 
 def kernel_protos(lab, node) -> dict[str, int | None]:
@@ -149,7 +149,7 @@ def test_cleanup_after_sigkill_removes_our_leftovers_only(lab):
     lab.run(node.netns, ["ip", "addr", "add", f"{op4}/32", "dev", "eth0"])
     lab.run(node.netns, ["ip", "-6", "addr", "add", f"{op6}/128", "dev", "eth0", "nodad"])
 
-    first = lab.popen(node.netns, [PY, "-m", "agent.netlink", "set", f"eth0={vip4},{vip6}", "--hold"],
+    first = lab.popen(node.netns, [PY, "-m", "leifur.agent.netlink", "set", f"eth0={vip4},{vip6}", "--hold"],
                       stdout=subprocess.PIPE, text=True)
     assert first.stdout is not None
     lines = [first.stdout.readline() for _ in range(2)]

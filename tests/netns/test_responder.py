@@ -115,7 +115,7 @@ class ResponderProc:
 
     def __init__(self, lab, node, tmp_path, answer=(), announce_only=(), count=1, interval=0.2):
         # count=1 by default: the whole burst is out before "ready", so captures see only answers.
-        argv = [sys.executable, "-m", "agent.responder", "--interface", "eth0", "--count", str(count),
+        argv = [sys.executable, "-m", "leifur.agent.responder", "--interface", "eth0", "--count", str(count),
                 "--interval", str(interval)]
         argv += [x for ip in answer for x in ("--ip", ip)]
         argv += [x for ip in announce_only for x in ("--announce-only", ip)]
