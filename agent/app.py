@@ -126,7 +126,7 @@ class Agent:
         while not self.stop_event.is_set() and not all(inf.has_synced() for inf in self.informers):
             self.stop_event.wait(0.05)
         # Peers learn we are starting (our not-ready heartbeats) and we hear them all before we claim.
-        self.heartbeat.set_peers(_peer_addresses(self.nodes.list(), self.node))
+        self.heartbeat.set_peers(_peer_addresses(self.nodes.objects(), self.node))
         self.stop_event.wait(self.start_hold)
         if not self.stop_event.is_set():
             self.ready = True
@@ -177,8 +177,8 @@ class Agent:
     # -- the sync ---------------------------------------------------------------------------------
 
     def cluster(self) -> plan.Cluster:
-        return plan.Cluster(self.services.list(), self.slices.list(), self.nodes.list(), self.pools.list(),
-                            self.ads.list())
+        return plan.Cluster(self.services.objects(), self.slices.objects(), self.nodes.objects(), self.pools.objects(),
+                            self.ads.objects())
 
     def live_nodes(self) -> frozenset[str]:
         own = {self.node} if self.ready else set()

@@ -99,7 +99,7 @@ class Observer:
             self._causes[key] = time.monotonic()
 
     def _changed(self) -> None:
-        self.check(self.informer.list(), time.monotonic())
+        self.check(self.informer.objects(), time.monotonic())
 
     def check(self, svcs: list[dict], now: float) -> None:
         self.samples += 1

@@ -18,25 +18,26 @@ from leifur.kube.worker import start_workers
 from leifur.kube.workqueue import RateLimitingQueue
 from leifur.model import names
 from leifur.model.objects import key_of
+from leifur.model.settings import ControllerSettings
 
 log = logging.getLogger(__name__)
 
 
 class Controller:
+    """`leader_elect=False` writes without a Lease: for a single replica only."""
+
     def __init__(
         self,
         api_client: client.ApiClient,
         identity: str,
         load_balancer_class: str | None = None,
-        workers: int = 4,
-        lease_namespace: str | None = "leifur-system",
-        lease_name: str = "leifur-controller",
-        lease_duration: float = 15.0,
-        renew_deadline: float = 10.0,
-        retry_period: float = 2.0,
+        settings: ControllerSettings | None = None,
+        *,
+        leader_elect: bool = True,
     ) -> None:
+        settings = settings or ControllerSettings()
         self.identity = identity
-        self.workers = workers
+        self.workers = settings.workers
         self.stop_event = threading.Event()
         self.lost_leadership = threading.Event()
         self._leading = threading.Event()
@@ -62,10 +63,9 @@ class Controller:
             self.enqueue_all_services,
         )
         self._wire_handlers()
-        if lease_namespace:
+        if leader_elect:
             self.elector = LeaderElector(
-                api_client, lease_namespace, lease_name, identity, lease_duration=lease_duration,
-                renew_deadline=renew_deadline, retry_period=retry_period,
+                api_client, settings.lease_namespace, settings.lease_name, identity, settings.leader,
                 on_started_leading=self._start_leading, on_stopped_leading=self._stop_leading,
             )
 
@@ -81,7 +81,7 @@ class Controller:
         self.services.add_handler(svc_key, lambda _old, new: svc_key(new), svc_key)
 
         def pool_key(obj: dict) -> None:
-            self.pool_queue.add(obj["metadata"]["name"])
+            self.pool_queue.add(key_of(obj))
 
         self.pools.add_handler(pool_key, lambda _old, new: pool_key(new), pool_key)
 
@@ -145,7 +145,7 @@ class Controller:
         if self.stop_event.is_set():
             return
         # Pools first, then every IP already in Services' status, before the first new allocation.
-        self.state.refresh_pools(self.pools.list())
+        self.state.refresh_pools(self.pools.objects())
         fresh = request(self.api_client, "GET", "/api/v1/services", timeout=30)["items"]
         self.service_reconciler.rebuild(fresh)
         self.enqueue_all_services()

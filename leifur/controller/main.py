@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -12,39 +13,53 @@ import threading
 
 from leifur.kube import observability
 from leifur.kube.client import load_client
+from leifur.model.settings import ControllerSettings, LeaderSettings
 
 log = logging.getLogger("leifur.controller")
 
+DEFAULTS = ControllerSettings()
+
 
 def build_parser() -> argparse.ArgumentParser:
+    d = DEFAULTS
     p = argparse.ArgumentParser(prog="leifur-controller", description=__doc__)
-    observability.add_common_flags(p, 7472)
+    observability.add_common_flags(p, d.metrics_port)
     p.add_argument("--load-balancer-class", default=os.environ.get("LEIFUR_LOAD_BALANCER_CLASS") or None,
                    help="handle exactly this spec.loadBalancerClass and nothing else "
                         "(default: Services without a class)")
-    p.add_argument("--workers", type=int, default=4, help="concurrent Service syncs (default 4)")
+    p.add_argument("--workers", type=int, default=d.workers, help=f"concurrent Service syncs (default {d.workers})")
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
                    help="take a Lease before writing, so that replicas can run side by side (default on)")
-    p.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "leifur-system"),
-                   help="namespace of the leader Lease (env POD_NAMESPACE, default leifur-system)")
-    p.add_argument("--lease-duration", type=float, default=15.0, help="seconds (default 15)")
-    p.add_argument("--renew-deadline", type=float, default=10.0, help="seconds (default 10)")
-    p.add_argument("--retry-period", type=float, default=2.0, help="seconds (default 2)")
+    p.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", d.lease_namespace),
+                   help=f"namespace of the leader Lease (env POD_NAMESPACE, default {d.lease_namespace})")
+    p.add_argument("--lease-duration", type=float, default=d.leader.lease_duration,
+                   help=f"seconds (default {d.leader.lease_duration:g})")
+    p.add_argument("--renew-deadline", type=float, default=d.leader.renew_deadline,
+                   help=f"seconds (default {d.leader.renew_deadline:g})")
+    p.add_argument("--retry-period", type=float, default=d.leader.retry_period,
+                   help=f"seconds (default {d.leader.retry_period:g})")
     p.add_argument("--identity", default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
                    help="this replica's name in the Lease (env POD_NAME)")
     return p
 
 
+def settings_from(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ControllerSettings:
+    try:
+        leader = LeaderSettings(args.lease_duration, args.renew_deadline, args.retry_period)
+    except ValueError as e:
+        parser.error(str(e))  # a usage error, not a traceback
+    return dataclasses.replace(DEFAULTS, workers=args.workers, lease_namespace=args.lease_namespace, leader=leader)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = settings_from(parser, args)
     observability.setup_logging(args.log_level)
     from leifur.controller.app import Controller
 
-    controller = Controller(
-        load_client(args.kubeconfig), args.identity, args.load_balancer_class, workers=args.workers,
-        lease_namespace=args.lease_namespace if args.leader_elect else None,
-        lease_duration=args.lease_duration, renew_deadline=args.renew_deadline, retry_period=args.retry_period,
-    )
+    controller = Controller(load_client(args.kubeconfig), args.identity, args.load_balancer_class, settings,
+                            leader_elect=args.leader_elect)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -11,18 +11,42 @@ import ipaddress
 import logging
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from leifur.controller import allocation, metrics
-from leifur.controller.writes import PoolWriter, ServiceWriter, condition, same_conditions
+from leifur.controller.writes import condition, same_conditions
 from leifur.ipam.allocator import AllocationError, Allocator
 from leifur.ipam.pool import Pool, PoolError, find_overlaps, parse_pool
-from leifur.kube.events import EventRecorder
-from leifur.kube.informer import Informer
 from leifur.model import names, service
 from leifur.model.objects import key_of
 from leifur.model.service import IP, ServiceTraits
 
 log = logging.getLogger(__name__)
+
+
+# What the reconciles need from the machinery around them (Informer, EventRecorder, the writers
+# in writes.py): only these, so that tests can drive them with in-memory fakes.
+
+class Lister(Protocol):
+    def get(self, key: str) -> dict | None: ...
+
+    def objects(self) -> list[dict]: ...
+
+
+class Recorder(Protocol):
+    def event(self, obj: dict, type_: str, reason: str, message: str) -> None: ...
+
+
+class ServiceWrites(Protocol):
+    def patch_metadata(self, svc: dict, finalizers: list[str], annotations: dict[str, str | None]) -> dict: ...
+
+    def patch_status(self, svc: dict, ingress: list[dict], conditions: list[dict]) -> dict: ...
+
+
+class PoolWrites(Protocol):
+    def patch_finalizers(self, pool: dict, finalizers: list[str]) -> dict: ...
+
+    def patch_status(self, pool: dict, status: dict) -> dict: ...
 
 
 class State:
@@ -101,8 +125,8 @@ def holds_ours(svc: dict, lb_class: str | None) -> bool:
 
 
 class ServiceReconciler:
-    def __init__(self, state: State, services: Informer, namespaces: Informer, writer: ServiceWriter,
-                 recorder: EventRecorder, load_balancer_class: str | None,
+    def __init__(self, state: State, services: Lister, namespaces: Lister, writer: ServiceWrites,
+                 recorder: Recorder, load_balancer_class: str | None,
                  enqueue_pool: Callable[[str], None], enqueue_service: Callable[[str], None]) -> None:
         self.state = state
         self.services = services
@@ -246,8 +270,8 @@ class ServiceReconciler:
 
 
 class PoolReconciler:
-    def __init__(self, state: State, pools: Informer, services: Informer, writer: PoolWriter,
-                 recorder: EventRecorder, enqueue_all_services: Callable[[], None]) -> None:
+    def __init__(self, state: State, pools: Lister, services: Lister, writer: PoolWrites,
+                 recorder: Recorder, enqueue_all_services: Callable[[], None]) -> None:
         self.state = state
         self.pools = pools
         self.services = services
@@ -260,7 +284,7 @@ class PoolReconciler:
             self._sync(name)
 
     def _sync(self, name: str) -> None:
-        if self.state.refresh_pools(self.pools.list()):
+        if self.state.refresh_pools(self.pools.objects()):
             # New or changed addresses: pending Services may now be satisfiable.
             self.enqueue_all_services()
         obj = self.pools.get(name)

@@ -7,6 +7,8 @@ as the complete list we want.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from kubernetes import client
 
 from leifur.kube.worker import Retryable
@@ -39,7 +41,7 @@ def condition(old: list[dict] | None, type_: str, status: bool, reason: str, mes
 
 
 def same_conditions(a: list[dict] | None, b: list[dict] | None) -> bool:
-    def strip(cs):
+    def strip(cs: list[dict] | None) -> list[tuple]:
         return sorted((c.get("type"), c.get("status"), c.get("reason"), c.get("message"),
                        c.get("observedGeneration")) for c in cs or [])
     return strip(a) == strip(b)
@@ -49,7 +51,7 @@ class _Guarded:
     """Every write first asks `may_write` (the leader check), so a sync in flight when the Lease
     is lost stops at its next write."""
 
-    def __init__(self, may_write) -> None:
+    def __init__(self, may_write: Callable[[], bool] | None) -> None:
         self._may_write = may_write or (lambda: True)
 
     def _check(self) -> None:
@@ -58,7 +60,7 @@ class _Guarded:
 
 
 class ServiceWriter(_Guarded):
-    def __init__(self, api_client: client.ApiClient, may_write=None) -> None:
+    def __init__(self, api_client: client.ApiClient, may_write: Callable[[], bool] | None = None) -> None:
         super().__init__(may_write)
         self.core = client.CoreV1Api(api_client)
 
@@ -81,7 +83,7 @@ class ServiceWriter(_Guarded):
 
 
 class PoolWriter(_Guarded):
-    def __init__(self, api_client: client.ApiClient, may_write=None) -> None:
+    def __init__(self, api_client: client.ApiClient, may_write: Callable[[], bool] | None = None) -> None:
         super().__init__(may_write)
         self.custom = client.CustomObjectsApi(api_client)
 
@@ -89,14 +91,21 @@ class PoolWriter(_Guarded):
         self._check()
         meta = pool["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers}}
-        return self.custom.patch_cluster_custom_object(
+        return _json_object(self.custom.patch_cluster_custom_object(
             names.GROUP, names.VERSION, names.POOLS, meta["name"], body, _content_type=MERGE,
-            _request_timeout=REQUEST_TIMEOUT)
+            _request_timeout=REQUEST_TIMEOUT))
 
     def patch_status(self, pool: dict, status: dict) -> dict:
         self._check()
         meta = pool["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
-        return self.custom.patch_cluster_custom_object_status(
+        return _json_object(self.custom.patch_cluster_custom_object_status(
             names.GROUP, names.VERSION, names.POOLS, meta["name"], body, _content_type=MERGE,
-            _request_timeout=REQUEST_TIMEOUT)
+            _request_timeout=REQUEST_TIMEOUT))
+
+
+def _json_object(obj: object) -> dict:
+    """The custom-objects API is typed `object`; for a patch it returns the decoded JSON object."""
+    if not isinstance(obj, dict):
+        raise TypeError(f"expected a JSON object from the API server, got {type(obj).__name__}")
+    return obj

@@ -45,3 +45,10 @@ def send(api_client: client.ApiClient, method: str, path: str, *, query: list[tu
         method, path, query_params=list(query or []), header_params=headers, body=body,
         auth_settings=["BearerToken"])
     return api_client.call_api(method, url, header_params, body, post_params, _request_timeout=timeout)
+
+
+def describe_error(e: BaseException) -> str:
+    """One log line for a failed request: the HTTP status of an API error, else the exception."""
+    if isinstance(e, ApiException):
+        return f"HTTP {e.status} {e.reason}"
+    return f"{type(e).__name__}: {e}"

@@ -25,7 +25,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from leifur.kube import metrics
-from leifur.kube.client import request
+from leifur.kube.client import describe_error, request
 from leifur.model import timestamps
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class EventRecorder:
                 self._write(*item)
             except Exception as e:
                 self._dropped.inc()
-                log.warning("could not record event %s on %s: %s", item[2], _describe(item[0]), _error(e))
+                log.warning("could not record event %s on %s: %s", item[2], _describe(item[0]), describe_error(e))
             finally:
                 with self._cond:
                     self._busy = False
@@ -172,9 +172,3 @@ class EventRecorder:
 def _describe(ref: dict) -> str:
     ns = ref.get("namespace")
     return f"{ref.get('kind')} {ns + '/' if ns else ''}{ref.get('name')}"
-
-
-def _error(e: BaseException) -> str:
-    if isinstance(e, ApiException):
-        return f"HTTP {e.status} {e.reason}"
-    return f"{type(e).__name__}: {e}"

@@ -19,7 +19,7 @@ Handlers run on the informer's thread, after the store has been updated (a liste
 handler, or from a worker woken by it, sees the new state). They must be cheap: they enqueue
 keys. An exception in a handler is logged and does not stop the informer.
 
-Listers (`get`, `list`) return deep copies: a caller may change what it gets (e.g. add a
+Listers (`get`, `objects`) return deep copies: a caller may change what it gets (e.g. add a
 finalizer before a PUT) without corrupting the cache. Handlers receive the stored objects
 themselves, uncopied, to keep dispatch cheap: they must not mutate them.
 """
@@ -43,7 +43,7 @@ from kubernetes.client.exceptions import ApiException
 
 from leifur.kube import metrics
 from leifur.kube.backoff import Backoff
-from leifur.kube.client import request, send
+from leifur.kube.client import describe_error, request, send
 from leifur.model.objects import key_of
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,8 @@ class Informer:
             obj = self._store.get(key)
         return copy.deepcopy(obj) if obj is not None else None
 
-    def list(self) -> list[dict]:
+    # Not `list`: a method of that name would shadow the builtin in this class's annotations.
+    def objects(self) -> list[dict]:
         """Deep copies of all stored objects."""
         with self._store_lock:
             objs = list(self._store.values())
@@ -235,7 +236,7 @@ class Informer:
                 level = logging.DEBUG
                 if not failing or now - last_warning >= _WARN_EVERY:
                     level, last_warning = logging.WARNING, now
-                log.log(level, "%s: list/watch failed, retrying with backoff: %s", self.resource, _describe(e))
+                log.log(level, "%s: list/watch failed, retrying with backoff: %s", self.resource, describe_error(e))
                 failing = True
             if self._healthy:
                 if failing:
@@ -419,9 +420,3 @@ def _lines(raw: Any) -> Iterator[str]:
             del buf[:nl + 1]
             yield line.decode("utf-8", "replace")
     # A partial last line is a broken stream, not an event: the next watch resumes before it.
-
-
-def _describe(e: BaseException) -> str:
-    if isinstance(e, ApiException):
-        return f"HTTP {e.status} {e.reason}"
-    return f"{type(e).__name__}: {e}"

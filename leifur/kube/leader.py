@@ -38,8 +38,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from leifur.kube import metrics
-from leifur.kube.client import request
+from leifur.kube.client import describe_error, request
 from leifur.model import timestamps
+from leifur.model.settings import LeaderSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +50,22 @@ def _noop() -> None:
 
 
 class LeaderElector:
-    """Campaign for, hold and release one Lease. Keyword-only additions: `request_timeout`, `rejoin`."""
+    """Campaign for, hold and release one Lease, timed by `settings` (default: client-go's timing).
+
+    Keyword-only additions: `request_timeout`, `rejoin`.
+    """
 
     def __init__(self, api_client: client.ApiClient, namespace: str, name: str, identity: str,
-                 lease_duration: float = 15.0, renew_deadline: float = 10.0, retry_period: float = 2.0,
+                 settings: LeaderSettings | None = None,
                  on_started_leading: Callable[[], None] = _noop, on_stopped_leading: Callable[[], None] = _noop,
                  *, request_timeout: float = 5.0, rejoin: bool = False) -> None:
         if not identity:
             raise ValueError("identity must not be empty")
-        if not lease_duration > renew_deadline > retry_period > 0:
-            raise ValueError("need lease_duration > renew_deadline > retry_period > 0")
         self.api_client = api_client
         self.namespace = namespace
         self.name = name
         self.identity = identity
-        self.lease_duration = lease_duration
-        self.renew_deadline = renew_deadline
-        self.retry_period = retry_period
+        self.settings = settings or LeaderSettings()
         self.on_started_leading = on_started_leading
         self.on_stopped_leading = on_stopped_leading
         self.request_timeout = request_timeout
@@ -124,7 +124,7 @@ class LeaderElector:
     def is_leader(self) -> bool:
         """True while we hold the lease and our last renewal is younger than renew_deadline."""
         with self._lock:
-            return self._leader and time.monotonic() - self._last_renew < self.renew_deadline
+            return self._leader and time.monotonic() - self._last_renew < self.settings.renew_deadline
 
     def leader_identity(self) -> str | None:
         """The holder in the last Lease record we saw; None if absent or released."""
@@ -144,7 +144,7 @@ class LeaderElector:
             except Exception as e:
                 ok = False
                 log.log(logging.DEBUG if failing else logging.WARNING, "lease %s/%s: acquire attempt failed: %s",
-                        self.namespace, self.name, _describe(e))
+                        self.namespace, self.name, describe_error(e))
                 failing = True
             if ok:
                 with self._lock:
@@ -157,23 +157,23 @@ class LeaderElector:
                                  name=f"leader-{self.name}-started", daemon=True).start()
                 return True
             # Jitter keeps candidates that lost the same race from retrying in lockstep.
-            self._stop.wait(self.retry_period * random.uniform(1.0, 1.2))
+            self._stop.wait(self.settings.retry_period * random.uniform(1.0, 1.2))
         return False
 
     def _renew_until_lost(self) -> None:
-        while not self._stop.wait(self.retry_period):
+        while not self._stop.wait(self.settings.retry_period):
             started = time.monotonic()
             with self._lock:
-                deadline = self._last_renew + self.renew_deadline
+                deadline = self._last_renew + self.settings.renew_deadline
             if started >= deadline:
                 self._lose("renew deadline passed")
                 return
             try:
                 ok = self._try_acquire_or_renew(min(deadline, started + self.request_timeout))
             except Exception as e:
-                log.warning("lease %s/%s: renew failed: %s", self.namespace, self.name, _describe(e))
+                log.warning("lease %s/%s: renew failed: %s", self.namespace, self.name, describe_error(e))
                 if time.monotonic() >= deadline:
-                    self._lose(f"no renewal for {self.renew_deadline}s")
+                    self._lose(f"no renewal for {self.settings.renew_deadline}s")
                     return
                 continue
             if not ok:
@@ -202,7 +202,7 @@ class LeaderElector:
                 self._release()
             except Exception as e:
                 log.warning("lease %s/%s: release failed (others take over after %.0fs): %s",
-                            self.namespace, self.name, self.lease_duration, _describe(e))
+                            self.namespace, self.name, self.settings.lease_duration, describe_error(e))
 
     # -- the Lease -----------------------------------------------------------------------------
 
@@ -218,7 +218,7 @@ class LeaderElector:
     def _try_acquire_or_renew(self, deadline: float) -> bool:
         """One round: read the Lease and write ourselves as holder if we may. False if someone else holds it."""
         now = timestamps.now_micro()
-        duration = max(1, round(self.lease_duration))
+        duration = max(1, round(self.settings.lease_duration))
         try:
             lease: dict[str, Any] | None = request(self.api_client, "GET", self._path, timeout=self._timeout(deadline))
         except ApiException as e:
@@ -242,7 +242,7 @@ class LeaderElector:
         holder = spec.get("holderIdentity") or ""
         if holder and holder != self.identity:
             with self._lock:
-                expires = self._observed_time + (spec.get("leaseDurationSeconds") or self.lease_duration)
+                expires = self._observed_time + (spec.get("leaseDurationSeconds") or self.settings.lease_duration)
             if time.monotonic() < expires:
                 return False
         ours = holder == self.identity
@@ -278,9 +278,3 @@ class LeaderElector:
             fn()
         except Exception:
             log.exception("lease %s/%s: leader election callback %r failed", self.namespace, self.name, fn)
-
-
-def _describe(e: BaseException) -> str:
-    if isinstance(e, ApiException):
-        return f"HTTP {e.status} {e.reason}"
-    return f"{type(e).__name__}: {e}"

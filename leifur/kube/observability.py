@@ -19,11 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: what log collectors parse without configuration."""
 
-    converter = time.gmtime
-
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -88,7 +86,7 @@ def serve(address: str, healthy: Callable[[], bool], ready: Callable[[], bool]) 
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args) -> None:  # probes every few seconds would drown the log
+        def log_message(self, format: str, *args: object) -> None:  # probes every few seconds would drown the log
             pass
 
     host, port = parse_address(address)

@@ -65,10 +65,11 @@ def process_next(queue: RateLimitingQueue, sync: Callable[[str], None], key: str
 
 
 def _api_message(e: ApiException) -> str:
+    body = e.body or ""
     try:
-        return json.loads(e.body)["message"]
+        return str(json.loads(body)["message"])
     except (TypeError, ValueError, KeyError):
-        return str(e.body or "")[:500]
+        return str(body)[:500]
 
 
 def run_worker(queue: RateLimitingQueue, sync: Callable[[str], None], stop: threading.Event,

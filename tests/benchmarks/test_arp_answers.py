@@ -113,8 +113,8 @@ def test_arp_answers_at_20k_per_second(lab, tmp_path):
     node, client = lab.nodes[0], lab.client
     vip = f"192.0.2.{64 * lab.slot + 40}"
     log = (tmp_path / "responder.log").open("w")
-    responder = lab.popen(node.netns, [sys.executable, "-m", "leifur.agent.responder", "--interface", "eth0", "--ip", vip,
-                                       "--count", "1", "--log-level", "warning"],
+    responder = lab.popen(node.netns, [sys.executable, "-m", "leifur.agent.responder", "--interface", "eth0",
+                                       "--ip", vip, "--count", "1", "--log-level", "warning"],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
     assert json.loads(responder.stdout.readline())["ready"]
     count = int(RATE * SECONDS)

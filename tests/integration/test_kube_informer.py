@@ -129,7 +129,7 @@ def test_store_and_handlers_follow_adds_updates_and_deletes(api_client, namespac
     rec.wait_for("delete", f"{namespace}/web")
     assert inf.get(f"{namespace}/web") is None
     assert f"{namespace}/web" not in set(inf.keys())
-    assert {key_of(o) for o in inf.list()} == set(inf.keys())
+    assert {key_of(o) for o in inf.objects()} == set(inf.keys())
 
     assert any("event handler" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 
@@ -142,7 +142,7 @@ def test_listers_return_copies_and_late_handlers_get_a_replay(api_client, namesp
 
     mine = inf.get(key)
     mine["metadata"]["labels"] = {"changed": "locally"}
-    inf.list()[0]["spec"]["ports"].clear()
+    inf.objects()[0]["spec"]["ports"].clear()
     again = inf.get(key)
     assert again["metadata"].get("labels") is None
     assert again["spec"]["ports"]

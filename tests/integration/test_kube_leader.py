@@ -10,10 +10,12 @@ import pytest
 
 from leifur.kube.client import request
 from leifur.kube.leader import LeaderElector
+from leifur.model.settings import LeaderSettings
 
 pytestmark = pytest.mark.controlplane
 
 LEASE, RENEW, RETRY = 3.0, 2.0, 0.2
+FAST = LeaderSettings(lease_duration=LEASE, renew_deadline=RENEW, retry_period=RETRY)
 
 
 class Candidate:
@@ -24,8 +26,8 @@ class Candidate:
         self.started: list[float] = []
         self.stopped: list[float] = []
         self.elector = LeaderElector(
-            api_client, namespace, "leifur-test", identity, lease_duration=LEASE, renew_deadline=RENEW,
-            retry_period=RETRY, on_started_leading=lambda: self.started.append(time.monotonic()),
+            api_client, namespace, "leifur-test", identity, FAST,
+            on_started_leading=lambda: self.started.append(time.monotonic()),
             on_stopped_leading=lambda: self.stopped.append(time.monotonic()), **kwargs)
 
 
@@ -184,8 +186,8 @@ def test_a_blocking_start_callback_does_not_stop_renewals(api_client, namespace)
         entered.set()
         release.wait(RENEW + 1.5)
 
-    elector = LeaderElector(api_client, namespace, "leifur-blocking", "slow", lease_duration=LEASE,
-                            renew_deadline=RENEW, retry_period=RETRY, on_started_leading=run_the_controller)
+    elector = LeaderElector(api_client, namespace, "leifur-blocking", "slow", FAST,
+                            on_started_leading=run_the_controller)
     elector.start()
     try:
         assert entered.wait(10)
@@ -199,8 +201,7 @@ def test_a_blocking_start_callback_does_not_stop_renewals(api_client, namespace)
 def test_stop_from_the_stopped_callback_keeps_the_first_decision(api_client, namespace):
     # A controller whose on_stopped_leading shuts everything down, the elector included.
     holder: list[LeaderElector] = []
-    elector = LeaderElector(api_client, namespace, "leifur-test", "reentrant", lease_duration=LEASE,
-                            renew_deadline=RENEW, retry_period=RETRY,
+    elector = LeaderElector(api_client, namespace, "leifur-test", "reentrant", FAST,
                             on_stopped_leading=lambda: holder[0].stop(release=False))
     holder.append(elector)
     elector.start()
@@ -213,6 +214,6 @@ def test_stop_from_the_stopped_callback_keeps_the_first_decision(api_client, nam
 
 def test_invalid_durations_are_refused(api_client):
     with pytest.raises(ValueError):
-        LeaderElector(api_client, "default", "x", "me", lease_duration=2, renew_deadline=2, retry_period=1)
+        LeaderElector(api_client, "default", "x", "me", LeaderSettings(lease_duration=2, renew_deadline=2))
     with pytest.raises(ValueError):
-        LeaderElector(api_client, "default", "x", "", lease_duration=3, renew_deadline=2, retry_period=1)
+        LeaderElector(api_client, "default", "x", "", FAST)
