@@ -60,7 +60,9 @@ class _Asm:
     """A tiny assembler: jumps name labels, resolved to relative offsets at the end."""
 
     def __init__(self) -> None:
-        self._code: list[tuple[int, object, object, int]] = []
+        # (code, jt, jf, k): jt and jf name the labels of a conditional jump (None falls through);
+        # only ja() puts a label in k. program() resolves them.
+        self._code: list[tuple[int, str | None, str | None, int | str]] = []
         self._labels: dict[str, int] = {}
         self._n = 0
 
@@ -72,7 +74,7 @@ class _Asm:
         self._labels[name] = len(self._code)
 
     def ld(self, size: int, offset: int) -> None:
-        self._code.append((BPF_LD | size | BPF_ABS, 0, 0, offset & 0xFFFFFFFF))
+        self._code.append((BPF_LD | size | BPF_ABS, None, None, offset & 0xFFFFFFFF))
 
     def jeq(self, k: int, jt: str | None = None, jf: str | None = None) -> None:
         """Jump to label jt if A == k, to jf otherwise; None falls through."""
@@ -82,26 +84,24 @@ class _Asm:
         self._code.append((BPF_JMP | BPF_JGT | BPF_K, jt, jf, k))
 
     def ja(self, target: str) -> None:
-        self._code.append((BPF_JMP | BPF_JA, None, None, target))  # type: ignore[arg-type]
+        self._code.append((BPF_JMP | BPF_JA, None, None, target))
 
     def ret(self, k: int) -> None:
-        self._code.append((BPF_RET | BPF_K, 0, 0, k))
+        self._code.append((BPF_RET | BPF_K, None, None, k))
 
     def program(self) -> list[Instruction]:
         out: list[Instruction] = []
         for pc, (code, jt, jf, k) in enumerate(self._code):
-            if code == BPF_JMP | BPF_JA:
+            if isinstance(k, str):
                 out.append((code, 0, 0, self._offset(pc, k, wide=True)))
-            elif code & 0x07 == BPF_JMP:
-                out.append((code, self._offset(pc, jt), self._offset(pc, jf), k))
             else:
-                out.append((code, int(jt), int(jf), k))  # type: ignore[arg-type]
+                out.append((code, self._offset(pc, jt), self._offset(pc, jf), k))
         return out
 
-    def _offset(self, pc: int, target: object, wide: bool = False) -> int:
+    def _offset(self, pc: int, target: str | None, wide: bool = False) -> int:
         if target is None:
             return 0
-        off = self._labels[str(target)] - pc - 1
+        off = self._labels[target] - pc - 1
         if off < 0 or (not wide and off > 255):
             raise ValueError(f"jump from {pc} to {target} out of range ({off})")
         return off

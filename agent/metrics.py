@@ -38,11 +38,11 @@ PACKET_ERRORS = _metric(Counter, "leifur_agent_packet_errors_total",
 class InterfaceCounters:
     """Counter children of one (family, interface), bound once for the packet path."""
 
-    requests: object
-    replies: object
-    gratuitous: object
-    malformed: object
-    conflicts: object
+    requests: Counter
+    replies: Counter
+    gratuitous: Counter
+    malformed: Counter
+    conflicts: Counter
 
 
 def for_interface(family: str, interface: str) -> InterfaceCounters:

@@ -75,7 +75,7 @@ class AddressFailure:
 def kernel_has_ifa_proto(release: str | None = None) -> bool:
     """Linux 6.3 added IFA_PROTO; older kernels ignore it without an error."""
     m = re.match(r"(\d+)\.(\d+)", release if release is not None else os.uname().release)
-    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (6, 3)
+    return m is not None and (int(m.group(1)), int(m.group(2))) >= (6, 3)
 
 
 def fallback_label(ifname: str) -> str | None:

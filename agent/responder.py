@@ -29,6 +29,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from prometheus_client import Counter
+
 from . import arp, bpf, metrics, ndp
 from .arp import MalformedFrame
 
@@ -386,10 +388,11 @@ class Responder:
     def _run(self) -> None:
         arp_sock, nd_sock, wake = self._arp_sock, self._nd_sock, self._wake_r
         assert arp_sock is not None and nd_sock is not None
+        readable: list[socket.socket | int] = [arp_sock, nd_sock, wake]
         while not self._stop.is_set():
             try:
                 timeout = self._due_timers()
-                ready, _, _ = select.select([arp_sock, nd_sock, wake], [], [], timeout)
+                ready, _, _ = select.select(readable, [], [], timeout)
                 if self._stop.is_set():
                     break
                 if wake in ready:
@@ -407,7 +410,7 @@ class Responder:
                 self._errors.exception("loop", "responder loop on %s", self.ifname)
                 time.sleep(0.05)  # never spin on a persistent error
 
-    def _drain(self, sock: socket.socket, handle: Callable[[bytes], None], err: object) -> None:
+    def _drain(self, sock: socket.socket, handle: Callable[[bytes], None], err: Counter) -> None:
         for _ in range(_BATCH):
             try:
                 frame = sock.recv(4096)
@@ -442,9 +445,10 @@ class Responder:
         self._m4.requests.inc()
         reply = arp.build_reply(pkt, mac)
         with self._lock:
-            if pkt.tpa not in self._answer4:
-                return
-            self._arp_sock.send(reply)
+            sock = self._arp_sock
+            if sock is None or pkt.tpa not in self._answer4:
+                return  # closed, or no longer ours, since the check above
+            sock.send(reply)
         self._m4.replies.inc()
 
     def _on_nd(self, frame: bytes) -> None:
@@ -468,9 +472,10 @@ class Responder:
         self._m6.requests.inc()
         reply = ndp.build_solicited_na(pkt, mac)
         with self._lock:
-            if pkt.target not in self._answer6:
-                return
-            self._nd_sock.send(reply)
+            sock = self._nd_sock
+            if sock is None or pkt.target not in self._answer6:
+                return  # closed, or no longer ours, since the check above
+            sock.send(reply)
         self._m6.replies.inc()
 
     def _conflict(self, m: metrics.InterfaceCounters, packed_ip: bytes, other: bytes) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from leifur.ipam.selectors import selector_matches
 from leifur.model import names
+from leifur.model.objects import Object
 
 
 def weight(node: str, ip: str) -> int:
@@ -38,8 +40,8 @@ class Advertisement:
 
     name: str
     pools: frozenset[str] = frozenset()
-    pool_selectors: tuple[dict, ...] = ()
-    node_selectors: tuple[dict, ...] = ()
+    pool_selectors: tuple[Mapping[str, Any], ...] = ()
+    node_selectors: tuple[Mapping[str, Any], ...] = ()
     interfaces: tuple[str, ...] = ()
     mode: str = "Responder"
 
@@ -52,7 +54,7 @@ class Advertisement:
         return not self.node_selectors or any(selector_matches(s, dict(node_labels)) for s in self.node_selectors)
 
 
-def parse_advertisement(obj: dict) -> Advertisement:
+def parse_advertisement(obj: Object) -> Advertisement:
     spec = obj.get("spec") or {}
     return Advertisement(
         name=obj["metadata"]["name"],

@@ -15,7 +15,7 @@ from leifur.announce.election import Advertisement, Announcement, Node, elect, e
 from leifur.ipam.errors import PoolError
 from leifur.ipam.pool import Pool, parse_pool
 from leifur.model import names
-from leifur.model.objects import key_of
+from leifur.model.objects import Object, key_of
 from leifur.model.service import ingress_ips, is_ours
 
 # Why an IP is not announced (also shown by leifurctl explain).
@@ -40,14 +40,14 @@ class Decision:
 class Cluster:
     """The objects the decision needs, as the API returns them (dicts)."""
 
-    services: list[dict] = field(default_factory=list)
-    endpoint_slices: list[dict] = field(default_factory=list)
-    nodes: list[dict] = field(default_factory=list)
-    pools: list[dict] = field(default_factory=list)
-    advertisements: list[dict] = field(default_factory=list)
+    services: list[Object] = field(default_factory=list)
+    endpoint_slices: list[Object] = field(default_factory=list)
+    nodes: list[Object] = field(default_factory=list)
+    pools: list[Object] = field(default_factory=list)
+    advertisements: list[Object] = field(default_factory=list)
 
 
-def ready_endpoint_nodes(slices: Iterable[dict]) -> dict[str, set[str]]:
+def ready_endpoint_nodes(slices: Iterable[Object]) -> dict[str, set[str]]:
     """Service key -> nodes with at least one ready endpoint ("" for endpoints without a nodeName)."""
     out: dict[str, set[str]] = {}
     for s in slices:
@@ -64,7 +64,7 @@ def ready_endpoint_nodes(slices: Iterable[dict]) -> dict[str, set[str]]:
     return out
 
 
-def parse_pools(objs: Iterable[dict]) -> list[Pool]:
+def parse_pools(objs: Iterable[Object]) -> list[Pool]:
     """Every pool that parses; a broken pool is the controller's to report, not ours."""
     pools = []
     for obj in objs:
@@ -75,7 +75,7 @@ def parse_pools(objs: Iterable[dict]) -> list[Pool]:
     return pools
 
 
-def node_of(obj: dict, live: frozenset[str]) -> Node:
+def node_of(obj: Object, live: frozenset[str]) -> Node:
     meta = obj.get("metadata") or {}
     return Node(meta["name"], dict(meta.get("labels") or {}), alive=meta["name"] in live)
 
@@ -94,7 +94,7 @@ def decide_announcements(cluster: Cluster, live: Iterable[str],
     nodes = [node_of(n, live) for n in cluster.nodes]
     ready = ready_endpoint_nodes(cluster.endpoint_slices)
 
-    holders: dict[str, list[dict]] = {}
+    holders: dict[str, list[Object]] = {}
     for svc in cluster.services:
         if not is_ours(svc, load_balancer_class):
             continue
@@ -105,7 +105,7 @@ def decide_announcements(cluster: Cluster, live: Iterable[str],
             for ip, svcs in sorted(holders.items())}
 
 
-def _pool_of(ip: str, svcs: list[dict], pools: list[Pool], broken: set[str]) -> str | None:
+def _pool_of(ip: str, svcs: list[Object], pools: list[Pool], broken: set[str]) -> str | None:
     """The name of the pool the controller allocated `ip` from, by the annotation it writes on the Service.
 
     Without the annotation the IP was not allocated by Leifur (another implementation, or a hand
@@ -133,7 +133,7 @@ def _pool_of(ip: str, svcs: list[dict], pools: list[Pool], broken: set[str]) -> 
     return containing or next((p.name for p in candidates if addr.version in p.families()), None)
 
 
-def _decide_ip(ip: str, svcs: list[dict], pools: list[Pool], broken: set[str],
+def _decide_ip(ip: str, svcs: list[Object], pools: list[Pool], broken: set[str],
                pool_labels: Mapping[str, Mapping[str, str]], ads: list[Advertisement], nodes: list[Node],
                ready: dict[str, set[str]]) -> Decision:
     keys = tuple(sorted(key_of(s) for s in svcs))
