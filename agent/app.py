@@ -1,5 +1,6 @@
-"""Wiring of the agent: informers and heartbeats wake one sync loop, which decides (plan.decide_announcements)
-and applies the result to the announcers (responders, netlink) and the ownership record.
+"""Wiring of the agent: informers and heartbeats wake one sync loop, which reads what it needs,
+decides what to claim (step.step, pure) and applies that to the announcers (responders, netlink)
+and the ownership record.
 
 The agent is level-triggered: every change (an object, a peer's liveness) marks the state dirty
 and one sync recomputes what this node announces from everything it knows. Decisions cover
@@ -12,58 +13,50 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from kubernetes import client
 
 from leifur.announce import interfaces, plan
-from leifur.announce.agreement import DEFAULT_PATIENCE, Agreement, digest, owners
+from leifur.announce.agreement import Agreement, Verdict, digest, owners
 from leifur.kube.events import EventRecorder
 from leifur.kube.informer import Informer
 from leifur.model import names, timestamps
+from leifur.model.settings import AgentSettings
 
-from . import metrics
+from . import metrics, step
 from .heartbeat import Change, HeartbeatService
 from .links import read_links
-from .netlink import NetlinkAnnouncer
+from .netlink import AddressFailure, NetlinkAnnouncer
 from .records import Record, RecordWriter
 from .responder import Responder
 
 log = logging.getLogger(__name__)
 
-# Re-check links and decisions at least this often even without events (an interface came up).
-_RESYNC = 1.0
+_DEFAULTS = AgentSettings()
 
 
 @dataclass(frozen=True)
-class Claim:
-    """An IP this node announces now, and how."""
+class Announced:
+    """An IP this node announces now, how, and since when."""
 
-    decision: plan.Decision
-    interfaces: tuple[str, ...]
-    mode: str
+    claim: step.Claim
     since: str
 
 
 class Agent:
-    def __init__(self, api_client: client.ApiClient, node: str, *, load_balancer_class: str | None = None,
-                 heartbeat_port: int = 7474, heartbeat_interval: float = 0.1, dead_after: float = 0.5,
-                 handover_grace: float = 0.05, start_hold: float | None = None,
-                 patience: float = DEFAULT_PATIENCE) -> None:
+    def __init__(self, api_client: client.ApiClient, node: str, settings: AgentSettings = _DEFAULTS, *,
+                 load_balancer_class: str | None = None) -> None:
         self.api_client = api_client
         self.node = node
+        self.settings = settings
         self.load_balancer_class = load_balancer_class
-        self.handover_grace = handover_grace
-        # Long enough to hear every live peer at least twice before we claim anything.
-        self.start_hold = start_hold if start_hold is not None else max(dead_after * 1.5, 3 * heartbeat_interval)
-        # How long a starting peer may hold back IPs it would own: its hold (its first heartbeat starts
-        # it) and a few heartbeats. Bounded tightly, since it delays a crash failover happening meanwhile.
-        self.start_courtesy = self.start_hold + 3 * heartbeat_interval
         self.stop_event = threading.Event()
         self.ready = False
         self._dirty = threading.Event()
         self._reannounce = threading.Event()
-        self._threads: list[threading.Thread] = []
 
         self.services = Informer(api_client, "/api/v1/services", "services")
         self.slices = Informer(api_client, "/apis/discovery.k8s.io/v1/endpointslices", "endpointslices")
@@ -77,16 +70,14 @@ class Agent:
         for inf in self.informers:
             inf.add_handler(lambda _o: self.wake(), lambda _o, _n: self.wake(), lambda _o: self.wake())
 
-        self.heartbeat = HeartbeatService(node, port=heartbeat_port, interval=heartbeat_interval,
-                                          dead_after=dead_after, on_change=self._membership_changed)
+        self.heartbeat = HeartbeatService(node, settings.heartbeat, on_change=self._membership_changed)
         self.netlink = NetlinkAnnouncer()
-        self.responders: dict[str, Responder] = {}
-        self._identity: dict[str, tuple[int, str] | None] = {}  # ifname -> (index, MAC) a responder opened
+        self.announcers = Announcers(self.netlink, lambda ifname: Responder(ifname, on_conflict=self._conflict))
         self.last_sync = 0.0
         self.recorder = EventRecorder(api_client, names.AGENT_NAME, host=node)
         self.records = RecordWriter(api_client, node, self._node_uid)
-        self.claims: dict[str, Claim] = {}
-        self.agreement = Agreement(node, patience)
+        self.announced: dict[str, Announced] = {}
+        self.agreement = Agreement(node, settings.agreement_patience)
         self._held: frozenset[str] = frozenset()  # IPs waiting for the peers' views (logged on change)
         self._problems: dict[str, str] = {}  # ip -> last problem reported (to report each once)
         self._conflict_logged: dict[str, float] = {}
@@ -127,14 +118,14 @@ class Agent:
             self.stop_event.wait(0.05)
         # Peers learn we are starting (our not-ready heartbeats) and we hear them all before we claim.
         self.heartbeat.set_peers(_peer_addresses(self.nodes.objects(), self.node))
-        self.stop_event.wait(self.start_hold)
+        self.stop_event.wait(self.settings.heartbeat.start_hold)
         if not self.stop_event.is_set():
             self.ready = True
             self.last_sync = time.monotonic()
             self.heartbeat.set_ready(True)
             log.info("ready: announcing as %s", self.node)
         while not self.stop_event.is_set():
-            self._dirty.wait(_RESYNC)
+            self._dirty.wait(self.settings.resync)
             if self.stop_event.is_set():
                 break
             self._dirty.clear()
@@ -152,14 +143,10 @@ class Agent:
         self.ready = False
         if was_ready:
             self.heartbeat.leave()
-            time.sleep(self.handover_grace)
-        for r in self.responders.values():
-            r.close()
-        self.responders.clear()
-        self.netlink.cleanup()
-        self.netlink.close()
-        metrics.OWNERSHIP_CHANGES.labels("lost").inc(len(self.claims))
-        self.claims.clear()
+            time.sleep(self.settings.handover_grace)
+        self.announcers.close()
+        metrics.OWNERSHIP_CHANGES.labels("lost").inc(len(self.announced))
+        self.announced.clear()
         self.records.set([])
         self.records.flush(2.0)
         self.records.stop()
@@ -185,6 +172,7 @@ class Agent:
         return self.heartbeat.eligible() | own
 
     def sync(self) -> None:
+        """Read, decide (step.step, pure), apply, record, report."""
         cluster = self.cluster()
         self.heartbeat.set_peers(_peer_addresses(cluster.nodes, self.node))
         alive = self.heartbeat.peers_alive()
@@ -196,134 +184,81 @@ class Agent:
         decisions = plan.decide_announcements(cluster, live, self.load_balancer_class)
         view = digest(decisions)
         self.heartbeat.set_view(view)
-        mine = {ip: d for ip, d in decisions.items() if d.announcement and d.announcement.node == self.node}
-        self._wait_for_agreement(mine, view, owners(decisions), live)
-        starting = self.heartbeat.starting(self.start_courtesy)
-        if starting and mine.keys() - self.claims.keys():
-            # An IP we do not hold yet waits for a starting peer that would own it (see starting()).
-            later = plan.decide_announcements(cluster, live | starting, self.load_balancer_class)
-            for ip in mine.keys() - self.claims.keys():
-                a = later[ip].announcement
-                if a is not None and a.node in starting:
-                    del mine[ip]
-        links = read_links()
-        wanted: dict[str, tuple[plan.Decision, tuple[str, ...], str]] = {}
-        for ip, d in mine.items():
-            assert d.announcement is not None
-            ifaces = interfaces.select_interfaces(ip, links, d.announcement.interfaces)
-            if not ifaces:
-                self._problem(d, interfaces.explain_no_interface(ip, links, d.announcement.interfaces))
-                continue
-            wanted[ip] = (d, ifaces, d.announcement.mode)
-        for ip in self._problems.keys() - mine.keys():
-            del self._problems[ip]  # not ours any more: report afresh if it comes back
-        self._apply(wanted, {link.name: link for link in links})
+        verdict = self._observe_agreement(view, decisions)
+        starting = self.heartbeat.starting(self.settings.heartbeat.start_courtesy)
+        links = tuple(read_links())
+        outcome = step.step(step.Inputs(self.node, cluster, live, decisions, frozenset(self.announced), verdict,
+                                        starting, links, self.load_balancer_class))
+        self._log_held(outcome.held(step.HELD_FOR_AGREEMENT))
+        self._report_unannounceable(outcome)
+        self._apply(outcome.claims, {link.name: link for link in links})
         self.records.check(self.record.get(self.node), self.record.has_synced())
         self.last_sync = time.monotonic()
 
-    def _wait_for_agreement(self, mine: dict[str, plan.Decision], view: str, decided: dict[str, str],
-                            live: frozenset[str]) -> None:
-        """Leave out of `mine` the IPs a live peer may still announce from a view unlike ours."""
+    def _observe_agreement(self, view: str, decisions: Mapping[str, plan.Decision]) -> Verdict:
+        """Our view and the peers' into the agreement; its answer now."""
         now = time.monotonic()
         was_impatient = self.agreement.impatient(now)
-        self.agreement.observe(view, self.heartbeat.views(), decided, now)
+        self.agreement.observe(view, self.heartbeat.views(), owners(decisions), now)
         metrics.PEERS.labels("differing").set(len(self.agreement.differing))
         if self.agreement.impatient(now) and not was_impatient:
             log.warning("peers %s still decide differently after %.0f s: announcing without them",
                         ", ".join(sorted(self.agreement.differing)), self.agreement.patience)
-        held = frozenset(self.agreement.held_back(mine.keys() - self.claims.keys(), live, now))
+        return self.agreement.verdict(now)
+
+    def _log_held(self, held: frozenset[str]) -> None:
         if held and held != self._held:
             log.info("waiting for %s to see what this node sees before announcing %s",
                      ", ".join(sorted(self.agreement.differing)), ", ".join(sorted(held)))
         self._held = held
-        for ip in held:
-            del mine[ip]
 
-    def _apply(self, wanted: dict[str, tuple[plan.Decision, tuple[str, ...], str]],
-               links: dict[str, interfaces.Link]) -> None:
-        answer: dict[str, set[str]] = {}
-        announce_only: dict[str, set[str]] = {}
-        kernel: dict[str, set[str]] = {}
-        for ip, (_d, ifaces, mode) in wanted.items():
-            for ifname in ifaces:
-                if mode == "Netlink":
-                    kernel.setdefault(ifname, set()).add(ip)
-                    announce_only.setdefault(ifname, set()).add(ip)
-                else:
-                    answer.setdefault(ifname, set()).add(ip)
-        failed: dict[str, str] = {}  # ip -> why it is not announced on some interface
-        for f in self.netlink.set_ips(kernel):
-            failed[f.ip] = f"{f.action} {f.ip} on {f.ifname} failed: {f.reason}"
-        for ifname in sorted(set(self.responders) | set(answer) | set(announce_only)):
-            ips, only = answer.get(ifname, set()), announce_only.get(ifname, set())
-            # One interface's trouble must not stop the others (nor the record of what works).
-            try:
-                self._apply_interface(ifname, links.get(ifname), ips, only)
-            except Exception as e:
-                log.warning("cannot announce on %s: %s", ifname, e)
-                for ip in ips | only:
-                    failed[ip] = f"cannot announce on {ifname}: {e}"
-        for ip, why in failed.items():
-            if ip in wanted:
-                self._problem(wanted.pop(ip)[0], why)
+    def _report_unannounceable(self, outcome: step.Outcome) -> None:
+        for w in outcome.withheld.values():
+            if w.reason == step.NO_INTERFACE:
+                self._problem(w.decision, w.message)
+        for ip in self._problems.keys() - outcome.due:
+            del self._problems[ip]  # not ours any more: report afresh if it comes back
+
+    def _apply(self, claims: Mapping[str, step.Claim], links: Mapping[str, interfaces.Link]) -> None:
+        announcing = dict(claims)
+        for ip, why in self.announcers.apply(claims, links).items():
+            if ip in announcing:
+                self._problem(announcing.pop(ip).decision, why)
         if self._reannounce.is_set():
             self._reannounce.clear()
-            for r in self.responders.values():
-                r.announce()
-        self._record_changes(wanted)
+            self.announcers.announce_again()
+        self._record_changes(announcing)
 
-    def _apply_interface(self, ifname: str, link: interfaces.Link | None, ips: set[str], only: set[str]) -> None:
-        responder = self.responders.get(ifname)
-        identity = (link.index, link.mac) if link else None
-        # An interface deleted and created again (ifupdown, a bond re-formed) has a new index and
-        # maybe a new MAC: the old sockets are dead, so the responder starts over.
-        if responder is not None and (not (ips or only) or self._identity.get(ifname) != identity
-                                      or not responder.alive()):
-            responder.close()
-            del self.responders[ifname]
-            responder = None
-        if not (ips or only):
-            return
-        if link is None:
-            raise OSError(f"interface {ifname} does not exist")
-        if responder is None:
-            responder = Responder(ifname, on_conflict=self._conflict)
-            try:
-                responder.start()
-            except Exception:
-                responder.close()
-                raise
-            self.responders[ifname] = responder
-            self._identity[ifname] = identity
-        responder.set_ips(ips, only)
-
-    def _record_changes(self, wanted: dict[str, tuple[plan.Decision, tuple[str, ...], str]]) -> None:
-        before = self.claims
-        after: dict[str, Claim] = {}
-        for ip, (d, ifaces, mode) in wanted.items():
+    def _record_changes(self, claims: Mapping[str, step.Claim]) -> None:
+        before = self.announced
+        after: dict[str, Announced] = {}
+        for ip, claim in claims.items():
             old = before.get(ip)
-            if old is not None and old.interfaces == ifaces and old.mode == mode and old.decision == d:
+            if old is not None and old.claim == claim:
                 after[ip] = old
                 continue
-            after[ip] = Claim(d, ifaces, mode, old.since if old else timestamps.now())
+            after[ip] = Announced(claim, old.since if old else timestamps.now())
             if old is None:
-                metrics.OWNERSHIP_CHANGES.labels("gained").inc()
-                self._problems.pop(ip, None)
-                message = f"announcing {ip} from node {self.node} on {', '.join(ifaces)} ({mode})"
-                log.info(message)
-                for key in d.services:
-                    self._event(key, "Normal", names.REASON_NODE_ASSIGNED, message)
+                self._gained(ip, claim)
         for ip in before.keys() - after.keys():
             metrics.OWNERSHIP_CHANGES.labels("lost").inc()
             log.info("stopped announcing %s", ip)
-        self.claims = after
+        self.announced = after
         for mode in ("Responder", "Netlink"):
             for family, version in (("ipv4", "."), ("ipv6", ":")):
                 metrics.ANNOUNCED.labels(family, mode).set(
-                    sum(1 for ip, c in after.items() if c.mode == mode and version in ip))
+                    sum(1 for ip, a in after.items() if a.claim.mode == mode and version in ip))
         if after != before:
-            self.records.set([Record(ip, c.decision.services, c.decision.pool, c.interfaces, c.mode, c.since)
-                              for ip, c in after.items()])
+            self.records.set([Record(ip, a.claim.decision.services, a.claim.decision.pool, a.claim.interfaces,
+                                     a.claim.mode, a.since) for ip, a in after.items()])
+
+    def _gained(self, ip: str, claim: step.Claim) -> None:
+        metrics.OWNERSHIP_CHANGES.labels("gained").inc()
+        self._problems.pop(ip, None)
+        message = f"announcing {ip} from node {self.node} on {', '.join(claim.interfaces)} ({claim.mode})"
+        log.info(message)
+        for key in claim.decision.services:
+            self._event(key, "Normal", names.REASON_NODE_ASSIGNED, message)
 
     def _problem(self, d: plan.Decision, message: str) -> None:
         if self._problems.get(d.ip) == message:
@@ -344,6 +279,107 @@ class Agent:
         if now - self._conflict_logged.get(ip, -1e9) >= 10:
             self._conflict_logged[ip] = now
             log.warning("another host (%s) claims %s, which this node announces", mac, ip)
+
+
+class ResponderLike(Protocol):
+    """What the agent needs of a Responder (a fake in the unit tests)."""
+
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+    def alive(self) -> bool: ...
+    def set_ips(self, answer: Iterable[str], announce_only: Iterable[str] = ()) -> None: ...
+    def announce(self, ips: Iterable[str] | None = None) -> None: ...
+
+
+class KernelAddresses(Protocol):
+    """What the agent needs of the NetlinkAnnouncer (a fake in the unit tests)."""
+
+    def set_ips(self, assignments: Mapping[str, Iterable[str]]) -> list[AddressFailure]: ...
+    def cleanup(self) -> list[tuple[str, str]]: ...
+    def close(self) -> None: ...
+
+
+class Announcers:
+    """Sets the announcers to each sync's claims: a responder per interface (ARP, NDP) and the
+    kernel's addresses (netlink)."""
+
+    def __init__(self, netlink: KernelAddresses, new_responder: Callable[[str], ResponderLike]) -> None:
+        self.netlink = netlink
+        self._new_responder = new_responder
+        self.responders: dict[str, ResponderLike] = {}
+        self._identity: dict[str, tuple[int, str] | None] = {}  # ifname -> (index, MAC) a responder opened
+
+    def apply(self, claims: Mapping[str, step.Claim], links: Mapping[str, interfaces.Link]) -> dict[str, str]:
+        """Announce each claim on its interfaces; returns ip -> why it is not announced on one of them."""
+        answer, only, kernel = _by_interface(claims)
+        failed: dict[str, str] = {}
+        for f in self.netlink.set_ips(kernel):
+            failed[f.ip] = f"{f.action} {f.ip} on {f.ifname} failed: {f.reason}"
+        for ifname in sorted(set(self.responders) | set(answer) | set(only)):
+            ips, announce_only = answer.get(ifname, set()), only.get(ifname, set())
+            # One interface's trouble must not stop the others (nor the record of what works).
+            try:
+                self._apply_interface(ifname, links.get(ifname), ips, announce_only)
+            except Exception as e:
+                log.warning("cannot announce on %s: %s", ifname, e)
+                for ip in ips | announce_only:
+                    failed[ip] = f"cannot announce on {ifname}: {e}"
+        return failed
+
+    def announce_again(self) -> None:
+        for r in self.responders.values():
+            r.announce()
+
+    def close(self) -> None:
+        """Stop answering and take our addresses off the interfaces."""
+        for r in self.responders.values():
+            r.close()
+        self.responders.clear()
+        self.netlink.cleanup()
+        self.netlink.close()
+
+    def _apply_interface(self, ifname: str, link: interfaces.Link | None, ips: set[str], only: set[str]) -> None:
+        responder = self.responders.get(ifname)
+        identity = (link.index, link.mac) if link else None
+        # An interface deleted and created again (ifupdown, a bond re-formed) has a new index and
+        # maybe a new MAC: the old sockets are dead, so the responder starts over.
+        if responder is not None and (not (ips or only) or self._identity.get(ifname) != identity
+                                      or not responder.alive()):
+            responder.close()
+            del self.responders[ifname]
+            responder = None
+        if not (ips or only):
+            return
+        if link is None:
+            raise OSError(f"interface {ifname} does not exist")
+        if responder is None:
+            responder = self._new_responder(ifname)
+            try:
+                responder.start()
+            except Exception:
+                responder.close()
+                raise
+            self.responders[ifname] = responder
+            self._identity[ifname] = identity
+        responder.set_ips(ips, only)
+
+
+_ByInterface = dict[str, set[str]]
+
+
+def _by_interface(claims: Mapping[str, step.Claim]) -> tuple[_ByInterface, _ByInterface, _ByInterface]:
+    """ifname -> the IPs to answer for, those only to announce (the kernel answers), those the kernel carries."""
+    answer: _ByInterface = {}
+    announce_only: _ByInterface = {}
+    kernel: _ByInterface = {}
+    for ip, claim in claims.items():
+        for ifname in claim.interfaces:
+            if claim.mode == "Netlink":
+                kernel.setdefault(ifname, set()).add(ip)
+                announce_only.setdefault(ifname, set()).add(ip)
+            else:
+                answer.setdefault(ifname, set()).add(ip)
+    return answer, announce_only, kernel
 
 
 def _peer_addresses(nodes: list[dict], me: str) -> dict[str, str]:

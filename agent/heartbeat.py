@@ -1,8 +1,8 @@
 """Liveness among agents: UDP heartbeats, node to node, never through the API server.
 
-Every agent sends a small datagram to every peer each `interval` (default 100 ms) and
-considers a peer dead when nothing arrived for `dead_after` (default 500 ms). Nothing is
-written to the API for liveness, so the API load does not grow with the failover speed.
+Every agent sends a small datagram to every peer each `interval` and considers a peer dead
+when nothing arrived for `dead_after` (both in HeartbeatSettings). Nothing is written to the
+API for liveness, so the API load does not grow with the failover speed.
 
 A heartbeat carries:
 - `inc`, the sender's incarnation (its start time in ns): a restarted agent is a new
@@ -30,13 +30,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from leifur.model.settings import HeartbeatSettings
+
 from . import metrics
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"LFHB1"
 MAX_DATAGRAM = 512
-DEFAULT_PORT = 7474
+_DEFAULTS = HeartbeatSettings()
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ class Membership:
             return Change()  # a leaving incarnation never comes back; an old datagram of a dead one neither
         # Any other incarnation of a peer we hold dead or leaving is a restart: a clock that went
         # back (the incarnation is a start time) must not keep a restarted agent out.
-        revived = frozenset()
+        revived: frozenset[str] = frozenset()
         since = p.since if p is not None and p.inc == hb.inc else now
         if p is None or not self._alive(p, now):
             if hb.node in self._was_dead and not hb.leaving:
@@ -184,12 +186,12 @@ class HeartbeatService:
     revives; it must be cheap (the agent only wakes its sync loop).
     """
 
-    def __init__(self, me: str, *, port: int = DEFAULT_PORT, bind: str = "::", interval: float = 0.1,
-                 dead_after: float = 0.5, on_change: Callable[[Change], None] = lambda _c: None) -> None:
+    def __init__(self, me: str, settings: HeartbeatSettings = _DEFAULTS, *, bind: str = "::",
+                 on_change: Callable[[Change], None] = lambda _c: None) -> None:
         self.me = me
-        self.port = port
-        self.interval = interval
-        self.membership = Membership(me, dead_after)
+        self.port = settings.port
+        self.interval = settings.interval
+        self.membership = Membership(me, settings.dead_after)
         self.on_change = on_change
         self.inc = time.time_ns()
         self._seq = 0
@@ -204,8 +206,8 @@ class HeartbeatService:
         self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # one socket for both families
         # No SO_REUSEADDR: a second agent on the same port must fail loudly, not silently steal
         # every heartbeat (Linux delivers unicast datagrams to the socket bound last).
-        self._sock.bind((bind, port))
-        self._sock.settimeout(min(interval, dead_after / 4))
+        self._sock.bind((bind, settings.port))
+        self._sock.settimeout(min(settings.interval, settings.dead_after / 4))
         self._threads: list[threading.Thread] = []
         self._sent = metrics.HEARTBEATS.labels("sent")
         self._received = metrics.HEARTBEATS.labels("received")

@@ -10,25 +10,41 @@ import sys
 
 from leifur.kube import observability
 from leifur.kube.client import load_client
+from leifur.model.settings import AgentSettings, HeartbeatSettings
 
 log = logging.getLogger("agent")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    defaults = AgentSettings()
+    hb = defaults.heartbeat
     p = argparse.ArgumentParser(prog="leifur-agent", description=__doc__)
-    observability.add_common_flags(p, 7473)
+    observability.add_common_flags(p, defaults.metrics_port)
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node's name (env NODE_NAME)")
     p.add_argument("--load-balancer-class", default=os.environ.get("LEIFUR_LOAD_BALANCER_CLASS") or None,
                    help="announce exactly this spec.loadBalancerClass (default: Services without a class); "
                         "must match the controller's flag")
-    p.add_argument("--heartbeat-port", type=int, default=7474,
-                   help="UDP port agents exchange heartbeats on, the same on every node (default 7474)")
-    p.add_argument("--heartbeat-interval", type=float, default=0.1, help="seconds between heartbeats (default 0.1)")
-    p.add_argument("--dead-after", type=float, default=0.5,
-                   help="a peer not heard for this many seconds is dead and its IPs move (default 0.5)")
-    p.add_argument("--handover-grace", type=float, default=0.05,
-                   help="on SIGTERM, seconds to keep answering after telling peers we leave (default 0.05)")
+    p.add_argument("--heartbeat-port", type=int, default=hb.port,
+                   help=f"UDP port agents exchange heartbeats on, the same on every node (default {hb.port})")
+    p.add_argument("--heartbeat-interval", type=float, default=hb.interval,
+                   help=f"seconds between heartbeats (default {hb.interval})")
+    p.add_argument("--dead-after", type=float, default=hb.dead_after,
+                   help=f"a peer not heard for this many seconds is dead and its IPs move (default {hb.dead_after})")
+    p.add_argument("--handover-grace", type=float, default=defaults.handover_grace,
+                   help="on SIGTERM, seconds to keep answering after telling peers we leave "
+                        f"(default {defaults.handover_grace})")
     return p
+
+
+def settings_from(args: argparse.Namespace) -> AgentSettings | None:
+    """The settings the flags ask for; None (after saying why) if they break a rule."""
+    try:
+        heartbeat = HeartbeatSettings(args.heartbeat_port, args.heartbeat_interval, args.dead_after)
+    except ValueError:
+        # The one rule HeartbeatSettings enforces, said in the flags' words.
+        print("leifur-agent: --dead-after must exceed two heartbeat intervals", file=sys.stderr)
+        return None
+    return AgentSettings(heartbeat=heartbeat, handover_grace=args.handover_grace)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,17 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.node_name:
         print("leifur-agent: --node-name (or env NODE_NAME) is required", file=sys.stderr)
         return 2
-    if args.dead_after <= 2 * args.heartbeat_interval:
-        print("leifur-agent: --dead-after must exceed two heartbeat intervals", file=sys.stderr)
+    settings = settings_from(args)
+    if settings is None:
         return 2
     observability.setup_logging(args.log_level)
-    # pyroute2 logs every netlink message at debug level: far too much next to ours.
-    logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))
     from .app import Agent
 
-    agent = Agent(load_client(args.kubeconfig), args.node_name, load_balancer_class=args.load_balancer_class,
-                  heartbeat_port=args.heartbeat_port, heartbeat_interval=args.heartbeat_interval,
-                  dead_after=args.dead_after, handover_grace=args.handover_grace)
+    agent = Agent(load_client(args.kubeconfig), args.node_name, settings,
+                  load_balancer_class=args.load_balancer_class)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop())
     server = observability.serve(args.metrics_address, agent.healthy, lambda: agent.ready)

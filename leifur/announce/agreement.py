@@ -17,18 +17,18 @@ owner has let it go). Everything else goes ahead at once:
   catches up, agents of different versions): act alone, as if there were no agreement.
 An agent that has never seen agreement (it just started) holds back every IP while views differ.
 
-Pure: time is passed in; tested without sockets.
+`Agreement` keeps the bookkeeping across syncs; its `verdict(now)` is a frozen answer that the
+agent's pure sync step applies. Pure: time is passed in; tested without sockets.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 
 from leifur.announce import plan
-
-# Longer than an informer's relist after an outage (backoff capped at 5 s, plus jitter and the LIST).
-DEFAULT_PATIENCE = 10.0
 
 
 def digest(decisions: Mapping[str, plan.Decision]) -> str:
@@ -45,10 +45,37 @@ def owners(decisions: Mapping[str, plan.Decision]) -> dict[str, str]:
     return {ip: d.announcement.node for ip, d in decisions.items() if d.announcement is not None}
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What the agreement allows at one moment."""
+
+    me: str
+    waiting: bool  # some ready peer decides differently, and patience is not out
+    agreed: Mapping[str, str] | None  # IP -> owner at the last agreement; None if never seen
+
+    def held_back(self, gains: Iterable[str], live: Iterable[str]) -> set[str]:
+        """Of the IPs we would newly announce, those to leave alone for now.
+
+        `live`: the nodes that may announce now (alive and ready), this one included.
+        """
+        if not self.waiting:
+            return set()
+        if self.agreed is None:
+            return set(gains)  # no agreement seen yet: any peer may hold anything
+        live = set(live)
+        held = set()
+        for ip in gains:
+            last = self.agreed.get(ip)
+            if last is None or last == self.me or last not in live:
+                continue  # nobody else can be announcing it: no owner, us, or gone
+            held.add(ip)
+        return held
+
+
 class Agreement:
     """What this node may take now, given the peers' digests."""
 
-    def __init__(self, me: str, patience: float = DEFAULT_PATIENCE) -> None:
+    def __init__(self, me: str, patience: float) -> None:
         self.me = me
         self.patience = patience
         self.differing: frozenset[str] = frozenset()
@@ -69,20 +96,10 @@ class Agreement:
         """The views have differed for longer than we wait."""
         return self._since is not None and now - self._since >= self.patience
 
-    def held_back(self, gains: Iterable[str], live: Iterable[str], now: float) -> set[str]:
-        """Of the IPs we would newly announce, those to leave alone for now.
+    def verdict(self, now: float) -> Verdict:
+        # observe() replaces _agreed, never changes it in place: a read-only view of it stays true.
+        agreed = None if self._agreed is None else MappingProxyType(self._agreed)
+        return Verdict(self.me, bool(self.differing) and not self.impatient(now), agreed)
 
-        `live`: the nodes that may announce now (alive and ready), this one included.
-        """
-        if not self.differing or self.impatient(now):
-            return set()
-        if self._agreed is None:
-            return set(gains)  # no agreement seen yet: any peer may hold anything
-        live = set(live)
-        held = set()
-        for ip in gains:
-            last = self._agreed.get(ip)
-            if last is None or last == self.me or last not in live:
-                continue  # nobody else can be announcing it: no owner, us, or gone
-            held.add(ip)
-        return held
+    def held_back(self, gains: Iterable[str], live: Iterable[str], now: float) -> set[str]:
+        return self.verdict(now).held_back(gains, live)

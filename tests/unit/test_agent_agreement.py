@@ -116,7 +116,7 @@ def test_unknown_views_do_not_count():
 
 def test_a_starting_agent_waits_for_the_peers_to_let_go():
     """A restarted agent knows no agreed owner yet: everything it would take waits for agreement."""
-    g = Agreement("a")
+    g = Agreement("a", patience=10.0)
     g.observe("v2", {"b": "v1"}, {IP: "a"}, now=0.0)
     assert g.held_back({IP}, {"a", "b"}, now=0.0) == {IP}
     g.observe("v2", {"b": "v2"}, {IP: "a"}, now=0.1)

@@ -1,0 +1,118 @@
+"""What this node claims at one sync, from everything the agent read for it.
+
+The agent reads (the cluster, its peers, the kernel's links), calls `step`, then applies the
+result to the announcers. Pure: no I/O, no clock; the agreement's answer is taken at a time the
+agent chose.
+
+An IP this node owns is claimed unless one of these holds it back, checked in this order:
+- the agreement: a live peer may still announce it from an older view (`agreement.py`);
+- a starting peer would own it once ready: claiming it for a moment would only move it twice;
+- no interface of this node can announce it: a problem to report, with the explanation.
+The first two apply only to IPs not claimed yet: an IP already announced stays announced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Set
+from dataclasses import dataclass
+
+from leifur.announce import interfaces, plan
+from leifur.announce.agreement import Verdict
+
+# Why an IP this node owns is not claimed.
+HELD_FOR_AGREEMENT = "HeldForAgreement"
+RESERVED_FOR_STARTING_PEER = "ReservedForStartingPeer"
+NO_INTERFACE = "NoInterface"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything one sync decides from."""
+
+    node: str
+    cluster: plan.Cluster
+    live: frozenset[str]  # nodes that may announce now, this one included
+    decisions: Mapping[str, plan.Decision]  # plan.decide_announcements(cluster, live, load_balancer_class)
+    claimed: frozenset[str]  # IPs this node announces now
+    agreement: Verdict
+    starting: frozenset[str]  # peers alive but not ready yet, within their courtesy
+    links: tuple[interfaces.Link, ...]
+    load_balancer_class: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An IP to announce, and how."""
+
+    decision: plan.Decision
+    interfaces: tuple[str, ...]
+    mode: str
+
+
+@dataclass(frozen=True)
+class Withheld:
+    """An IP this node owns but does not claim, and why (`message` explains NO_INTERFACE)."""
+
+    decision: plan.Decision
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    # Both in the decisions' order (by IP), which is the order the agent logs and reports in.
+    claims: Mapping[str, Claim]
+    withheld: Mapping[str, Withheld]
+
+    def held(self, reason: str) -> frozenset[str]:
+        return frozenset(ip for ip, w in self.withheld.items() if w.reason == reason)
+
+    @property
+    def due(self) -> frozenset[str]:
+        """IPs this node should announce now: claimed, or a problem to report."""
+        return frozenset(self.claims) | self.held(NO_INTERFACE)
+
+
+def step(given: Inputs) -> Outcome:
+    """What `given.node` claims, and why it claims none of the other IPs it owns."""
+    owned = {ip: d for ip, d in given.decisions.items()
+             if d.announcement is not None and d.announcement.node == given.node}
+    gains = owned.keys() - given.claimed
+    held = given.agreement.held_back(gains, given.live)
+    reserved = _reserved_for_starting(given, gains - held)
+    claims: dict[str, Claim] = {}
+    withheld: dict[str, Withheld] = {}
+    for ip, d in owned.items():
+        if ip in held:
+            withheld[ip] = Withheld(d, HELD_FOR_AGREEMENT)
+        elif ip in reserved:
+            withheld[ip] = Withheld(d, RESERVED_FOR_STARTING_PEER)
+        else:
+            claim = _claim(ip, d, given.links)
+            if isinstance(claim, Claim):
+                claims[ip] = claim
+            else:
+                withheld[ip] = claim
+    return Outcome(claims, withheld)
+
+
+def _reserved_for_starting(given: Inputs, gains: Set[str]) -> set[str]:
+    """The gains a starting peer would own once ready."""
+    if not given.starting or not gains:
+        return set()  # spares deciding a second time, on nearly every sync
+    later = plan.decide_announcements(given.cluster, given.live | given.starting, given.load_balancer_class)
+    reserved = set()
+    for ip in gains:
+        a = later[ip].announcement
+        if a is not None and a.node in given.starting:
+            reserved.add(ip)
+    return reserved
+
+
+def _claim(ip: str, d: plan.Decision, links: tuple[interfaces.Link, ...]) -> Claim | Withheld:
+    assert d.announcement is not None  # only owned IPs get here
+    named = d.announcement.interfaces
+    ifaces = interfaces.select_interfaces(ip, links, named)
+    if not ifaces:
+        return Withheld(d, NO_INTERFACE, interfaces.explain_no_interface(ip, links, named))
+    return Claim(d, ifaces, d.announcement.mode)

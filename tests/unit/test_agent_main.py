@@ -1,0 +1,37 @@
+"""leifur-agent's flags: their defaults are the settings' and a bad combination exits 2 before anything starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from leifur.agent import main
+from leifur.model.settings import AgentSettings, HeartbeatSettings
+
+
+def test_the_flags_default_to_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for env in ("NODE_NAME", "LEIFUR_METRICS_ADDRESS"):
+        monkeypatch.delenv(env, raising=False)
+    args = main.build_parser().parse_args(["--node-name", "n1"])
+    defaults = AgentSettings()
+    assert main.settings_from(args) == defaults
+    assert args.metrics_address == f":{defaults.metrics_port}"
+    assert f"(default {defaults.heartbeat.dead_after})" in main.build_parser().format_help()
+
+
+def test_the_flags_make_the_settings() -> None:
+    args = main.build_parser().parse_args(["--heartbeat-port", "7500", "--heartbeat-interval", "0.2",
+                                           "--dead-after", "1", "--handover-grace", "0.1"])
+    assert main.settings_from(args) == AgentSettings(heartbeat=HeartbeatSettings(7500, 0.2, 1.0), handover_grace=0.1)
+
+
+@pytest.mark.parametrize("argv", [["--dead-after", "0.2"], ["--heartbeat-interval", "0.3"]],
+                         ids=["dead-after-too-short", "interval-too-long"])
+def test_dead_after_must_exceed_two_intervals(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main.main(["--node-name", "n1", *argv]) == 2
+    assert capsys.readouterr().err == "leifur-agent: --dead-after must exceed two heartbeat intervals\n"
+
+
+def test_a_node_name_is_required(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("NODE_NAME", raising=False)
+    assert main.main([]) == 2
+    assert "--node-name (or env NODE_NAME) is required" in capsys.readouterr().err
