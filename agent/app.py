@@ -185,7 +185,7 @@ class Agent:
         view = digest(decisions)
         self.heartbeat.set_view(view)
         verdict = self._observe_agreement(view, decisions)
-        starting = self.heartbeat.starting(self.settings.heartbeat.start_courtesy)
+        starting = self.heartbeat.starting(self.settings.start_reserve)
         links = tuple(read_links())
         outcome = step.step(step.Inputs(self.node, cluster, live, decisions, frozenset(self.announced), verdict,
                                         starting, links, self.load_balancer_class))

@@ -121,7 +121,7 @@ class Membership:
         """Peers alive but not ready yet, first heard less than `within` ago: agents starting up.
 
         A node does not take a new IP that such a peer would own, so that agents starting
-        together do not all claim everything for a moment. `within` bounds the courtesy: a peer
+        together do not all claim everything for a moment. `within` bounds the reservation: a peer
         that never becomes ready (it cannot reach the API server) stops holding IPs back.
         """
         return frozenset(n for n, p in self._peers.items()

@@ -6,7 +6,8 @@ agent chose.
 
 An IP this node owns is claimed unless one of these holds it back, checked in this order:
 - the agreement: a live peer may still announce it from an older view (`agreement.py`);
-- a starting peer would own it once ready: claiming it for a moment would only move it twice;
+- a starting peer would own it once ready: claiming it for a moment would only move it twice
+  (unless it is a failover: its agreed owner is gone, and waiting would leave it dark);
 - no interface of this node can announce it: a problem to report, with the explanation.
 The first two apply only to IPs not claimed yet: an IP already announced stays announced.
 """
@@ -35,7 +36,7 @@ class Inputs:
     decisions: Mapping[str, plan.Decision]  # plan.decide_announcements(cluster, live, load_balancer_class)
     claimed: frozenset[str]  # IPs this node announces now
     agreement: Verdict
-    starting: frozenset[str]  # peers alive but not ready yet, within their courtesy
+    starting: frozenset[str]  # peers alive but not ready yet, first heard within start_reserve
     links: tuple[interfaces.Link, ...]
     load_balancer_class: str | None = None
 
@@ -97,7 +98,10 @@ def step(given: Inputs) -> Outcome:
 
 
 def _reserved_for_starting(given: Inputs, gains: Set[str]) -> set[str]:
-    """The gains a starting peer would own once ready."""
+    """The gains a starting peer would own once ready, except failovers."""
+    agreed = given.agreement.agreed or {}
+    # An IP whose agreed owner is gone (crashed, or restarting and so not ready) is dark now.
+    gains = {ip for ip in gains if agreed.get(ip) in (None, given.node) or agreed[ip] in given.live}
     if not given.starting or not gains:
         return set()  # spares deciding a second time, on nearly every sync
     later = plan.decide_announcements(given.cluster, given.live | given.starting, given.load_balancer_class)

@@ -45,14 +45,6 @@ class HeartbeatSettings:
         """How long a starting agent listens before it claims: long enough to hear every live peer twice."""
         return max(self.dead_after * 1.5, 3 * self.interval)
 
-    @property
-    def start_courtesy(self) -> float:
-        """How long a starting peer may hold back IPs it would own: its hold and a few heartbeats.
-
-        Bounded tightly, since it delays a crash failover happening meanwhile.
-        """
-        return self.start_hold + 3 * self.interval
-
 
 @dataclass(frozen=True)
 class AgentSettings:
@@ -65,3 +57,12 @@ class AgentSettings:
     agreement_patience: float = 10.0
     # Re-check links and decisions at least this often even without events (an interface came up).
     resync: float = 1.0
+    # How long a starting peer (alive, not ready) keeps the IPs it will own reserved, from when we
+    # first hear it: its caches' sync, which takes seconds on a loaded node, then its start-up hold.
+    # Bounded, so that an agent that never gets ready (no API server) does not keep new IPs dark.
+    # A failover is never reserved: see agent/step.py.
+    start_reserve: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.start_reserve <= self.heartbeat.start_hold:
+            raise ValueError("start_reserve must exceed the start-up hold (1.5 x dead_after)")

@@ -59,8 +59,18 @@ def disagreeing(me: str, now: float) -> Verdict:
     return g.verdict(now)
 
 
+def agreed_on(owner: str, me: str) -> Verdict:
+    """Every view agreed, the last time, that `owner` announces IP and IP2."""
+    g = Agreement(me, patience=10.0)
+    g.observe("v1", {}, {IP: owner, IP2: owner}, now=0.0)
+    return g.verdict(1.0)
+
+
 VERDICTS = {
     "agreed": lambda me: Agreement(me, patience=10.0).verdict(0.0),
+    "first-owned": lambda me: agreed_on(FIRST, me),
+    "second-owned": lambda me: agreed_on(SECOND, me),
+    "third-owned": lambda me: agreed_on(THIRD, me),
     "pending": lambda me: disagreeing(me, now=2.0),
     "impatient": lambda me: disagreeing(me, now=11.0),
 }
@@ -100,6 +110,12 @@ CASES = [
          me=SECOND, live=ALL - {FIRST}, starting=frozenset({FIRST}), claimed=frozenset({IP})),
     Case("starting-peer-that-would-not-own-changes-nothing", {IP: ON_ETH0},
          live=ALL - {THIRD}, starting=frozenset({THIRD})),
+    Case("starting-peer-still-reserves-when-a-live-node-owned-it", {}, {IP: step.RESERVED_FOR_STARTING_PEER},
+         me=SECOND, live=ALL - {FIRST}, starting=frozenset({FIRST}), agreement="second-owned"),
+    Case("a-failover-is-not-reserved-for-the-restarting-owner", {IP: ON_ETH0},
+         me=SECOND, live=ALL - {FIRST}, starting=frozenset({FIRST}), agreement="first-owned"),
+    Case("a-failover-is-not-reserved-for-another-starting-peer", {IP: ON_ETH0},
+         me=SECOND, live=frozenset({SECOND}), starting=frozenset({FIRST}), agreement="third-owned"),
     Case("held-for-agreement-before-a-starting-peer", {}, {IP: step.HELD_FOR_AGREEMENT},
          me=SECOND, live=ALL - {FIRST}, starting=frozenset({FIRST}), agreement="pending"),
     Case("no-interface-in-the-subnet", {}, {IP: step.NO_INTERFACE},
