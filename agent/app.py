@@ -22,11 +22,11 @@ from kubernetes import client
 from leifur.announce import interfaces, plan
 from leifur.announce.agreement import Agreement, Verdict, digest, owners
 from leifur.kube.events import EventRecorder
-from leifur.kube.informer import Informer
 from leifur.model import names, timestamps
 from leifur.model.settings import AgentSettings
 
 from . import metrics, step
+from .caches import Caches, peer_addresses
 from .heartbeat import Change, HeartbeatService
 from .links import read_links
 from .netlink import AddressFailure, NetlinkAnnouncer
@@ -49,7 +49,6 @@ class Announced:
 class Agent:
     def __init__(self, api_client: client.ApiClient, node: str, settings: AgentSettings = _DEFAULTS, *,
                  load_balancer_class: str | None = None) -> None:
-        self.api_client = api_client
         self.node = node
         self.settings = settings
         self.load_balancer_class = load_balancer_class
@@ -58,24 +57,14 @@ class Agent:
         self._dirty = threading.Event()
         self._reannounce = threading.Event()
 
-        self.services = Informer(api_client, "/api/v1/services", "services")
-        self.slices = Informer(api_client, "/apis/discovery.k8s.io/v1/endpointslices", "endpointslices")
-        self.nodes = Informer(api_client, "/api/v1/nodes", "nodes")
-        self.pools = Informer(api_client, f"/apis/{names.API_VERSION}/{names.POOLS}", names.POOLS)
-        self.ads = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2ADVERTISEMENTS}", names.L2ADVERTISEMENTS)
-        # Our own record only, to write it again should it disappear.
-        self.record = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}", names.L2NODESTATUSES,
-                               field_selector=f"metadata.name={node}")
-        self.informers = [self.services, self.slices, self.nodes, self.pools, self.ads, self.record]
-        for inf in self.informers:
-            inf.add_handler(lambda _o: self.wake(), lambda _o, _n: self.wake(), lambda _o: self.wake())
+        self.caches = Caches(api_client, node, self.wake)
 
         self.heartbeat = HeartbeatService(node, settings.heartbeat, on_change=self._membership_changed)
         self.netlink = NetlinkAnnouncer()
         self.announcers = Announcers(self.netlink, lambda ifname: Responder(ifname, on_conflict=self._conflict))
         self.last_sync = 0.0
         self.recorder = EventRecorder(api_client, names.AGENT_NAME, host=node)
-        self.records = RecordWriter(api_client, node, self._node_uid)
+        self.records = RecordWriter(api_client, node, self.caches.node_uid)
         self.announced: dict[str, Announced] = {}
         self.agreement = Agreement(node, settings.agreement_patience)
         self._held: frozenset[str] = frozenset()  # IPs waiting for the peers' views (logged on change)
@@ -99,10 +88,6 @@ class Agent:
             self._reannounce.set()
         self._dirty.set()
 
-    def _node_uid(self) -> str | None:
-        obj = self.nodes.get(self.node)
-        return obj["metadata"].get("uid") if obj else None
-
     # -- life cycle -------------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -111,13 +96,12 @@ class Agent:
         if removed:
             log.info("removed %d leftover address(es) of a previous run: %s", len(removed), removed)
         self.heartbeat.start()
-        for inf in self.informers:
-            inf.start()
+        self.caches.start()
         self.records.start()
-        while not self.stop_event.is_set() and not all(inf.has_synced() for inf in self.informers):
+        while not self.stop_event.is_set() and not self.caches.synced():
             self.stop_event.wait(0.05)
         # Peers learn we are starting (our not-ready heartbeats) and we hear them all before we claim.
-        self.heartbeat.set_peers(_peer_addresses(self.nodes.objects(), self.node))
+        self.heartbeat.set_peers(self.caches.peer_addresses())
         self.stop_event.wait(self.settings.heartbeat.start_hold)
         if not self.stop_event.is_set():
             self.ready = True
@@ -152,8 +136,7 @@ class Agent:
         self.records.stop()
         self.recorder.stop(2.0)
         self.heartbeat.stop()
-        for inf in self.informers:
-            inf.stop()
+        self.caches.stop()
 
     def healthy(self) -> bool:
         """Heartbeats flow and, once ready, syncs keep succeeding (a stuck sync is a restart's job)."""
@@ -163,18 +146,14 @@ class Agent:
 
     # -- the sync ---------------------------------------------------------------------------------
 
-    def cluster(self) -> plan.Cluster:
-        return plan.Cluster(self.services.objects(), self.slices.objects(), self.nodes.objects(), self.pools.objects(),
-                            self.ads.objects())
-
     def live_nodes(self) -> frozenset[str]:
         own = {self.node} if self.ready else set()
         return self.heartbeat.eligible() | own
 
     def sync(self) -> None:
         """Read, decide (step.step, pure), apply, record, report."""
-        cluster = self.cluster()
-        self.heartbeat.set_peers(_peer_addresses(cluster.nodes, self.node))
+        cluster = self.caches.cluster()
+        self.heartbeat.set_peers(peer_addresses(cluster.nodes, self.node))
         alive = self.heartbeat.peers_alive()
         metrics.PEERS.labels("alive").set(len(alive))
         metrics.PEERS.labels("ready").set(len(self.heartbeat.eligible()))
@@ -192,7 +171,7 @@ class Agent:
         self._log_held(outcome.held(step.HELD_FOR_AGREEMENT))
         self._report_unannounceable(outcome)
         self._apply(outcome.claims, {link.name: link for link in links})
-        self.records.check(self.record.get(self.node), self.record.has_synced())
+        self.records.check(self.caches.record.get(self.node), self.caches.record.has_synced())
         self.last_sync = time.monotonic()
 
     def _observe_agreement(self, view: str, decisions: Mapping[str, plan.Decision]) -> Verdict:
@@ -269,7 +248,7 @@ class Agent:
             self._event(key, "Warning", names.REASON_NOT_ANNOUNCED, f"node {self.node}: {message}")
 
     def _event(self, key: str, type_: str, reason: str, message: str) -> None:
-        svc = self.services.get(key)
+        svc = self.caches.services.get(key)
         if svc is not None:
             self.recorder.event(svc, type_, reason, message)
 
@@ -380,16 +359,3 @@ def _by_interface(claims: Mapping[str, step.Claim]) -> tuple[_ByInterface, _ByIn
             else:
                 answer.setdefault(ifname, set()).add(ip)
     return answer, announce_only, kernel
-
-
-def _peer_addresses(nodes: list[dict], me: str) -> dict[str, str]:
-    """Node name -> first InternalIP of every other Node: where its agent listens for heartbeats."""
-    out = {}
-    for n in nodes:
-        if n["metadata"]["name"] == me:
-            continue
-        addrs = (n.get("status") or {}).get("addresses") or []
-        internal = [a.get("address") for a in addrs if a.get("type") == "InternalIP" and a.get("address")]
-        if internal:
-            out[n["metadata"]["name"]] = internal[0]
-    return out

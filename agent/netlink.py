@@ -13,8 +13,8 @@ that added them: leftovers of a crashed agent stay until removed by hand
 (`ip -6 addr del IP/128 dev IF`).
 
 Debugging entry point (inside the node's namespace):
-    python -m agent.netlink set eth0=192.0.2.40,2001:db8::40 [--hold]
-    python -m agent.netlink list | cleanup
+    python -m leifur.agent.netlink set eth0=192.0.2.40,2001:db8::40 [--hold]
+    python -m leifur.agent.netlink list | cleanup
 """
 
 from __future__ import annotations
@@ -265,7 +265,8 @@ def _parse_assignment(spec: str) -> tuple[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m agent.netlink", description="Netlink mode by hand, for debugging.")
+    p = argparse.ArgumentParser(prog="python -m leifur.agent.netlink",
+                                description="Netlink mode by hand, for debugging.")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("set", help="make IFNAME=IP,IP... the full set of our addresses")
     s.add_argument("assignments", nargs="*", metavar="IFNAME=IP[,IP...]")

@@ -7,7 +7,7 @@ for timers and shutdown. Frames are parsed by agent.arp / agent.ndp; nothing her
 packets with scapy.
 
 Run as a program for manual tests (the netns tests drive it so):
-    python -m agent.responder --interface eth0 --ip 192.0.2.40 --ip 2001:db8::40
+    python -m leifur.agent.responder --interface eth0 --ip 192.0.2.40 --ip 2001:db8::40
 and then JSON lines on stdin: {"set": {"answer": [...], "announce_only": [...]}},
 {"announce": null}, {"counters": true}; one JSON line answers each.
 """
@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import sys
 
-    p = argparse.ArgumentParser(prog="python -m agent.responder",
+    p = argparse.ArgumentParser(prog="python -m leifur.agent.responder",
                                 description="Answer ARP/NDP for IPs on one interface.")
     p.add_argument("--interface", required=True)
     p.add_argument("--ip", action="append", default=[], help="an IP to answer for (repeatable)")

@@ -1,0 +1,65 @@
+"""The agent's informers: the cluster it decides from, kept by watches (no polling)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+
+from leifur.announce import plan
+from leifur.kube.informer import Informer
+from leifur.model import names
+
+
+class Caches:
+    """Services, EndpointSlices, Nodes, pools, advertisements, and this node's own record."""
+
+    def __init__(self, api_client: client.ApiClient, node: str, on_change: Callable[[], None]) -> None:
+        self.node = node
+        self.services = Informer(api_client, "/api/v1/services", "services")
+        self.slices = Informer(api_client, "/apis/discovery.k8s.io/v1/endpointslices", "endpointslices")
+        self.nodes = Informer(api_client, "/api/v1/nodes", "nodes")
+        self.pools = Informer(api_client, f"/apis/{names.API_VERSION}/{names.POOLS}", names.POOLS)
+        self.ads = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2ADVERTISEMENTS}", names.L2ADVERTISEMENTS)
+        # Our own record only, to write it again should it disappear.
+        self.record = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}", names.L2NODESTATUSES,
+                               field_selector=f"metadata.name={node}")
+        self.all = (self.services, self.slices, self.nodes, self.pools, self.ads, self.record)
+        for inf in self.all:
+            inf.add_handler(lambda _o: on_change(), lambda _o, _n: on_change(), lambda _o: on_change())
+
+    def start(self) -> None:
+        for inf in self.all:
+            inf.start()
+
+    def stop(self) -> None:
+        for inf in self.all:
+            inf.stop()
+
+    def synced(self) -> bool:
+        return all(inf.has_synced() for inf in self.all)
+
+    def cluster(self) -> plan.Cluster:
+        return plan.Cluster(self.services.objects(), self.slices.objects(), self.nodes.objects(),
+                            self.pools.objects(), self.ads.objects())
+
+    def node_uid(self) -> str | None:
+        obj = self.nodes.get(self.node)
+        return obj["metadata"].get("uid") if obj else None
+
+    def peer_addresses(self) -> dict[str, str]:
+        """Node name -> first InternalIP of every other Node: where its agent listens for heartbeats."""
+        return peer_addresses(self.nodes.objects(), self.node)
+
+
+def peer_addresses(nodes: list[dict[str, Any]], me: str) -> dict[str, str]:
+    out = {}
+    for n in nodes:
+        if n["metadata"]["name"] == me:
+            continue
+        addrs = (n.get("status") or {}).get("addresses") or []
+        internal = [a.get("address") for a in addrs if a.get("type") == "InternalIP" and a.get("address")]
+        if internal:
+            out[n["metadata"]["name"]] = internal[0]
+    return out
