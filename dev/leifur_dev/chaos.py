@@ -36,6 +36,7 @@ from leifur.kube.informer import Informer
 from leifur.model import names
 from leifur.model.objects import key_of
 from leifur.model.service import ServiceSpecError, ingress_ips, is_ours, traits_of
+from leifur.model.settings import AgentSettings
 from leifur_dev.cluster import wait_for
 from leifur_dev.flaky import FlakyProxy
 from leifur_dev.probe import claims_in_capture, handover_windows
@@ -295,8 +296,9 @@ class Chaos:
 
     def partition(self) -> None:
         host = self._node()
-        cut = ("table inet chaospart {\n chain in {\n  type filter hook input priority 0\n  udp dport 7474 drop\n }\n"
-               " chain out {\n  type filter hook output priority 0\n  udp dport 7474 drop\n }\n}\n")
+        drop = f"udp dport {AgentSettings().heartbeat.port} drop"
+        cut = (f"table inet chaospart {{\n chain in {{\n  type filter hook input priority 0\n  {drop}\n }}\n"
+               f" chain out {{\n  type filter hook output priority 0\n  {drop}\n }}\n}}\n")
         start = time.time()
         self.stack.lab.run(host.netns, ["nft", "-f", "-"], input=cut)
         self._pause()

@@ -21,6 +21,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from leifur.model import names
+from leifur.model.settings import AgentSettings
 from leifur_dev import gobuild, netlab
 from leifur_dev.cluster import (
     REPO,
@@ -34,7 +35,7 @@ from leifur_dev.cluster import (
 from leifur_dev.controlplane import ControlPlane
 from leifur_dev.flaky import FlakyProxy
 
-AGENT_PORT = 7473
+AGENT_PORT = AgentSettings().metrics_port
 SERVER_PORT = 8080
 
 
