@@ -98,9 +98,14 @@ class Agent:
         self.heartbeat.start()
         self.caches.start()
         self.records.start()
+        # Peers learn we are starting from our not-ready heartbeats, sent as soon as the Nodes say
+        # where they are: the reserve they keep for our IPs must cover the rest of our caches' sync
+        # (seconds on a loaded node), not begin after it.
         while not self.stop_event.is_set() and not self.caches.synced():
+            if self.caches.nodes.has_synced():
+                self.heartbeat.set_peers(self.caches.peer_addresses())
             self.stop_event.wait(0.05)
-        # Peers learn we are starting (our not-ready heartbeats) and we hear them all before we claim.
+        # We hear every live peer at least twice before we claim.
         self.heartbeat.set_peers(self.caches.peer_addresses())
         self.stop_event.wait(self.settings.heartbeat.start_hold)
         if not self.stop_event.is_set():
