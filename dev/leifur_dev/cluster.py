@@ -274,7 +274,10 @@ class ControllerProcess(ServedProcess):
         self.argv = [
             sys.executable, "-m", "leifur.controller.main", "--kubeconfig", str(kubeconfig),
             "--metrics-address", f"127.0.0.1:{self.port}", "--identity", identity,
-            "--lease-namespace", lease_namespace, "--lease-duration", "4", "--renew-deadline", "3",
+            # Shorter than the defaults, so that a SIGKILLed leader is replaced within seconds, but
+            # with the documented margin: lease - renew deadline (5 s) exceeds a write's timeout
+            # (4 s), and a renewal may stall 5 s on a loaded machine before the controller exits.
+            "--lease-namespace", lease_namespace, "--lease-duration", "10", "--renew-deadline", "5",
             "--retry-period", "0.5", "--log-level", "debug", *extra,
         ]
         self.proc: subprocess.Popen | None = None

@@ -212,7 +212,9 @@ def test_relist_after_expiry_reports_what_changed_while_disconnected(control_pla
     rec.wait_for("update", f"{namespace}/changed", check=lambda o: o["metadata"]["labels"] == {"v": "2"})
     rec.wait_for("add", f"{namespace}/new")
     assert inf.list_count == 2
-    assert REGISTRY.get_sample_value("leifur_informer_relists_total", {"resource": "svc-relist"}) == relists_before + 1
+    # A LIST attempt that fails right after the restart counts as a relist too; list_count above
+    # says exactly one more completed.
+    assert REGISTRY.get_sample_value("leifur_informer_relists_total", {"resource": "svc-relist"}) >= relists_before + 1
     # Unchanged objects are not reported again.
     assert (("update", f"{namespace}/same") not in rec.seen()) and (("add", f"{namespace}/same") not in rec.seen())
     assert keys_in(inf, namespace) == [
@@ -226,15 +228,17 @@ def test_api_server_outage_backs_off_and_recovers(control_plane, api_client, nam
     rec.wait_for("add", f"{namespace}/old")
 
     down = 6.0
+    # Counted from before the stop: the watch breaks, and the backoff starts, as soon as the API
+    # server gets SIGTERM, however long its graceful shutdown takes on a loaded machine.
+    attempts_before = inf.connect_attempts
     try:
         control_plane.stop_component("kube-apiserver", grace=3)
-        attempts_before = inf.connect_attempts
         time.sleep(down)
         attempts_while_down = inf.connect_attempts - attempts_before
     finally:
         control_plane.start_component("kube-apiserver")
         control_plane.wait_ready()
-    # Backoff 0.2, 0.4, 0.8, 1.6, 3.2 (+-20%): about 5 attempts in 6 s. A tight loop makes thousands.
+    # Backoff 0.2, 0.4, 0.8, 1.6, 3.2 (+-20%): about 5 attempts in 6 to 9 s. A tight loop makes thousands.
     assert 2 <= attempts_while_down <= 10, attempts_while_down
     errors = REGISTRY.get_sample_value("leifur_informer_watch_errors_total", {"resource": "svc-outage"})
     assert errors and errors >= 2

@@ -77,7 +77,8 @@ def test_read_links_sees_eth0_as_a_veth_with_its_addresses(lab):
     vip4, _ = vips(lab)
     code = textwrap.dedent("""
         import json, sys
-        from leifur.announce.interfaces import read_links, select_interfaces
+        from leifur.agent.links import read_links
+        from leifur.announce.interfaces import select_interfaces
         links = read_links()
         print(json.dumps({
             "links": [{**l.__dict__, "networks": [str(n) for n in l.networks]} for l in links],
