@@ -172,9 +172,13 @@ def test_services_that_are_not_ours_are_left_alone_and_released_when_they_leave(
 def test_load_balancer_class_flag_handles_exactly_that_class(env):
     env.controller("--load-balancer-class", "leifur.io/lb")
     env.pool("a", ["203.0.113.104/29"])
-    env.svc("classed", loadBalancerClass="leifur.io/lb")
+    # The one to leave alone comes first: by the time the later ones have their IPs, the controller
+    # has seen it (one informer, events in order), so its absence of an IP says something.
     env.svc("unclassed")
+    env.svc("classed", loadBalancerClass="leifur.io/lb")
+    env.svc("classed-later", loadBalancerClass="leifur.io/lb")
     env.wait_ips("classed")
+    env.wait_ips("classed-later")
     assert not env.ips("unclassed")
     assert not env.cluster.service(env.ns, "unclassed")["metadata"].get("finalizers")
 

@@ -77,9 +77,11 @@ def widget_crd(api_client):
     ext.delete_custom_resource_definition(crd.metadata.name)
 
 
-def _watch_into(api: client.CustomObjectsApi, namespace: str, events: queue.Queue, stop: threading.Event):
+def _watch_into(api: client.CustomObjectsApi, namespace: str, events: queue.Queue, stop: threading.Event,
+                resource_version: str):
     w = watch.Watch()
-    for ev in w.stream(api.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, timeout_seconds=30):
+    for ev in w.stream(api.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, timeout_seconds=30,
+                       resource_version=resource_version):
         obj = ev["object"]
         events.put((ev["type"], obj["metadata"]["name"], obj["metadata"].get("deletionTimestamp")))
         if stop.is_set():
@@ -99,9 +101,10 @@ def test_crd_objects_watch_events_and_finalizer_blocks_deletion(api_client, name
     api = client.CustomObjectsApi(api_client)
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
-    t = threading.Thread(target=_watch_into, args=(api, namespace, events, stop), daemon=True)
+    # Watching from the LIST's resourceVersion delivers every later change, however late the watch opens.
+    rv = api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["metadata"]["resourceVersion"]
+    t = threading.Thread(target=_watch_into, args=(api, namespace, events, stop, rv), daemon=True)
     t.start()
-    time.sleep(0.5)  # let the watch open before the first write
 
     # Schema validation is real: size must be >= 1.
     with pytest.raises(ApiException) as bad:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
@@ -86,17 +87,21 @@ def test_api_errors_and_a_full_queue_never_reach_the_caller(api_client, caplog):
     def dropped() -> float:
         return REGISTRY.get_sample_value("leifur_events_dropped_total", {"component": "leifur-unreachable"}) or 0
 
-    # Nothing listens on port 1: every write fails at once.
-    cfg = client.Configuration(host="https://127.0.0.1:1")
-    rec = EventRecorder(client.ApiClient(cfg), "leifur-unreachable", queue_size=5, request_timeout=1)
+    # A server that accepts connections and never answers: every write hangs until its timeout,
+    # so a recorder that waited for the API would take at least that long on its first event.
+    timeout = 3.0
+    hang = socket.create_server(("127.0.0.1", 0), backlog=64)
+    cfg = client.Configuration(host=f"https://127.0.0.1:{hang.getsockname()[1]}")
+    rec = EventRecorder(client.ApiClient(cfg), "leifur-unreachable", queue_size=5, request_timeout=timeout)
     obj = {"apiVersion": "v1", "kind": "Service",
            "metadata": {"name": "s", "namespace": "nowhere", "uid": "u-1", "resourceVersion": "1"}}
     before = dropped()
     started = time.monotonic()
     for i in range(50):
         rec.event(obj, "Normal", "Test", f"message {i}")
-    assert time.monotonic() - started < 0.5  # never waits for the API
-    assert rec.flush(30)
+    assert time.monotonic() - started < timeout  # never waits for the API
+    assert rec.flush(60)
+    hang.close()
     assert dropped() - before == 50  # each one either did not fit or failed, and is counted
     assert any("queue full" in r.getMessage() for r in caplog.records)
     assert any("could not record event" in r.getMessage() for r in caplog.records)
