@@ -240,7 +240,7 @@ class ServiceReconciler:
         conditions = condition(old_conditions, names.COND_SERVICE_ALLOCATED, outcome.ok, outcome.reason,
                                outcome.message, meta.get("generation"))
         if after != before or not same_conditions(old_conditions, conditions):
-            ingress = [{"ip": ip, "ipMode": "VIP"} for ip in after]
+            ingress = [{"ip": ip, "ipMode": "VIP"} for ip in after] + service.foreign_ingress(svc)
             self.writer.patch_status(svc, ingress, conditions)
             for ip in {*before, *after}:
                 self._touch_pools_of(ipaddress.ip_address(ip))
@@ -264,7 +264,7 @@ class ServiceReconciler:
                                             for c in status.get("conditions") or [])
         ):
             conditions = [c for c in status.get("conditions") or [] if c.get("type") != names.COND_SERVICE_ALLOCATED]
-            svc = self.writer.patch_status(svc, [], conditions)
+            svc = self.writer.patch_status(svc, service.foreign_ingress(svc), conditions)
         self.writer.patch_metadata(svc, [f for f in finalizers if f != names.SERVICE_FINALIZER],
                                    {names.ANN_ALLOCATED_FROM_POOL: None})
 

@@ -93,15 +93,25 @@ def traits_of(svc: Object) -> ServiceTraits:
     )
 
 
+def _ingress(svc: Object) -> list[Object]:
+    return list(((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [])
+
+
+def _readable_ip(entry: Object) -> IP | None:
+    try:
+        return ipaddress.ip_address(entry.get("ip", ""))
+    except ValueError:
+        return None
+
+
 def ingress_ips(svc: Object) -> list[IP]:
     """The IPs in status.loadBalancer.ingress (unparsable entries are ignored: not ours)."""
-    out = []
-    for entry in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []:
-        try:
-            out.append(ipaddress.ip_address(entry.get("ip", "")))
-        except ValueError:
-            continue
-    return out
+    return [ip for entry in _ingress(svc) if (ip := _readable_ip(entry)) is not None]
+
+
+def foreign_ingress(svc: Object) -> list[Object]:
+    """The ingress entries with no IP we can read (a hostname someone else wrote): kept as they are."""
+    return [entry for entry in _ingress(svc) if _readable_ip(entry) is None]
 
 
 def _parse_ip(text: str, where: str) -> IP:

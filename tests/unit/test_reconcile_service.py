@@ -72,7 +72,7 @@ class FakeServiceWriter:
     def patch_status(self, svc: dict, ingress: list[dict], conditions: list[dict]) -> dict:
         stored = self._stored(svc)
         ours = next((c for c in conditions if c["type"] == names.COND_SERVICE_ALLOCATED), None)
-        line = f"status {key_of(svc)}: {','.join(i['ip'] for i in ingress) or '-'}"
+        line = f"status {key_of(svc)}: {','.join(i.get('ip') or i['hostname'] for i in ingress) or '-'}"
         self._call(line + (f" [{ours['status']} {ours['reason']}]" if ours else ""))
         status = stored.setdefault("status", {})
         status["loadBalancer"] = {"ingress": ingress} if ingress else {}
@@ -400,3 +400,21 @@ def test_ips_shown_in_status_are_adopted_before_anything_new_is_allocated():
     w.sync(new)
     assert w.shown(new) == ["192.0.2.11"]
     assert w.sync(o) == []  # the adopted Service is already what it should be
+
+
+# -- what others wrote -------------------------------------------------------------------------
+
+
+def test_an_ingress_entry_someone_else_wrote_survives_our_writes():
+    # A hostname-only entry (another component's, or a DNS name an operator set) is not ours to drop.
+    theirs = {"hostname": "lb.example.com"}
+    w = World({"lan": ["192.0.2.10"]})
+    obj = svc("a")
+    obj["status"] = {"loadBalancer": {"ingress": [theirs]}}
+    a = w.add(obj)
+    w.sync(a)
+    assert w.services.store[a]["status"]["loadBalancer"]["ingress"] == [{"ip": "192.0.2.10", "ipMode": "VIP"}, theirs]
+    w.edit(a, cluster_ip)
+    w.sync(a)
+    assert w.services.store[a]["status"]["loadBalancer"]["ingress"] == [theirs]
+    assert w.held(a) == []
