@@ -89,11 +89,19 @@ def _demo(stack: Stack, kubectl, stay_up: bool) -> int:
     show(records, subprocess.run(records, capture_output=True, text=True))
 
     say(f"Now killing {owner.name}'s agent with SIGKILL, while the client probes {ip} every 10 ms")
-    probe = stack.probe(ip, duration=3.0, interval=0.01)
-    time.sleep(1.0)
+    # Its duration only bounds it: it is stopped once another node answers alone.
+    probe = stack.probe(ip, duration=120.0, interval=0.01)
+    # Killed only once the probe sees the owner answer, so that it measures the whole blackout.
+    if (first_mac := stack.probe_first_answer(probe)) != owner.mac:
+        raise RuntimeError(f"the probe's first answer came from {first_mac}, not from {owner.name}")
     stack.agents[owner.name].signal(signal.SIGKILL)
-    result = stack.probe_result(probe)
-    new_owner = stack.mac_owner(result["last_mac"]) if result["last_mac"] else None
+    stack.agents[owner.name].wait_exit(10)
+    cluster.wait_for(lambda: len(m := stack.who_answers(ip)) == 1 and m[0] != owner.mac, 30,
+                     what="another node answering alone")
+    result = stack.stop_probe(probe)
+    new_owner = stack.mac_owner(result["last_mac"])
+    if new_owner in (None, owner.name) or result["longest_gap"] is None:
+        raise RuntimeError(f"the probe did not see the IP move: {result['changes']}")
     say(f"{new_owner} took over {ip}: the client saw no answer for "
         f"{result['longest_gap'] * 1000:.0f} ms (its probes are 10 ms apart).")
     served = cluster.wait_for(lambda: stack.connect(ip), 15, what="a TCP answer after failover")

@@ -2,8 +2,11 @@
 
 Run inside the client namespace: `python -m leifur_dev.probe --interface eth0 --ip IP
 --interval 0.01 --duration 5`. It sends one ARP request (IPv4) or Neighbor Solicitation
-(IPv6) per interval, bounded by `duration`, records every answer with its MAC and a kernel
-receive time, and prints one JSON object at the end (or when it gets SIGTERM/SIGINT).
+(IPv6) per interval, bounded by `duration`, records every answer with its MAC and the kernel's
+receive time, and prints one JSON object at the end (or when it gets SIGTERM/SIGINT). Before
+that, the first answer is reported at once on a line of its own, `{"first": MAC}`, so that a
+caller can wait until the probe sees who answers now instead of guessing how long it takes to
+start (`Stack.probe_first_answer`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import select
 import signal
 import socket
 import statistics
+import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -46,8 +50,21 @@ def _own_address(ifname: str, version: int) -> str:
 
 @dataclass
 class Answer:
-    t: float  # seconds since the probe started (receive time)
+    t: float  # seconds since the probe started, by the kernel's receive timestamp
     mac: str
+
+
+# Linux's SO_TIMESTAMPNS (= SCM_TIMESTAMPNS); the socket module does not name it.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+
+
+def _receive_time(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """The kernel's CLOCK_REALTIME stamp of a frame: when it arrived, however late we got to it."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack("qq", data[:16])
+            return sec + nsec / 1e9
+    return time.time()
 
 
 def _parse_answer(frame: bytes, target: bytes, version: int) -> str | None:
@@ -78,6 +95,7 @@ def probe(ifname: str, ip: str, interval: float, duration: float) -> dict:
     frame = arp.build_request(mac, src_ip, ip) if version == 4 else ndp.build_solicit(mac, src_ip, ip)
     proto = bpf.ETH_P_ARP if version == 4 else bpf.ETH_P_IPV6
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.bind((ifname, proto))
     sock.setblocking(False)
     stop = {"now": False}
@@ -88,8 +106,24 @@ def probe(ifname: str, ip: str, interval: float, duration: float) -> dict:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     start = time.monotonic()
+    start_wall = time.time()
     sent: list[float] = []
     answers: list[Answer] = []
+
+    def receive() -> None:
+        """Everything queued on the socket, stamped with when the kernel received it."""
+        while True:
+            try:
+                data, ancillary, _flags, _addr = sock.recvmsg(2048, 64)
+            except BlockingIOError:
+                return
+            who = _parse_answer(data, addr.packed, version)
+            if who is None:
+                continue
+            answers.append(Answer(_receive_time(ancillary) - start_wall, who))
+            if len(answers) == 1:
+                print(json.dumps({"first": who}), flush=True)
+
     next_send = start
     deadline = start + duration
     while not stop["now"]:
@@ -103,16 +137,15 @@ def probe(ifname: str, ip: str, interval: float, duration: float) -> dict:
             if next_send < now:
                 next_send = now + interval
         ready, _, _ = select.select([sock], [], [], max(0.0, min(next_send, deadline) - time.monotonic()))
-        while ready:
-            try:
-                data = sock.recv(2048)
-            except BlockingIOError:
-                break
-            who = _parse_answer(data, addr.packed, version)
-            if who is not None:
-                answers.append(Answer(time.monotonic() - start, who))
+        if ready:
+            receive()
+    # Answers that arrived while we were not running are in the socket, with their kernel times:
+    # a probe descheduled past its deadline must not report them as missing.
+    receive()
     sock.close()
-    return summarize(sent, answers)
+    result = summarize(sent, answers)
+    result["start"] = start_wall
+    return result
 
 
 def summarize(sent: list[float], answers: list[Answer]) -> dict:

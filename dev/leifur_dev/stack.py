@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import select
+import signal
 import subprocess
 import sys
 import textwrap
@@ -278,16 +281,48 @@ class Stack:
         return res.stdout.strip() or None
 
     def probe(self, ip: str, duration: float, interval: float = 0.01) -> subprocess.Popen:
-        """Start the ARP/NDP prober in the client namespace; `probe_result` collects it."""
+        """Start the ARP/NDP prober in the client namespace; `probe_result` collects it (or
+        `stop_probe`, before its duration is over); `probe_first_answer` waits until it runs."""
         assert self.lab.client is not None
         return self.lab.popen(self.lab.client.netns, [
             sys.executable, "-m", "leifur_dev.probe", "--ip", ip, "--interval", str(interval),
             "--duration", str(duration)], stdout=subprocess.PIPE, text=True)
 
     @staticmethod
+    def probe_first_answer(proc: subprocess.Popen, timeout: float = 60) -> str:
+        """Wait until the probe got its first answer; the MAC that gave it."""
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        line = b""
+        # Byte by byte from the pipe itself: a buffered read could take the final report along,
+        # and probe_result reads that from the pipe too.
+        while not line.endswith(b"\n"):
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                proc.terminate()
+                raise TimeoutError(f"the probe got no answer within {timeout:.0f}s")
+            byte = os.read(fd, 1)
+            if not byte:
+                raise RuntimeError(f"the probe exited with {proc.wait()} before any answer")
+            line += byte
+        msg = json.loads(line)
+        if "first" not in msg:
+            raise RuntimeError(f"the probe ended without an answer: {msg}")
+        return msg["first"]
+
+    @staticmethod
     def probe_result(proc: subprocess.Popen, timeout: float = 120) -> dict:
         out, _ = proc.communicate(timeout=timeout)
-        return json.loads(out)
+        lines = out.splitlines()
+        if not lines:
+            raise RuntimeError(f"the probe exited with {proc.returncode} and no report")
+        return json.loads(lines[-1])
+
+    @staticmethod
+    def stop_probe(proc: subprocess.Popen) -> dict:
+        """End a probe before its duration is over (it reports what it saw so far)."""
+        proc.send_signal(signal.SIGTERM)
+        return Stack.probe_result(proc)
 
     def capture(self, path: Path) -> subprocess.Popen:
         """tcpdump of ARP and ICMPv6 on the client's eth0 into `path`, until the process is stopped."""

@@ -91,13 +91,17 @@ def test_one_node_answers_with_its_mac_and_serves_the_connection(stack):
 HANDOVER_WINDOW = 0.3  # seconds in which both the old and the new owner may answer
 
 
-def assert_one_handover(result: dict, old: str, new: str) -> None:
+def assert_one_handover(result: dict, old: str, new: str, old_gone_at: float) -> None:
     """The answers went from `old` to `new` once: any back and forth stays inside one handover window
-    (on SIGTERM the leaving agent answers for its grace period after the new owner started), no third MAC."""
+    (on SIGTERM the leaving agent answers for its grace period after the new owner started), no third MAC,
+    and once the old agent was gone (`old_gone_at`, wall clock) only `new` answered. The probe's times are
+    the kernel's receive times, so a probe that was descheduled meanwhile does not stretch the window."""
     changes = result["changes"]
     assert changes, result
     assert {c["from"] for c in changes} | {c["to"] for c in changes} <= {old, new}, changes
     assert changes[-1]["to"] == new and changes[-1]["t"] - changes[0]["t"] <= HANDOVER_WINDOW, changes
+    after = {mac for t, mac in result["answers"] if result["start"] + t > old_gone_at}
+    assert after == {new}, (after, changes)
 
 
 def _record(stack: Stack, node: str) -> dict | None:
@@ -112,18 +116,23 @@ def test_failover_when_the_owning_agent_dies(stack, sig):
     ns = start(stack)
     ip = stack.service(ns, "web")
     first = wait_single_answer(stack, ip)
-    pcap = stack.workdir / "client.pcap"
-    capture = stack.capture(pcap)
-    probe = stack.probe(ip, duration=5.0, interval=0.01)
-    time.sleep(1.5)
-    stack.agents[first].signal(sig)
-    result = stack.probe_result(probe)
-    assert stack.agents[first].wait_exit(10) is not None
     survivors = [h for h in stack.lab.nodes if h.name != first]
     second = expected_owner(stack, ip, survivors)
-    assert result["first_mac"] == stack.lab.host(first).mac
-    assert result["last_mac"] == stack.lab.host(second).mac
-    assert_one_handover(result, stack.lab.host(first).mac, stack.lab.host(second).mac)
+    old_mac, new_mac = stack.lab.host(first).mac, stack.lab.host(second).mac
+    pcap = stack.workdir / "client.pcap"
+    capture = stack.capture(pcap)
+    # Its duration only bounds it: it is stopped once the new owner is seen answering alone.
+    probe = stack.probe(ip, duration=120.0, interval=0.01)
+    # Signalled only once the probe sees the owner answer: otherwise it could start after the handover.
+    assert stack.probe_first_answer(probe) == old_mac
+    stack.agents[first].signal(sig)
+    assert stack.agents[first].wait_exit(10) is not None
+    gone_at = time.time()
+    wait_for(lambda: stack.who_answers(ip) == [new_mac], 30, what=f"{second} answering alone")
+    result = stack.stop_probe(probe)
+    assert result["first_mac"] == old_mac
+    assert result["last_mac"] == new_mac
+    assert_one_handover(result, old_mac, new_mac, gone_at)
     print(f"\nfailover after {sig.name}: blackout {result['longest_gap'] * 1000:.0f} ms "
           f"(probes every 10 ms; median gap {result['median_gap'] * 1000:.1f} ms)")
     if sig == signal.SIGTERM:
@@ -260,10 +269,17 @@ def test_an_agent_with_a_stale_view_is_not_answered_over(stack):
     cut = ("table inet leifurstale {\n chain in {\n  type filter hook input priority 0\n"
            f"  tcp sport {port} drop\n }}\n chain out {{\n  type filter hook output priority 0\n"
            f"  tcp dport {port} drop\n }}\n}}\n")
+
+    def views_differ() -> float:
+        return stack.agents[successor.name].metric("leifur_agent_peers", state="differing")
+
     stack.lab.run(stale.netns, ["nft", "-f", "-"], input=cut)
     try:
+        wait_for(lambda: views_differ() == 0, 30, what=f"{successor.name} agreeing with every peer before the label")
         stack.label_node(stale, {names.LABEL_EXCLUDE_LB: "true"})
-        time.sleep(1.0)  # the fresh agents' watches deliver the label within milliseconds
+        # The successor has seen the label (its view moved away from the stale owner's): from now on
+        # it would take the IP, were it not for the rule under test.
+        wait_for(lambda: views_differ() >= 1, 30, what=f"{successor.name} deciding unlike the stale owner")
         # Only the stale owner answers: nobody takes an IP from a live peer whose view differs.
         assert stack.who_answers(ip, duration=1.5) == [stale.mac]
     finally:
@@ -283,23 +299,32 @@ def test_garbage_on_the_heartbeat_port_changes_nothing(stack):
     ip = stack.service(ns, "web")
     answering = wait_single_answer(stack, ip)
     targets = [h.ip4 for h in stack.lab.nodes]
+    nodes = [stack.node_name(h) for h in stack.lab.nodes]
+    # Besides garbage, well-formed heartbeats from the client's address: an unknown node, and each real
+    # node saying it leaves with a newer incarnation (accepted, that would drop the owner for good).
     flood = (
-        "import os, random, socket, sys, time\n"
+        "import json, os, random, socket, sys, time\n"
         "random.seed(7)\n"
         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
         "good = b'LFHB1{\"node\":\"x\",\"inc\":1,\"seq\":1,\"ready\":true,\"leaving\":false}'\n"
-        "samples = [b'', b'LFHB1', b'LFHB1{', good[:-3], good + b'x' * 2000, b'LFHB1[1,2]', b'LFHB1\\xff\\xfe',\n"
-        "           b'LFHB1{\"node\":null,\"inc\":1,\"seq\":1,\"ready\":true,\"leaving\":false}']\n"
+        "forged = [b'LFHB1' + json.dumps({'node': n, 'inc': 2**62, 'seq': 1, 'ready': False,\n"
+        "                                  'leaving': True}).encode() for n in sys.argv[2].split(',')]\n"
+        "samples = [b'', b'LFHB1', b'LFHB1{', good, good[:-3], good + b'x' * 2000, b'LFHB1[1,2]', b'LFHB1\\xff\\xfe',\n"
+        "           b'LFHB1{\"node\":null,\"inc\":1,\"seq\":1,\"ready\":true,\"leaving\":false}', *forged]\n"
         "deadline = time.monotonic() + 10\n"
         "for i in range(3000):\n"
         "    if time.monotonic() > deadline: break\n"
         "    data = samples[i % len(samples)] if i % 2 else os.urandom(random.randint(0, 1400))\n"
-        "    for t in sys.argv[1:]:\n"
+        "    for t in sys.argv[1].split(','):\n"
         "        s.sendto(data, (t, 7474))\n"
     )
-    stack.lab.run(stack.lab.client.netns, [sys.executable, "-c", flood, *targets])
-    for agent in stack.agents.values():
+    rejected = {name: a.metric("leifur_agent_heartbeats_total", direction="rejected")
+                for name, a in stack.agents.items()}
+    stack.lab.run(stack.lab.client.netns, [sys.executable, "-c", flood, ",".join(targets), ",".join(nodes)])
+    for name, agent in stack.agents.items():
         assert agent.alive(), agent.log_tail()
+        # The flood reached the agent's heartbeat socket and was read, not lost on the way.
+        assert agent.metric("leifur_agent_heartbeats_total", direction="rejected") > rejected[name], name
     assert stack.who_answers(ip, duration=1.0) == [stack.lab.host(answering).mac]
 
 
