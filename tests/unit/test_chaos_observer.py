@@ -5,7 +5,7 @@ from __future__ import annotations
 from kubernetes import client
 
 from leifur.model import names
-from leifur_dev.chaos import Observer
+from leifur_dev.chaos import REPROBES, Chaos, Observer
 from leifur_dev.probe import handover_windows
 
 
@@ -51,3 +51,24 @@ def test_handover_windows_group_back_and_forth_and_separate_handovers():
     flapping = [(t / 10, a if t % 2 else b) for t in range(40)]
     [(first, last, macs)] = handover_windows(flapping, 0.3)
     assert last - first > 3 and macs == {a, b}
+
+
+def test_a_wrong_mac_is_a_violation_at_once_and_silence_only_when_it_lasts():
+    a, b = "02:00:00:00:00:01", "02:00:00:00:00:02"
+    chaos = Chaos(stack=None, namespace="ns", seed=1)
+    chaos.observer = observer()
+    # What each round of probes hears: the first round is silent for .41 and .42 (as when probes are
+    # descheduled), .42 stays dark, .40 is answered by the wrong node.
+    rounds = [{"192.0.2.40": [b], "192.0.2.41": [], "192.0.2.42": []}, {"192.0.2.42": []}]
+    probed: list[set[str]] = []
+
+    def wrong_answers(expected: dict[str, str]) -> dict[str, list[str]]:
+        probed.append(set(expected))
+        heard = rounds[min(len(probed) - 1, len(rounds) - 1)]
+        return {ip: heard[ip] for ip in expected if ip in heard}
+
+    chaos._wrong_answers = wrong_answers
+    chaos._check_answered({"192.0.2.40": a, "192.0.2.41": a, "192.0.2.42": a}, "now")
+    assert probed[1:] == [{"192.0.2.41", "192.0.2.42"}] + [{"192.0.2.42"}] * (REPROBES - 1)
+    assert sorted(v.detail for v in chaos.observer.violations) == [
+        f"192.0.2.40 answered by ['{b}'] now (expected {a})", f"192.0.2.42 answered by [] now (expected {a})"]
