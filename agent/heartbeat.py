@@ -88,11 +88,13 @@ class _Peer:
 @dataclass(frozen=True)
 class Change:
     """What a heartbeat or a sweep changed: `eligible` moved, which peers came back to life, and
-    whether an eligible peer's `view` changed."""
+    whether an eligible peer's `view` changed. `arrived`: peers heard anew (a new incarnation, or
+    alive again), which the agent logs but need not act on."""
 
     eligible: bool = False
     revived: frozenset[str] = frozenset()
     views: bool = False
+    arrived: frozenset[str] = frozenset()
 
     def __bool__(self) -> bool:
         return self.eligible or bool(self.revived) or self.views
@@ -145,6 +147,7 @@ class Membership:
         # Any other incarnation of a peer we hold dead or leaving is a restart: a clock that went
         # back (the incarnation is a start time) must not keep a restarted agent out.
         revived: frozenset[str] = frozenset()
+        arrived = frozenset({hb.node}) if p is None or not self._alive(p, now) or p.inc != hb.inc else frozenset()
         since = p.since if p is not None and p.inc == hb.inc else now
         if p is None or not self._alive(p, now):
             if hb.node in self._was_dead and not hb.leaving:
@@ -153,7 +156,7 @@ class Membership:
             since = now
         view_changed = hb.ready and (p is None or p.view != hb.view)
         self._peers[hb.node] = _Peer(hb.inc, hb.seq, now, hb.ready, hb.leaving, since, hb.view)
-        return Change(self._refresh(now), revived, view_changed)
+        return Change(self._refresh(now), revived, view_changed, arrived)
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop what we know of nodes not in `keep` (their Node objects are gone)."""
@@ -328,6 +331,10 @@ class HeartbeatService:
                 sweep = self.membership.sweep(now)
             if hb:
                 self._received.inc()
+            for node in change.arrived:
+                # Peers' join times, in every agent's log: when it began to reserve a starting peer's IPs.
+                log.info("heard %s (%s)", node, "leaving" if hb and hb.leaving else
+                         "ready" if hb and hb.ready else "starting")
             merged = Change(change.eligible or sweep.eligible, change.revived, change.views)
             if merged:
                 try:

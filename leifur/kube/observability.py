@@ -44,13 +44,14 @@ def add_common_flags(parser: argparse.ArgumentParser, metrics_port: int) -> None
 def setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter())
+    # pyroute2's debug is a dump of every netlink message: it buries our own debug lines. Its
+    # modules set their loggers' levels themselves, so a level on "pyroute2" does not hold them.
+    handler.addFilter(lambda r: r.levelno >= logging.INFO or not r.name.startswith("pyroute2"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # The client logs every retried request at WARNING; keep it for real trouble only.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
-    # pyroute2's debug is a dump of every netlink message: it buries our own debug lines.
-    logging.getLogger("pyroute2").setLevel(max(logging.INFO, root.level))
 
 
 def parse_address(address: str) -> tuple[str, int]:
