@@ -6,25 +6,12 @@ from __future__ import annotations
 import copy
 
 import pytest
+from fakes import FakeLister, FakeRecorder
 
 from leifur.controller.reconcile import PoolReconciler, State
 from leifur.model import names
 
 FIN = names.POOL_FINALIZER
-
-
-class FakeLister:
-    """An informer's cache: dict-backed, hands out copies like the real one."""
-
-    def __init__(self) -> None:
-        self.store: dict[str, dict] = {}
-
-    def get(self, key: str) -> dict | None:
-        obj = self.store.get(key)
-        return copy.deepcopy(obj) if obj is not None else None
-
-    def objects(self) -> list[dict]:
-        return copy.deepcopy(list(self.store.values()))
 
 
 class FakePoolWriter:
@@ -65,17 +52,6 @@ class FakePoolWriter:
         else:
             self.lister.store[meta["name"]] = obj
         return copy.deepcopy(obj)
-
-
-class FakeRecorder:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-        self.messages: list[str] = []
-
-    def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
-        assert type_ in ("Normal", "Warning") and obj.get("kind") and obj["metadata"].get("name")
-        self.log.append(f"event {obj['metadata']['name']} {type_} {reason}")
-        self.messages.append(message)
 
 
 class World:

@@ -8,9 +8,10 @@ one short line each, so that a row can say exactly what happens in which order.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import pytest
+from fakes import FakeLister, FakeRecorder
 from kubernetes.client.exceptions import ApiException
 
 from leifur.controller import allocation
@@ -24,20 +25,6 @@ FROM_POOL = names.ANN_ALLOCATED_FROM_POOL
 
 
 # -- fakes ------------------------------------------------------------------------------------
-
-
-class FakeLister:
-    """An informer's cache: dict-backed, hands out copies like the real one."""
-
-    def __init__(self, objs: Iterable[dict] = ()) -> None:
-        self.store = {key_of(o): copy.deepcopy(o) for o in objs}
-
-    def get(self, key: str) -> dict | None:
-        obj = self.store.get(key)
-        return copy.deepcopy(obj) if obj is not None else None
-
-    def objects(self) -> list[dict]:
-        return copy.deepcopy(list(self.store.values()))
 
 
 class FakeServiceWriter:
@@ -106,18 +93,6 @@ class FakeServiceWriter:
         else:
             self.lister.store[key_of(obj)] = obj
         return copy.deepcopy(obj)
-
-
-class FakeRecorder:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-        self.messages: list[str] = []
-
-    def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
-        # What the real recorder needs to write an Event at all.
-        assert type_ in ("Normal", "Warning") and obj.get("kind") and obj["metadata"].get("name")
-        self.log.append(f"event {key_of(obj)} {type_} {reason}")
-        self.messages.append(message)
 
 
 class World:
