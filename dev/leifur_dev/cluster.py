@@ -4,6 +4,7 @@ and the real leifur-controller run as a separate process."""
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from leifur.kube.client import request
 from leifur.model import names
 from leifur_dev import runtime
 from leifur_dev.controlplane import free_port
@@ -108,6 +110,15 @@ def service_account_kubeconfig(api_client: client.ApiClient, server: str, ca_fil
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     return path
+
+
+def apply_node_status(api_client: client.ApiClient, node: str) -> dict:
+    """Write the L2NodeStatus of `node` as the agent does (server-side apply); returns the object."""
+    body = {"apiVersion": names.API_VERSION, "kind": "L2NodeStatus", "metadata": {"name": node},
+            "status": {"count": 0, "ips": "", "announcements": []}}
+    return request(api_client, "PATCH", f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}/{node}",
+                   query=[("fieldManager", names.AGENT_NAME), ("force", "true")], body=json.dumps(body),
+                   content_type="application/apply-patch+yaml")
 
 
 class Cluster:

@@ -5,7 +5,6 @@ tests/netns/test_agent.py: the Stack runs each agent with such a token.)"""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import uuid
 
@@ -13,10 +12,9 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from leifur.kube.client import request
 from leifur.model import names
 from leifur_dev import gobuild
-from leifur_dev.cluster import REPO, service_account_kubeconfig, wait_for
+from leifur_dev.cluster import REPO, apply_node_status, service_account_kubeconfig, wait_for
 
 pytestmark = pytest.mark.controlplane
 
@@ -49,21 +47,13 @@ def as_agent_on(control_plane, api_client, node: str, path) -> client.ApiClient:
     return config.new_client_from_config(str(kubeconfig))
 
 
-def apply_status(api: client.ApiClient, node: str) -> dict:
-    body = {"apiVersion": names.API_VERSION, "kind": "L2NodeStatus", "metadata": {"name": node},
-            "status": {"count": 0, "ips": "", "announcements": []}}
-    return request(api, "PATCH", f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}/{node}",
-                   query=[("fieldManager", names.AGENT_NAME), ("force", "true")], body=json.dumps(body),
-                   content_type="application/apply-patch+yaml")
-
-
 def test_an_agent_writes_its_own_nodes_record_and_no_other(agent_identity, control_plane, api_client, tmp_path):
     mine, other = agent_identity
     api = as_agent_on(control_plane, api_client, mine, tmp_path / "k")
     # The policy is loaded by the API server asynchronously after it is created.
     def denied() -> bool:
         try:
-            apply_status(api, other)
+            apply_node_status(api, other)
         except ApiException as e:
             assert e.status in (403, 422), e
             assert "its own node" in (e.body or ""), e.body
@@ -73,14 +63,14 @@ def test_an_agent_writes_its_own_nodes_record_and_no_other(agent_identity, contr
         return False
 
     wait_for(denied, 30, what="the admission policy denying another node's record")
-    written = apply_status(api, mine)
+    written = apply_node_status(api, mine)
     assert written["metadata"]["name"] == mine
     # An unbound token of the same ServiceAccount names no node: it writes nothing.
     unbound = config.new_client_from_config(str(service_account_kubeconfig(
         api_client, control_plane.server, control_plane.directory / "pki" / "ca.crt", "leifur-system",
         names.AGENT_NAME, tmp_path / "unbound")))
     with pytest.raises(ApiException) as e:
-        apply_status(unbound, mine)
+        apply_node_status(unbound, mine)
     assert "names no node" in e.value.body
     client.CustomObjectsApi(api_client).delete_cluster_custom_object(
         names.GROUP, names.VERSION, names.L2NODESTATUSES, mine)

@@ -3,7 +3,6 @@ install elsewhere): the admission policy still keeps each agent to its own node'
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import uuid
@@ -14,10 +13,9 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from leifur.kube.client import request
 from leifur.model import names
 from leifur_dev import controlplane, gobuild
-from leifur_dev.cluster import REPO, service_account_kubeconfig, wait_for
+from leifur_dev.cluster import REPO, apply_node_status, service_account_kubeconfig, wait_for
 
 pytestmark = pytest.mark.controlplane
 
@@ -71,21 +69,13 @@ def as_agent_on(cp, api: client.ApiClient, node: str, path: Path) -> client.ApiC
     return config.new_client_from_config(str(kubeconfig))
 
 
-def apply_status(api: client.ApiClient, node: str) -> dict:
-    body = {"apiVersion": names.API_VERSION, "kind": "L2NodeStatus", "metadata": {"name": node},
-            "status": {"count": 0, "ips": "", "announcements": []}}
-    return request(api, "PATCH", f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}/{node}",
-                   query=[("fieldManager", names.AGENT_NAME), ("force", "true")], body=json.dumps(body),
-                   content_type="application/apply-patch+yaml")
-
-
 def test_an_agent_installed_elsewhere_writes_its_own_nodes_record_and_no_other(cp, installed, tmp_path):
     api, (mine, other) = installed
     agent = as_agent_on(cp, api, mine, tmp_path / "k")
 
     def denied() -> bool:
         try:
-            apply_status(agent, other)
+            apply_node_status(agent, other)
         except ApiException as e:
             assert e.status in (403, 422), e
             assert "its own node" in (e.body or ""), e.body
@@ -96,4 +86,4 @@ def test_an_agent_installed_elsewhere_writes_its_own_nodes_record_and_no_other(c
         return False
 
     wait_for(denied, 30, what="the overlay's admission policy denying another node's record")
-    assert apply_status(agent, mine)["metadata"]["name"] == mine
+    assert apply_node_status(agent, mine)["metadata"]["name"] == mine
