@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from leifur.model import timestamps
+from leifur.kube import timestamps
 
 FORMATS = ("table", "json", "yaml")
 NONE = "-"

@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 from kubernetes import client
 
+from leifur.kube import timestamps
 from leifur.kube.worker import Retryable
-from leifur.model import names, timestamps
+from leifur.model import names
 
 MERGE = "application/merge-patch+json"
 # connect, read: bounds every sync's API calls, and keeps a write that started just before the

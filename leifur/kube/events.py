@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from leifur.kube import metrics
+from leifur.kube import metrics, timestamps
 from leifur.kube.client import describe_error, request
-from leifur.model import timestamps
 
 log = logging.getLogger(__name__)
 

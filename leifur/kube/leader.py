@@ -37,9 +37,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from leifur.kube import metrics
+from leifur.kube import metrics, timestamps
 from leifur.kube.client import describe_error, request
-from leifur.model import timestamps
 from leifur.model.settings import LeaderSettings
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from leifur.kube import timestamps
 from leifur.kube.client import request
 from leifur.kube.leader import LeaderElector
-from leifur.model import timestamps
 from leifur.model.settings import LeaderSettings
 
 pytestmark = pytest.mark.controlplane

@@ -1,4 +1,4 @@
-"""The API's timestamp formats, written and read in one place."""
+"""The API's timestamp formats, written (from the clock) and read in one place."""
 
 from __future__ import annotations
 
