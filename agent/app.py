@@ -21,8 +21,9 @@ from kubernetes import client
 
 from leifur.announce import interfaces, plan
 from leifur.announce.agreement import Agreement, Verdict, digest, owners
+from leifur.kube import timestamps
 from leifur.kube.events import EventRecorder
-from leifur.model import names, timestamps
+from leifur.model import names
 from leifur.model.settings import AgentSettings
 
 from . import metrics, step
@@ -67,6 +68,7 @@ class Agent:
         self.records = RecordWriter(api_client, node, self.caches.node_uid)
         self.announced: dict[str, Announced] = {}
         self.agreement = Agreement(node, settings.agreement_patience)
+        self._owners: dict[str, str] = {}  # IP -> owner, as decided at the previous sync
         self._held: frozenset[str] = frozenset()  # IPs waiting for the peers' views (logged on change)
         self._problems: dict[str, str] = {}  # ip -> last problem reported (to report each once)
         self._conflict_logged: dict[str, float] = {}
@@ -101,9 +103,11 @@ class Agent:
         # Peers learn we are starting from our not-ready heartbeats, sent as soon as the Nodes say
         # where they are: the reserve they keep for our IPs must cover the rest of our caches' sync
         # (seconds on a loaded node), not begin after it.
+        told = False
         while not self.stop_event.is_set() and not self.caches.synced():
-            if self.caches.nodes.has_synced():
+            if not told and self.caches.nodes.has_synced():
                 self.heartbeat.set_peers(self.caches.peer_addresses())
+                told = True
             self.stop_event.wait(0.05)
         # We hear every live peer at least twice before we claim.
         self.heartbeat.set_peers(self.caches.peer_addresses())
@@ -169,10 +173,11 @@ class Agent:
         view = digest(decisions)
         self.heartbeat.set_view(view)
         verdict = self._observe_agreement(view, decisions)
-        starting = self.heartbeat.starting(self.settings.start_reserve)
+        starting = self.heartbeat.starting(self.settings.start_reserve_for_peers)
         links = tuple(read_links())
         outcome = step.step(step.Inputs(self.node, cluster, live, decisions, frozenset(self.announced), verdict,
-                                        starting, links, self.load_balancer_class))
+                                        starting, links, self.load_balancer_class, self._owners))
+        self._owners = owners(decisions)
         self._log_held(outcome.held(step.HELD_FOR_AGREEMENT))
         self._report_unannounceable(outcome)
         self._apply(outcome.claims, {link.name: link for link in links})

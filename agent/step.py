@@ -15,7 +15,7 @@ The first two apply only to IPs not claimed yet: an IP already announced stays a
 from __future__ import annotations
 
 from collections.abc import Mapping, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from leifur.announce import interfaces, plan
 from leifur.announce.agreement import Verdict
@@ -36,9 +36,11 @@ class Inputs:
     decisions: Mapping[str, plan.Decision]  # plan.decide_announcements(cluster, live, load_balancer_class)
     claimed: frozenset[str]  # IPs this node announces now
     agreement: Verdict
-    starting: frozenset[str]  # peers alive but not ready yet, first heard within start_reserve
+    starting: frozenset[str]  # peers alive but not ready yet, first heard within the start reserve
     links: tuple[interfaces.Link, ...]
     load_balancer_class: str | None = None
+    # Who owned each IP at this node's previous sync: an owner gone since makes the IP a failover.
+    previous_owners: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class Withheld:
 
 @dataclass(frozen=True)
 class Outcome:
-    # Both in the decisions' order (by IP), which is the order the agent logs and reports in.
+    # Both in the decisions' order (IPs sorted as strings), which is the order the agent logs and reports in.
     claims: Mapping[str, Claim]
     withheld: Mapping[str, Withheld]
 
@@ -99,9 +101,10 @@ def step(given: Inputs) -> Outcome:
 
 def _reserved_for_starting(given: Inputs, gains: Set[str]) -> set[str]:
     """The gains a starting peer would own once ready, except failovers."""
-    agreed = given.agreement.agreed or {}
-    # An IP whose agreed owner is gone (crashed, or restarting and so not ready) is dark now.
-    gains = {ip for ip in gains if agreed.get(ip) in (None, given.node) or agreed[ip] in given.live}
+    # An IP whose owner at our previous sync is gone (crashed, or restarting and so not ready) is
+    # dark now. Not the agreement's owners: once the survivors agree, they name the new owner.
+    before = given.previous_owners
+    gains = {ip for ip in gains if before.get(ip) in (None, given.node) or before[ip] in given.live}
     if not given.starting or not gains:
         return set()  # spares deciding a second time, on nearly every sync
     later = plan.decide_announcements(given.cluster, given.live | given.starting, given.load_balancer_class)

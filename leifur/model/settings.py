@@ -1,4 +1,4 @@
-"""Every default of both programs, in one place: the flags, the docs' reference and the code read them here."""
+"""The defaults an operator can change (the programs' flags) and those several modules share, in one place."""
 
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ class AgentSettings:
     # A failover is never reserved: see agent/step.py.
     start_reserve: float = 10.0
 
-    def __post_init__(self) -> None:
-        if self.start_reserve <= self.heartbeat.start_hold:
-            raise ValueError("start_reserve must exceed the start-up hold (1.5 x dead_after)")
+    @property
+    def start_reserve_for_peers(self) -> float:
+        """The reserve, never shorter than twice a peer's start-up hold (a large --dead-after)."""
+        return max(self.start_reserve, 2 * self.heartbeat.start_hold)

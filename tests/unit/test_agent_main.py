@@ -35,3 +35,10 @@ def test_a_node_name_is_required(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     monkeypatch.delenv("NODE_NAME", raising=False)
     assert main.main([]) == 2
     assert "--node-name (or env NODE_NAME) is required" in capsys.readouterr().err
+
+
+def test_a_large_dead_after_is_accepted_and_widens_the_start_reserve():
+    # Large clusters are told to raise --dead-after; the reserve for starting peers grows with it.
+    got = main.settings_from(main.build_parser().parse_args(["--node-name", "n", "--dead-after", "8"]))
+    assert got.heartbeat.dead_after == 8
+    assert got.start_reserve_for_peers >= 2 * got.heartbeat.start_hold

@@ -9,7 +9,7 @@ import pytest
 
 from leifur.agent import step
 from leifur.announce import plan
-from leifur.announce.agreement import Agreement, Verdict
+from leifur.announce.agreement import Agreement, Verdict, owners
 from leifur.announce.election import rank
 from leifur.announce.interfaces import Link
 from leifur.model import names
@@ -59,18 +59,8 @@ def disagreeing(me: str, now: float) -> Verdict:
     return g.verdict(now)
 
 
-def agreed_on(owner: str, me: str) -> Verdict:
-    """Every view agreed, the last time, that `owner` announces IP and IP2."""
-    g = Agreement(me, patience=10.0)
-    g.observe("v1", {}, {IP: owner, IP2: owner}, now=0.0)
-    return g.verdict(1.0)
-
-
 VERDICTS = {
     "agreed": lambda me: Agreement(me, patience=10.0).verdict(0.0),
-    "first-owned": lambda me: agreed_on(FIRST, me),
-    "second-owned": lambda me: agreed_on(SECOND, me),
-    "third-owned": lambda me: agreed_on(THIRD, me),
     "pending": lambda me: disagreeing(me, now=2.0),
     "impatient": lambda me: disagreeing(me, now=11.0),
 }
@@ -87,6 +77,7 @@ class Case:
     agreement: str = "agreed"
     live: frozenset[str] = ALL
     starting: frozenset[str] = frozenset()
+    previous_owners: dict[str, str] = field(default_factory=dict)  # at the node's previous sync
     links: tuple[Link, ...] = LAN
     ad_spec: dict = field(default_factory=dict)
     want_message: str = ""  # in the explanation of every NO_INTERFACE
@@ -111,11 +102,11 @@ CASES = [
     Case("starting-peer-that-would-not-own-changes-nothing", {IP: ON_ETH0},
          live=ALL - {THIRD}, starting=frozenset({THIRD})),
     Case("starting-peer-still-reserves-when-a-live-node-owned-it", {}, {IP: step.RESERVED_FOR_STARTING_PEER},
-         me=SECOND, live=ALL - {FIRST}, starting=frozenset({FIRST}), agreement="second-owned"),
+         me=SECOND, live=ALL - {FIRST}, starting=frozenset({FIRST}), previous_owners={IP: SECOND}),
     Case("a-failover-is-not-reserved-for-the-restarting-owner", {IP: ON_ETH0},
-         me=SECOND, live=ALL - {FIRST}, starting=frozenset({FIRST}), agreement="first-owned"),
+         me=SECOND, live=ALL - {FIRST}, starting=frozenset({FIRST}), previous_owners={IP: FIRST}),
     Case("a-failover-is-not-reserved-for-another-starting-peer", {IP: ON_ETH0},
-         me=SECOND, live=frozenset({SECOND}), starting=frozenset({FIRST}), agreement="third-owned"),
+         me=SECOND, live=frozenset({SECOND}), starting=frozenset({FIRST}), previous_owners={IP: THIRD}),
     Case("held-for-agreement-before-a-starting-peer", {}, {IP: step.HELD_FOR_AGREEMENT},
          me=SECOND, live=ALL - {FIRST}, starting=frozenset({FIRST}), agreement="pending"),
     Case("no-interface-in-the-subnet", {}, {IP: step.NO_INTERFACE},
@@ -141,7 +132,7 @@ def run(case: Case) -> step.Outcome:
     live = case.live
     decisions = plan.decide_announcements(c, live)
     return step.step(step.Inputs(case.me, c, live, decisions, case.claimed, VERDICTS[case.agreement](case.me),
-                                 case.starting, case.links))
+                                 case.starting, case.links, previous_owners=case.previous_owners))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -179,3 +170,19 @@ def test_claims_and_withheld_come_in_the_order_of_the_ips() -> None:
     assert list(claimed.claims) == [IP, IP2, IP3]
     unclaimed = step.step(step.Inputs(FIRST, c, ALL, decisions, frozenset(), agreed, frozenset(), ()))
     assert list(unclaimed.withheld) == [IP, IP2, IP3]
+
+
+def test_a_failover_is_not_reserved_even_once_the_survivors_agree():
+    """Driven the way the agent drives it: the owner dies, the survivors' views agree at once
+    (as in a two-node cluster), and the restarting owner is heard starting."""
+    c = cluster((IP,), {})
+    before = plan.decide_announcements(c, ALL)
+    assert before[IP].announcement.node == FIRST
+    g = Agreement(SECOND, patience=10.0)
+    g.observe("v0", {FIRST: "v0", THIRD: "v0"}, owners(before), now=0.0)
+    live = ALL - {FIRST}
+    after = plan.decide_announcements(c, live)
+    g.observe("v1", {THIRD: "v1"}, owners(after), now=1.0)  # the survivors agree on the new owner
+    outcome = step.step(step.Inputs(SECOND, c, live, after, frozenset(), g.verdict(1.0), frozenset({FIRST}), LAN,
+                                    previous_owners=owners(before)))
+    assert set(outcome.claims) == {IP}, outcome.withheld
