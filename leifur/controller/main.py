@@ -48,6 +48,9 @@ def settings_from(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         leader = LeaderSettings(args.lease_duration, args.renew_deadline, args.retry_period)
     except ValueError as e:
         parser.error(str(e))  # a usage error, not a traceback
+    if args.leader_elect and not args.lease_namespace:
+        # An empty POD_NAMESPACE used to turn leader election off unsaid; campaigning in "" fails forever.
+        parser.error("--lease-namespace (or env POD_NAMESPACE) is empty; name a namespace or pass --no-leader-elect")
     return dataclasses.replace(DEFAULTS, workers=args.workers, lease_namespace=args.lease_namespace, leader=leader)
 
 

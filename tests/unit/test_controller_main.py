@@ -41,3 +41,10 @@ def test_impossible_lease_timing_is_a_usage_error(monkeypatch, capsys, argv):
     with pytest.raises(SystemExit) as e:
         settings(monkeypatch, *argv)
     assert e.value.code == 2 and "renew_deadline" in capsys.readouterr().err
+
+
+def test_an_empty_lease_namespace_is_a_usage_error_unless_leader_election_is_off(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as e:
+        settings(monkeypatch, "--lease-namespace", "")
+    assert e.value.code == 2 and "--lease-namespace" in capsys.readouterr().err
+    assert settings(monkeypatch, "--lease-namespace", "", "--no-leader-elect").lease_namespace == ""
