@@ -54,6 +54,7 @@ class Caches:
 
 
 def peer_addresses(nodes: list[dict[str, Any]], me: str) -> dict[str, str]:
+    """Node name -> first InternalIP of every Node but `me`."""
     out = {}
     for n in nodes:
         if n["metadata"]["name"] == me:

@@ -12,7 +12,7 @@ from leifur.kube import observability
 from leifur.kube.client import load_client
 from leifur.model.settings import AgentSettings, HeartbeatSettings
 
-log = logging.getLogger("agent")
+log = logging.getLogger("leifur.agent")
 
 
 def build_parser() -> argparse.ArgumentParser:

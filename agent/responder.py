@@ -3,7 +3,7 @@ the IPs this node owns, with the interface's MAC, and announces IPs it gains.
 
 One thread per interface waits in select() on two AF_PACKET sockets (ARP and IPv6), each
 with a classic BPF filter that lets through only frames about our IPs, and on a wake-up pipe
-for timers and shutdown. Frames are parsed by agent.arp / agent.ndp; nothing here dissects
+for timers and shutdown. Frames are parsed by arp.py / ndp.py; nothing here dissects
 packets with scapy.
 
 Run as a program for manual tests (the netns tests drive it so):

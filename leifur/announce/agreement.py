@@ -100,6 +100,3 @@ class Agreement:
         # observe() replaces _agreed, never changes it in place: a read-only view of it stays true.
         agreed = None if self._agreed is None else MappingProxyType(self._agreed)
         return Verdict(self.me, bool(self.differing) and not self.impatient(now), agreed)
-
-    def held_back(self, gains: Iterable[str], live: Iterable[str], now: float) -> set[str]:
-        return self.verdict(now).held_back(gains, live)

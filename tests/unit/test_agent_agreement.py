@@ -50,7 +50,7 @@ def test_nothing_is_held_while_the_views_agree():
     g = agreed()
     g.observe("v2", {"b": "v2", "c": "v2"}, {IP: "a"}, now=1.0)
     assert g.differing == frozenset()
-    assert g.held_back({IP}, {"a", "b", "c"}, now=1.0) == set()
+    assert g.verdict(1.0).held_back({IP}, {"a", "b", "c"}) == set()
 
 
 def test_an_ip_of_a_live_peer_waits_while_that_peer_sees_otherwise():
@@ -58,10 +58,10 @@ def test_an_ip_of_a_live_peer_waits_while_that_peer_sees_otherwise():
     # We see the IP move to us; b (its owner) has not seen that yet.
     g.observe("v2", {"b": "v1", "c": "v2"}, {IP: "a"}, now=1.0)
     assert g.differing == {"b"}
-    assert g.held_back({IP}, {"a", "b", "c"}, now=1.0) == {IP}
+    assert g.verdict(1.0).held_back({IP}, {"a", "b", "c"}) == {IP}
     # b catches up (it let the IP go): we take it.
     g.observe("v2", {"b": "v2", "c": "v2"}, {IP: "a"}, now=1.2)
-    assert g.held_back({IP}, {"a", "b", "c"}, now=1.2) == set()
+    assert g.verdict(1.2).held_back({IP}, {"a", "b", "c"}) == set()
 
 
 def test_a_new_ip_is_taken_at_once_since_nobody_held_it_at_the_last_agreement():
@@ -69,7 +69,7 @@ def test_a_new_ip_is_taken_at_once_since_nobody_held_it_at_the_last_agreement():
     g = agreed()
     new = "192.0.2.41"
     g.observe("v2", {"b": "v1", "c": "v2"}, {IP: "b", new: "a"}, now=1.0)
-    assert g.held_back({new}, {"a", "b", "c"}, now=1.0) == set()
+    assert g.verdict(1.0).held_back({new}, {"a", "b", "c"}) == set()
 
 
 def test_a_reused_ip_waits_for_the_peer_that_held_it_under_the_old_service():
@@ -77,29 +77,29 @@ def test_a_reused_ip_waits_for_the_peer_that_held_it_under_the_old_service():
     g = agreed(owner="b")
     g.observe("v2", {"b": "v1"}, {}, now=1.0)  # its Service deleted; b has not seen that
     g.observe("v3", {"b": "v1"}, {IP: "a"}, now=1.5)  # a new Service got the same IP
-    assert g.held_back({IP}, {"a", "b"}, now=1.5) == {IP}
+    assert g.verdict(1.5).held_back({IP}, {"a", "b"}) == {IP}
 
 
 def test_a_dead_owners_ips_are_taken_at_once():
     g = agreed()
     # b died: c has not noticed yet, so the views differ, but nobody announces b's IP any more.
     g.observe("v2", {"c": "v1"}, {IP: "a"}, now=1.0)
-    assert g.held_back({IP}, {"a", "c"}, now=1.0) == set()
+    assert g.verdict(1.0).held_back({IP}, {"a", "c"}) == set()
 
 
 def test_our_own_agreed_ips_are_not_held():
     g = agreed(owner="a")
     g.observe("v2", {"b": "v1"}, {IP: "a"}, now=1.0)
-    assert g.held_back({IP}, {"a", "b"}, now=1.0) == set()
+    assert g.verdict(1.0).held_back({IP}, {"a", "b"}) == set()
 
 
 def test_patience_bounds_the_wait_and_restarts_with_each_disagreement():
     g = agreed()
     g.observe("v2", {"b": "v1"}, {IP: "a"}, now=1.0)
     g.observe("v2", {"b": "v1"}, {IP: "a"}, now=10.9)
-    assert not g.impatient(10.9) and g.held_back({IP}, {"a", "b"}, now=10.9) == {IP}
+    assert not g.impatient(10.9) and g.verdict(10.9).held_back({IP}, {"a", "b"}) == {IP}
     g.observe("v2", {"b": "v1"}, {IP: "a"}, now=11.0)
-    assert g.impatient(11.0) and g.held_back({IP}, {"a", "b"}, now=11.0) == set()
+    assert g.impatient(11.0) and g.verdict(11.0).held_back({IP}, {"a", "b"}) == set()
     # Agreement resets the clock: the next disagreement waits its full patience again.
     g.observe("v2", {"b": "v2"}, {IP: "a"}, now=12.0)
     g.observe("v3", {"b": "v2"}, {IP: "b"}, now=13.0)
@@ -111,13 +111,13 @@ def test_unknown_views_do_not_count():
     g = agreed()
     g.observe("v2", {"b": "", "c": "v2"}, {IP: "a"}, now=1.0)
     assert g.differing == frozenset()
-    assert g.held_back({IP}, {"a", "b", "c"}, now=1.0) == set()
+    assert g.verdict(1.0).held_back({IP}, {"a", "b", "c"}) == set()
 
 
 def test_a_starting_agent_waits_for_the_peers_to_let_go():
     """A restarted agent knows no agreed owner yet: everything it would take waits for agreement."""
     g = Agreement("a", patience=10.0)
     g.observe("v2", {"b": "v1"}, {IP: "a"}, now=0.0)
-    assert g.held_back({IP}, {"a", "b"}, now=0.0) == {IP}
+    assert g.verdict(0.0).held_back({IP}, {"a", "b"}) == {IP}
     g.observe("v2", {"b": "v2"}, {IP: "a"}, now=0.1)
-    assert g.held_back({IP}, {"a", "b"}, now=0.1) == set()
+    assert g.verdict(0.1).held_back({IP}, {"a", "b"}) == set()

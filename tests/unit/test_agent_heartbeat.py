@@ -81,7 +81,7 @@ def test_starting_peers_are_alive_unready_and_recent():
     m.heard(hb("a", 1, ready=False), 0.0)
     m.heard(hb("b", 1, ready=True), 0.0)
     assert m.starting(0.1, within=5) == {"a"}
-    # Still starting while it keeps sending not-ready heartbeats, until the courtesy runs out.
+    # Still starting while it keeps sending not-ready heartbeats, until the reserve runs out.
     for i in range(2, 60):
         m.heard(hb("a", i, ready=False), i * 0.1)
     assert m.starting(4.9, within=5) == {"a"}
