@@ -163,6 +163,7 @@ class Agent:
         """Read, decide (step.step, pure), apply, record, report."""
         cluster = self.caches.cluster()
         self.heartbeat.set_peers(peer_addresses(cluster.nodes, self.node))
+        self.heartbeat.catch_up()
         alive = self.heartbeat.peers_alive()
         metrics.PEERS.labels("alive").set(len(alive))
         metrics.PEERS.labels("ready").set(len(self.heartbeat.eligible()))

@@ -24,6 +24,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -211,6 +212,10 @@ class HeartbeatService:
         # every heartbeat (Linux delivers unicast datagrams to the socket bound last).
         self._sock.bind((bind, settings.port))
         self._sock.settimeout(min(settings.interval, settings.dead_after / 4))
+        # The same socket, never waiting: catch_up() reads what is queued without racing the
+        # receive thread into a wait.
+        self._queued = socket.socket(fileno=os.dup(self._sock.fileno()))
+        self._queued.setblocking(False)
         self._threads: list[threading.Thread] = []
         self._sent = metrics.HEARTBEATS.labels("sent")
         self._received = metrics.HEARTBEATS.labels("received")
@@ -287,6 +292,8 @@ class HeartbeatService:
             t.join(timeout=2)
         with contextlib.suppress(OSError):
             self._sock.close()
+        with contextlib.suppress(OSError):
+            self._queued.close()
 
     def _send_all(self) -> None:
         with self._lock:
@@ -312,35 +319,52 @@ class HeartbeatService:
 
     def _receive_loop(self) -> None:
         while not self._stop.is_set():
-            hb = None
             try:
-                data, addr = self._sock.recvfrom(MAX_DATAGRAM + 1)
-                hb = decode(data)
-                if hb is not None and self._addresses.get(hb.node) != _v6_mapped(addr[0]):
-                    self._rejected.inc()
-                    hb = None
-            except TimeoutError:
-                pass
+                self._take(self._receive())
             except OSError:
                 if self._stop.is_set():
                     return
                 time.sleep(0.01)
-            with self._lock:
-                now = time.monotonic()
-                change = self.membership.heard(hb, now) if hb else Change()
-                sweep = self.membership.sweep(now)
-            if hb:
-                self._received.inc()
-            for node in change.arrived:
-                # Peers' join times, in every agent's log: when it began to reserve a starting peer's IPs.
-                log.info("heard %s (%s)", node, "leaving" if hb and hb.leaving else
-                         "ready" if hb and hb.ready else "starting")
-            merged = Change(change.eligible or sweep.eligible, change.revived, change.views)
-            if merged:
-                try:
-                    self.on_change(merged)
-                except Exception:
-                    log.exception("heartbeat change handler failed")
+
+    def catch_up(self) -> None:
+        """Take in the heartbeats already queued on the socket before deciding from them.
+
+        On a loaded CPU the receive thread can fall behind; peers whose datagrams wait unread
+        would look dead, and their IPs would be taken from them.
+        """
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self._take(self._receive(self._queued))
+
+    def _receive(self, sock: socket.socket | None = None) -> Heartbeat | None:
+        """One datagram, decoded and checked against its sender's address; None if none came."""
+        try:
+            data, addr = (sock or self._sock).recvfrom(MAX_DATAGRAM + 1)
+        except TimeoutError:
+            return None
+        hb = decode(data)
+        if hb is not None and self._addresses.get(hb.node) != _v6_mapped(addr[0]):
+            self._rejected.inc()
+            return None
+        return hb
+
+    def _take(self, hb: Heartbeat | None) -> None:
+        with self._lock:
+            now = time.monotonic()
+            change = self.membership.heard(hb, now) if hb else Change()
+            sweep = self.membership.sweep(now)
+        if hb:
+            self._received.inc()
+        for node in change.arrived:
+            # Peers' join times, in every agent's log: when it began to reserve a starting peer's IPs.
+            log.info("heard %s (%s)", node, "leaving" if hb and hb.leaving else
+                     "ready" if hb and hb.ready else "starting")
+        merged = Change(change.eligible or sweep.eligible, change.revived, change.views)
+        if merged:
+            try:
+                self.on_change(merged)
+            except Exception:
+                log.exception("heartbeat change handler failed")
 
 
 def _v6_mapped(address: str) -> str:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from leifur.agent.heartbeat import Heartbeat, Membership, decode
+import select
+import socket
+
+from leifur.agent.heartbeat import Heartbeat, HeartbeatService, Membership, decode
+from leifur.model.settings import HeartbeatSettings
 
 
 def hb(node: str, seq: int, inc: int = 1, ready: bool = True, leaving: bool = False, view: str = "") -> Heartbeat:
@@ -137,3 +141,23 @@ def test_views_travel_and_a_changed_view_is_a_change():
     assert not m.heard(hb("b", 1, ready=False, view="v9"), 0.2).views
     assert m.views(0.2) == {"a": "v2"}
     assert m.views(0.8) == {}
+
+
+def test_a_starved_receive_thread_does_not_make_live_peers_look_dead():
+    """Heartbeats queued on the socket count before a decision (catch_up), even if the receive
+    thread has not run: here it never started, as if the CPU had been busy elsewhere. Loopback only."""
+    service = HeartbeatService("me", HeartbeatSettings(port=0), bind="::1")
+    try:
+        service.set_peers({"a": "::1"})
+        port = service._sock.getsockname()[1]
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as peer:
+            peer.bind(("::1", 0))
+            for seq in (1, 2):
+                peer.sendto(hb("a", seq).encode(), ("::1", port))
+            assert select.select([service._queued], [], [], 5)[0]  # queued on the socket
+            assert service.eligible() == frozenset()  # nothing read yet: "a" looks absent
+            service.catch_up()
+            assert service.eligible() == {"a"}
+            service.catch_up()  # an empty queue returns at once
+    finally:
+        service.stop()
