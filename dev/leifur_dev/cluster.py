@@ -121,6 +121,24 @@ def apply_node_status(api_client: client.ApiClient, node: str) -> dict:
                    content_type="application/apply-patch+yaml")
 
 
+def wait_denied_another_record(agent: client.ApiClient, admin: client.ApiClient, other: str, what: str) -> None:
+    """Wait until the admission policy refuses `agent` the record of node `other` (it loads asynchronously)."""
+
+    def denied() -> bool:
+        try:
+            apply_node_status(agent, other)
+        except ApiException as e:
+            assert e.status in (403, 422), e
+            assert "its own node" in (e.body or ""), e.body
+            return True
+        # Not yet loaded: undo the write and ask again.
+        client.CustomObjectsApi(admin).delete_cluster_custom_object(names.GROUP, names.VERSION,
+                                                                    names.L2NODESTATUSES, other)
+        return False
+
+    wait_for(denied, 30, what=what)
+
+
 class Cluster:
     """Thin conveniences over the API for tests: dicts in, dicts out."""
 

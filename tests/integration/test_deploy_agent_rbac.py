@@ -14,7 +14,7 @@ from kubernetes.client.rest import ApiException
 
 from leifur.model import names
 from leifur_dev import gobuild
-from leifur_dev.cluster import REPO, apply_node_status, service_account_kubeconfig, wait_for
+from leifur_dev.cluster import REPO, apply_node_status, service_account_kubeconfig, wait_denied_another_record
 
 pytestmark = pytest.mark.controlplane
 
@@ -50,19 +50,7 @@ def as_agent_on(control_plane, api_client, node: str, path) -> client.ApiClient:
 def test_an_agent_writes_its_own_nodes_record_and_no_other(agent_identity, control_plane, api_client, tmp_path):
     mine, other = agent_identity
     api = as_agent_on(control_plane, api_client, mine, tmp_path / "k")
-    # The policy is loaded by the API server asynchronously after it is created.
-    def denied() -> bool:
-        try:
-            apply_node_status(api, other)
-        except ApiException as e:
-            assert e.status in (403, 422), e
-            assert "its own node" in (e.body or ""), e.body
-            return True
-        client.CustomObjectsApi(api_client).delete_cluster_custom_object(
-            names.GROUP, names.VERSION, names.L2NODESTATUSES, other)
-        return False
-
-    wait_for(denied, 30, what="the admission policy denying another node's record")
+    wait_denied_another_record(api, api_client, other, "the admission policy denying another node's record")
     written = apply_node_status(api, mine)
     assert written["metadata"]["name"] == mine
     # An unbound token of the same ServiceAccount names no node: it writes nothing.

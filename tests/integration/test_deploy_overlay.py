@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
 
 from leifur.model import names
 from leifur_dev import controlplane, gobuild
-from leifur_dev.cluster import REPO, apply_node_status, service_account_kubeconfig, wait_for
+from leifur_dev.cluster import REPO, apply_node_status, service_account_kubeconfig, wait_denied_another_record
 
 pytestmark = pytest.mark.controlplane
 
@@ -73,17 +72,5 @@ def test_an_agent_installed_elsewhere_writes_its_own_nodes_record_and_no_other(c
     api, (mine, other) = installed
     agent = as_agent_on(cp, api, mine, tmp_path / "k")
 
-    def denied() -> bool:
-        try:
-            apply_node_status(agent, other)
-        except ApiException as e:
-            assert e.status in (403, 422), e
-            assert "its own node" in (e.body or ""), e.body
-            return True
-        # The policy is loaded asynchronously after it is created: undo and ask again.
-        client.CustomObjectsApi(api).delete_cluster_custom_object(names.GROUP, names.VERSION,
-                                                                  names.L2NODESTATUSES, other)
-        return False
-
-    wait_for(denied, 30, what="the overlay's admission policy denying another node's record")
+    wait_denied_another_record(agent, api, other, "the overlay's admission policy denying another node's record")
     assert apply_node_status(agent, mine)["metadata"]["name"] == mine
