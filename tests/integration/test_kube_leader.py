@@ -185,12 +185,15 @@ def test_rejoin_campaigns_again_after_losing(control_plane, api_client, namespac
         finally:
             control_plane.start_component("kube-apiserver")
             control_plane.wait_ready()
-        # Still the holder in the record: re-acquires at once, without waiting out the lease.
+        # Still the holder in the record: re-acquires without waiting out the lease. On a loaded
+        # machine the API server's first answers after its restart can be slow enough to lose the
+        # lease once more (renew deadline 2 s); each loss is followed by another campaign.
         wait_until(c.elector.is_leader, 10)
-        wait_until(lambda: len(c.started) == 2, 5)
+        wait_until(lambda: len(c.started) >= 2, 5)
     finally:
         c.elector.stop(release=True, timeout=10)
-    assert len(c.stopped) == 2
+    # Every start was matched by a stop, the last one by stop() itself.
+    assert len(c.stopped) == len(c.started) >= 2
     spec = lease(api_client, namespace)["spec"]
     assert not spec.get("holderIdentity") and spec["leaseDurationSeconds"] == 1
 
