@@ -31,3 +31,14 @@ AGENT_NAME = "leifur-agent"
 # Events the agent records on Services.
 REASON_NODE_ASSIGNED = "NodeAssigned"
 REASON_NOT_ANNOUNCED = "NotAnnounced"
+
+# The Secret holding the key that authenticates the agents' heartbeats (the controller creates it
+# if it is missing), and its data keys, which the agent reads as files where the Secret is mounted:
+# it signs with `current` and accepts `current`, `previous` and `next` (see docs/security.md).
+HEARTBEAT_SECRET = "leifur-heartbeat-key"
+HEARTBEAT_KEY_CURRENT = "current"
+HEARTBEAT_KEY_PREVIOUS = "previous"
+HEARTBEAT_KEY_NEXT = "next"
+HEARTBEAT_KEY_DIR = "/etc/leifur/heartbeat-key"
+# Bytes the controller generates; the agent refuses a key shorter than this.
+HEARTBEAT_KEY_BYTES = 32

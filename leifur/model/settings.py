@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import names
+
 
 @dataclass(frozen=True)
 class LeaderSettings:
@@ -26,6 +28,10 @@ class ControllerSettings:
     lease_namespace: str = "leifur-system"
     lease_name: str = "leifur-controller"
     leader: LeaderSettings = LeaderSettings()
+    # The Secret with the agents' heartbeat key, in lease_namespace (the controller's namespace);
+    # created with a random key at start-up if it is missing, and never changed.
+    heartbeat_secret: str = names.HEARTBEAT_SECRET
+    create_heartbeat_secret: bool = True
 
 
 @dataclass(frozen=True)
@@ -35,10 +41,19 @@ class HeartbeatSettings:
     port: int = 7474
     interval: float = 0.1
     dead_after: float = 0.5
+    # A signed heartbeat whose timestamp is further than this from the receiver's clock is refused
+    # (a replay). Nodes' clocks must agree within it; NTP keeps them within milliseconds.
+    max_age: float = 10.0
+    # Where the Secret with the keys is mounted; None: authentication off (--insecure-heartbeats).
+    key_dir: str | None = names.HEARTBEAT_KEY_DIR
+    # During a rollout from agents that do not sign: send unsigned copies too, and accept them.
+    accept_unsigned: bool = False
 
     def __post_init__(self) -> None:
         if self.dead_after <= 2 * self.interval:
             raise ValueError("dead_after must exceed two heartbeat intervals")
+        if self.max_age <= self.dead_after:
+            raise ValueError("max_age must exceed dead_after")
 
     @property
     def start_hold(self) -> float:
