@@ -7,7 +7,7 @@ import threading
 
 from kubernetes import client
 
-from leifur.controller import metrics
+from leifur.controller import heartbeat_secret, metrics
 from leifur.controller.reconcile import PoolReconciler, ServiceReconciler, State
 from leifur.controller.writes import PoolWriter, ServiceWriter
 from leifur.kube.client import request
@@ -37,12 +37,14 @@ class Controller:
     ) -> None:
         settings = settings or ControllerSettings()
         self.identity = identity
+        self.settings = settings
         self.workers = settings.workers
         self.stop_event = threading.Event()
         self.lost_leadership = threading.Event()
         self._leading = threading.Event()
         self._leading_failed = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._secret_thread: threading.Thread | None = None
 
         self.services = Informer(api_client, "/api/v1/services", "services")
         self.namespaces = Informer(api_client, "/api/v1/namespaces", "namespaces")
@@ -121,6 +123,14 @@ class Controller:
         return not (leading and self._leading_failed.is_set())
 
     def start(self) -> None:
+        # Not under the Lease: creating a missing Secret is safe from any replica (the second gets
+        # AlreadyExists), and the agents wait for it. It ends once done; healthy() does not watch it.
+        if self.settings.create_heartbeat_secret:
+            self._secret_thread = heartbeat_secret.start(self.api_client, self.settings.lease_namespace,
+                                                         self.settings.heartbeat_secret, self.stop_event)
+        else:
+            log.info("heartbeat key Secret %s/%s: not created by the controller (--no-create-heartbeat-secret); "
+                     "the agents wait until it exists", self.settings.lease_namespace, self.settings.heartbeat_secret)
         for informer in (self.services, self.namespaces, self.pools):
             informer.start()
         if self.elector is None:
@@ -173,6 +183,8 @@ class Controller:
         self.pool_queue.shut_down()
         for t in self._threads:
             t.join(timeout=20)
+        if self._secret_thread is not None:
+            self._secret_thread.join(timeout=1)  # at worst in one request; it is a daemon thread
         if self.elector is not None:
             # Hand over at once only if no sync of ours can still write.
             quiet = not any(t.is_alive() for t in self._threads)

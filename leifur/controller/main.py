@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 
+from leifur.controller import heartbeat_secret
 from leifur.kube import observability
 from leifur.kube.client import load_client
 from leifur.model.settings import ControllerSettings, LeaderSettings
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
                    help="take a Lease before writing, so that replicas can run side by side (default on)")
     p.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", d.lease_namespace),
-                   help=f"namespace of the leader Lease (env POD_NAMESPACE, default {d.lease_namespace})")
+                   help="the controller's namespace: the leader Lease's and the heartbeat key Secret's "
+                        f"(env POD_NAMESPACE, default {d.lease_namespace})")
     p.add_argument("--lease-duration", type=float, default=d.leader.lease_duration,
                    help=f"seconds (default {d.leader.lease_duration:g})")
     p.add_argument("--renew-deadline", type=float, default=d.leader.renew_deadline,
@@ -40,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seconds (default {d.leader.retry_period:g})")
     p.add_argument("--identity", default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
                    help="this replica's name in the Lease (env POD_NAME)")
+    p.add_argument("--heartbeat-secret", default=d.heartbeat_secret, metavar="NAME",
+                   help="the Secret, in --lease-namespace, with the key that authenticates the agents' heartbeats "
+                        f"(default {d.heartbeat_secret})")
+    p.add_argument("--create-heartbeat-secret", action=argparse.BooleanOptionalAction,
+                   default=d.create_heartbeat_secret,
+                   help="at start-up, create that Secret with a random key if it is missing; an existing one is "
+                        "never changed. Off: you create it yourself (default on)")
     return p
 
 
@@ -48,10 +57,17 @@ def settings_from(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         leader = LeaderSettings(args.lease_duration, args.renew_deadline, args.retry_period)
     except ValueError as e:
         parser.error(str(e))  # a usage error, not a traceback
-    if args.leader_elect and not args.lease_namespace:
-        # An empty POD_NAMESPACE used to turn leader election off unsaid; campaigning in "" fails forever.
-        parser.error("--lease-namespace (or env POD_NAMESPACE) is empty; name a namespace or pass --no-leader-elect")
-    return dataclasses.replace(DEFAULTS, workers=args.workers, lease_namespace=args.lease_namespace, leader=leader)
+    if (args.leader_elect or args.create_heartbeat_secret) and not args.lease_namespace:
+        # An empty POD_NAMESPACE used to turn leader election off unsaid; campaigning in "" fails forever,
+        # and so would creating the Secret there.
+        parser.error("--lease-namespace (or env POD_NAMESPACE) is empty; name a namespace, or pass "
+                     "--no-leader-elect and --no-create-heartbeat-secret")
+    if not heartbeat_secret.valid_name(args.heartbeat_secret):
+        parser.error(f"--heartbeat-secret {args.heartbeat_secret!r} is not a valid Secret name "
+                     "(lower-case letters, digits, '-' and '.')")
+    return dataclasses.replace(DEFAULTS, workers=args.workers, lease_namespace=args.lease_namespace, leader=leader,
+                               heartbeat_secret=args.heartbeat_secret,
+                               create_heartbeat_secret=args.create_heartbeat_secret)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,11 @@
-"""leifur-controller's flags: their defaults are ControllerSettings', bad Lease timing is a usage error."""
+"""leifur-controller's flags: their defaults are ControllerSettings', bad Lease timing or names are usage errors."""
 
 from __future__ import annotations
 
 import pytest
 
 from leifur.controller.main import build_parser, settings_from
+from leifur.model import names
 from leifur.model.settings import ControllerSettings, LeaderSettings
 
 
@@ -43,8 +44,28 @@ def test_impossible_lease_timing_is_a_usage_error(monkeypatch, capsys, argv):
     assert e.value.code == 2 and "renew_deadline" in capsys.readouterr().err
 
 
-def test_an_empty_lease_namespace_is_a_usage_error_unless_leader_election_is_off(monkeypatch, capsys):
+@pytest.mark.parametrize("argv", [[], ["--no-leader-elect"], ["--no-create-heartbeat-secret"]])
+def test_an_empty_lease_namespace_is_a_usage_error_while_something_needs_it(monkeypatch, capsys, argv):
+    # Both the Lease and the heartbeat key Secret live in the controller's namespace.
     with pytest.raises(SystemExit) as e:
-        settings(monkeypatch, "--lease-namespace", "")
+        settings(monkeypatch, "--lease-namespace", "", *argv)
     assert e.value.code == 2 and "--lease-namespace" in capsys.readouterr().err
-    assert settings(monkeypatch, "--lease-namespace", "", "--no-leader-elect").lease_namespace == ""
+
+
+def test_an_empty_lease_namespace_is_fine_when_nothing_needs_it(monkeypatch):
+    got = settings(monkeypatch, "--lease-namespace", "", "--no-leader-elect", "--no-create-heartbeat-secret")
+    assert got.lease_namespace == ""
+
+
+def test_the_heartbeat_secret_flags(monkeypatch):
+    d = ControllerSettings()
+    assert (d.heartbeat_secret, d.create_heartbeat_secret) == (names.HEARTBEAT_SECRET, True)
+    got = settings(monkeypatch, "--heartbeat-secret", "my-key", "--no-create-heartbeat-secret")
+    assert (got.heartbeat_secret, got.create_heartbeat_secret) == ("my-key", False)
+
+
+@pytest.mark.parametrize("name", ["", "My_Key", "a/b"])
+def test_an_invalid_heartbeat_secret_name_is_a_usage_error(monkeypatch, capsys, name):
+    with pytest.raises(SystemExit) as e:
+        settings(monkeypatch, "--heartbeat-secret", name)
+    assert e.value.code == 2 and "--heartbeat-secret" in capsys.readouterr().err
