@@ -29,6 +29,7 @@ from leifur.model.settings import AgentSettings
 from . import metrics, step
 from .caches import Caches, peer_addresses
 from .heartbeat import Change, HeartbeatService
+from .heartbeat_keys import KeyDirectory
 from .links import read_links
 from .netlink import AddressFailure, NetlinkAnnouncer
 from .records import Record, RecordWriter
@@ -49,7 +50,7 @@ class Announced:
 
 class Agent:
     def __init__(self, api_client: client.ApiClient, node: str, settings: AgentSettings = _DEFAULTS, *,
-                 load_balancer_class: str | None = None) -> None:
+                 keys: KeyDirectory | None, load_balancer_class: str | None = None) -> None:
         self.node = node
         self.settings = settings
         self.load_balancer_class = load_balancer_class
@@ -60,7 +61,9 @@ class Agent:
 
         self.caches = Caches(api_client, node, self.wake)
 
-        self.heartbeat = HeartbeatService(node, settings.heartbeat, on_change=self._membership_changed)
+        self.heartbeat = HeartbeatService(node, settings.heartbeat, keys=keys,
+                                          accept_unsigned=settings.heartbeat.accept_unsigned,
+                                          on_change=self._membership_changed)
         self.netlink = NetlinkAnnouncer()
         self.announcers = Announcers(self.netlink, lambda ifname: Responder(ifname, on_conflict=self._conflict))
         self.last_sync = 0.0

@@ -6,7 +6,8 @@ API for liveness, so the API load does not grow with the failover speed.
 
 A heartbeat carries:
 - `inc`, the sender's incarnation (its start time in ns): a restarted agent is a new
-  incarnation, and stale datagrams of an older one are ignored;
+  incarnation. Incarnation and sequence must move forward, so a late, duplicated or replayed
+  datagram changes nothing;
 - `ready`: the sender has synced its caches and waited out its start-up hold. A node is
   eligible to announce only once it says ready, so a (re)starting agent never takes IPs
   away from their owner before it can announce them itself;
@@ -15,14 +16,14 @@ A heartbeat carries:
 - `view`: a digest of the sender's decisions (see agreement.py), "" before its first one.
   Agents before this field existed send none, which reads as "".
 
-`Membership` is the pure bookkeeping (tested without sockets); `HeartbeatService` does the I/O.
+How a datagram is signed and checked is in heartbeat_wire.py. `Membership` is the pure
+bookkeeping (tested without sockets); `HeartbeatService` does the I/O.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import logging
 import os
 import socket
@@ -33,46 +34,14 @@ from dataclasses import dataclass
 
 from leifur.model.settings import HeartbeatSettings
 
+from . import heartbeat_wire as wire
 from . import metrics
+from .heartbeat_keys import KeyDirectory
+from .heartbeat_wire import Heartbeat
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"LFHB1"
-MAX_DATAGRAM = 512
 _DEFAULTS = HeartbeatSettings()
-
-
-@dataclass(frozen=True)
-class Heartbeat:
-    node: str
-    inc: int
-    seq: int
-    ready: bool = True
-    leaving: bool = False
-    view: str = ""
-
-    def encode(self) -> bytes:
-        body = {"node": self.node, "inc": self.inc, "seq": self.seq, "ready": self.ready, "leaving": self.leaving,
-                "view": self.view}
-        return MAGIC + json.dumps(body, separators=(",", ":")).encode()
-
-
-def decode(data: bytes) -> Heartbeat | None:
-    """A heartbeat, or None for anything that is not exactly one (never raises)."""
-    if not data.startswith(MAGIC) or len(data) > MAX_DATAGRAM:
-        return None
-    try:
-        body = json.loads(data[len(MAGIC):])
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(body, dict):
-        return None
-    node, inc, seq = body.get("node"), body.get("inc"), body.get("seq")
-    ready, leaving, view = body.get("ready"), body.get("leaving"), body.get("view", "")
-    if not (isinstance(node, str) and 0 < len(node) <= 253 and type(inc) is int and type(seq) is int
-            and type(ready) is bool and type(leaving) is bool and isinstance(view, str) and len(view) <= 64):
-        return None
-    return Heartbeat(node, inc, seq, ready, leaving, view)
 
 
 @dataclass
@@ -96,6 +65,7 @@ class Change:
     revived: frozenset[str] = frozenset()
     views: bool = False
     arrived: frozenset[str] = frozenset()
+    replayed: bool = False  # refused: its incarnation and sequence did not move forward
 
     def __bool__(self) -> bool:
         return self.eligible or bool(self.revived) or self.views
@@ -104,10 +74,14 @@ class Change:
 class Membership:
     """Which peers are alive and ready, from the heartbeats heard. Pure: time is passed in."""
 
-    def __init__(self, me: str, dead_after: float) -> None:
+    def __init__(self, me: str, dead_after: float, replay_window: float = _DEFAULTS.max_age) -> None:
         self.me = me
         self.dead_after = dead_after
+        self.replay_window = replay_window
         self._peers: dict[str, _Peer] = {}
+        # Per node, the latest (incarnation, sequence) accepted and when: kept after the peer is
+        # dead and forgotten, so that a replay of its last datagrams never brings it back.
+        self._latest: dict[str, tuple[int, int, float]] = {}
         self._eligible: frozenset[str] = frozenset()
         # Peers seen dead since they were last alive: their return is a partition healing or a
         # restart, after which the owner re-announces in case the peer had been answering too.
@@ -140,13 +114,12 @@ class Membership:
     def heard(self, hb: Heartbeat, now: float) -> Change:
         if hb.node == self.me:
             return Change()
+        if not self._moves_forward(hb, now):
+            return Change(replayed=True)
         p = self._peers.get(hb.node)
-        if p is not None and self._alive(p, now) and (hb.inc < p.inc or (hb.inc == p.inc and hb.seq <= p.seq)):
-            return Change()  # a late or duplicated datagram
-        if p is not None and p.inc == hb.inc and (p.leaving or hb.seq <= p.seq):
-            return Change()  # a leaving incarnation never comes back; an old datagram of a dead one neither
-        # Any other incarnation of a peer we hold dead or leaving is a restart: a clock that went
-        # back (the incarnation is a start time) must not keep a restarted agent out.
+        if p is not None and p.inc == hb.inc and p.leaving:
+            return Change()  # a leaving incarnation never comes back
+        self._latest[hb.node] = (hb.inc, hb.seq, now)
         revived: frozenset[str] = frozenset()
         arrived = frozenset({hb.node}) if p is None or not self._alive(p, now) or p.inc != hb.inc else frozenset()
         since = p.since if p is not None and p.inc == hb.inc else now
@@ -159,12 +132,32 @@ class Membership:
         self._peers[hb.node] = _Peer(hb.inc, hb.seq, now, hb.ready, hb.leaving, since, hb.view)
         return Change(self._refresh(now), revived, view_changed, arrived)
 
+    def latest(self, node: str) -> tuple[int, int] | None:
+        """The (incarnation, sequence) of the latest datagram accepted from `node`."""
+        latest = self._latest.get(node)
+        return latest[:2] if latest else None
+
+    def _moves_forward(self, hb: Heartbeat, now: float) -> bool:
+        latest = self._latest.get(hb.node)
+        if latest is None:
+            return True
+        inc, seq, at = latest
+        if hb.inc != inc:
+            # An older incarnation is a replay, or a restart whose clock went back (the incarnation
+            # is a start time). Only a silence longer than the replay window tells them apart: a
+            # replayed datagram would be older than that, and stale.
+            return hb.inc > inc or now - at > self.replay_window
+        return hb.seq > seq
+
     def forget(self, keep: Iterable[str]) -> None:
         """Drop what we know of nodes not in `keep` (their Node objects are gone)."""
         keep = set(keep)
         for node in list(self._peers):
             if node not in keep:
                 del self._peers[node]
+        for node in list(self._latest):
+            if node not in keep:
+                del self._latest[node]
         self._was_dead &= keep
 
     def sweep(self, now: float) -> Change:
@@ -190,12 +183,20 @@ class HeartbeatService:
     revives; it must be cheap (the agent only wakes its sync loop).
     """
 
-    def __init__(self, me: str, settings: HeartbeatSettings = _DEFAULTS, *, bind: str = "::",
+    def __init__(self, me: str, settings: HeartbeatSettings = _DEFAULTS, *, keys: KeyDirectory | None,
+                 accept_unsigned: bool = False, bind: str = "::",
                  on_change: Callable[[Change], None] = lambda _c: None) -> None:
+        """`keys` None: authentication off (unsigned datagrams only). `accept_unsigned`: a rollout
+        from agents that do not sign; also send unsigned copies, and accept them from nodes not
+        yet heard signing."""
         self.me = me
         self.port = settings.port
         self.interval = settings.interval
-        self.membership = Membership(me, settings.dead_after)
+        self.membership = Membership(me, settings.dead_after, settings.max_age)
+        self.keys = keys
+        self.accept_unsigned = accept_unsigned
+        self._max_age_ms = int(settings.max_age * 1000)
+        self._signing: set[str] = set()  # nodes heard signing: their unsigned datagrams are forgeries
         self.on_change = on_change
         self.inc = time.time_ns()
         self._seq = 0
@@ -219,7 +220,7 @@ class HeartbeatService:
         self._threads: list[threading.Thread] = []
         self._sent = metrics.HEARTBEATS.labels("sent")
         self._received = metrics.HEARTBEATS.labels("received")
-        self._rejected = metrics.HEARTBEATS.labels("rejected")
+        self._rejected = {reason: metrics.HEARTBEATS_REJECTED.labels(reason) for reason in wire.REASONS}
 
     # -- controls ---------------------------------------------------------------------------
 
@@ -296,16 +297,22 @@ class HeartbeatService:
             self._queued.close()
 
     def _send_all(self) -> None:
+        ring = self.keys.ring() if self.keys else None
         with self._lock:
             self._seq += 1
-            data = Heartbeat(self.me, self.inc, self._seq, self._ready, self._leaving, self._view).encode()
+            hb = Heartbeat(self.me, self.inc, self._seq, self._ready, self._leaving, self._view,
+                           time.time_ns() // 1_000_000)
             targets = self._targets
+        datagrams = [hb.seal(ring.signing)] if ring else []
+        if ring is None or self.accept_unsigned:
+            datagrams.append(hb.encode())
         for target in targets:
-            try:
-                self._sock.sendto(data, target)
-                self._sent.inc()
-            except OSError as e:  # a peer's network unreachable must not stop the others
-                log.debug("heartbeat to %s failed: %s", target[0], e)
+            for data in datagrams:
+                try:
+                    self._sock.sendto(data, target)
+                    self._sent.inc()
+                except OSError as e:  # a peer's network unreachable must not stop the others
+                    log.debug("heartbeat to %s failed: %s", target[0], e)
 
     def _send_loop(self) -> None:
         next_at = time.monotonic()
@@ -337,23 +344,50 @@ class HeartbeatService:
                 self._take(self._receive(self._queued))
 
     def _receive(self, sock: socket.socket | None = None) -> Heartbeat | None:
-        """One datagram, decoded and checked against its sender's address; None if none came."""
+        """One datagram, checked; None if none came or it was refused (counted by reason)."""
         try:
-            data, addr = (sock or self._sock).recvfrom(MAX_DATAGRAM + 1)
+            data, addr = (sock or self._sock).recvfrom(wire.MAX_DATAGRAM + 1)
         except TimeoutError:
             return None
-        hb = decode(data)
-        if hb is not None and self._addresses.get(hb.node) != _v6_mapped(addr[0]):
-            self._rejected.inc()
+        checked = self._check(data, addr[0])
+        if isinstance(checked, str):
+            if checked:
+                self._rejected[checked].inc()
             return None
-        return hb
+        return checked
+
+    def _check(self, data: bytes, source: str) -> Heartbeat | str:
+        """The heartbeat, or why it is refused ("" for a rollout twin, dropped without counting)."""
+        # Unsigned datagrams are read in any case, to tell a forgery from a peer's rollout twin below.
+        opened = wire.open_datagram(data, self.keys.ring() if self.keys else None, accept_unsigned=True,
+                                    now_ms=time.time_ns() // 1_000_000, max_age_ms=self._max_age_ms)
+        if isinstance(opened, str):
+            return opened
+        address = self._addresses.get(opened.node)
+        if address is None:
+            return wire.UNKNOWN_NODE
+        if address != _v6_mapped(source):
+            return wire.WRONG_ADDRESS
+        if self.keys is None:
+            return opened
+        if data.startswith(wire.MAGIC2):
+            self._signing.add(opened.node)
+            return opened
+        if opened.node in self._signing:
+            with self._lock:
+                latest = self.membership.latest(opened.node)
+            # The unsigned copy of a signed datagram taken already: a peer still in its rollout.
+            return "" if latest is not None and (opened.inc, opened.seq) <= latest else wire.UNAUTHENTICATED
+        return opened if self.accept_unsigned else wire.UNAUTHENTICATED
 
     def _take(self, hb: Heartbeat | None) -> None:
         with self._lock:
             now = time.monotonic()
             change = self.membership.heard(hb, now) if hb else Change()
             sweep = self.membership.sweep(now)
-        if hb:
+        if change.replayed:
+            self._rejected[wire.REPLAYED].inc()
+        elif hb:
             self._received.inc()
         for node in change.arrived:
             # Peers' join times, in every agent's log: when it began to reserve a starting peer's IPs.

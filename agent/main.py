@@ -30,6 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seconds between heartbeats (default {hb.interval})")
     p.add_argument("--dead-after", type=float, default=hb.dead_after,
                    help=f"a peer not heard for this many seconds is dead and its IPs move (default {hb.dead_after})")
+    p.add_argument("--heartbeat-key-dir", default=hb.key_dir,
+                   help="directory where the Secret with the heartbeat keys is mounted (files current, next, "
+                        f"previous; default {hb.key_dir})")
+    p.add_argument("--heartbeat-max-age", type=float, default=hb.max_age,
+                   help="refuse a heartbeat whose timestamp is further than this many seconds from our clock, "
+                        f"as a replay (default {hb.max_age})")
+    p.add_argument("--heartbeat-accept-unauthenticated", action="store_true",
+                   help="during an upgrade from agents that do not sign heartbeats: also send and accept "
+                        "unsigned ones (remove once every agent is upgraded)")
+    p.add_argument("--insecure-heartbeats", action="store_true",
+                   help="no heartbeat key: send and accept unsigned heartbeats; anyone on the LAN can then "
+                        "forge them")
     p.add_argument("--handover-grace", type=float, default=defaults.handover_grace,
                    help="on SIGTERM, seconds to keep answering after telling peers we leave "
                         f"(default {defaults.handover_grace})")
@@ -38,11 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace) -> AgentSettings | None:
     """The settings the flags ask for; None (after saying why) if they break a rule."""
+    if args.insecure_heartbeats and args.heartbeat_accept_unauthenticated:
+        print("leifur-agent: --insecure-heartbeats and --heartbeat-accept-unauthenticated exclude each other "
+              "(without a key every heartbeat is unsigned)", file=sys.stderr)
+        return None
     try:
-        heartbeat = HeartbeatSettings(args.heartbeat_port, args.heartbeat_interval, args.dead_after)
-    except ValueError:
-        # The one rule HeartbeatSettings enforces, said in the flags' words.
-        print("leifur-agent: --dead-after must exceed two heartbeat intervals", file=sys.stderr)
+        heartbeat = HeartbeatSettings(args.heartbeat_port, args.heartbeat_interval, args.dead_after,
+                                      args.heartbeat_max_age,
+                                      None if args.insecure_heartbeats else args.heartbeat_key_dir,
+                                      args.heartbeat_accept_unauthenticated)
+    except ValueError as e:
+        # HeartbeatSettings' rules, said in the flags' words.
+        rule = {"dead_after must exceed two heartbeat intervals": "--dead-after must exceed two heartbeat intervals",
+                "max_age must exceed dead_after": "--heartbeat-max-age must exceed --dead-after"}[str(e)]
+        print(f"leifur-agent: {rule}", file=sys.stderr)
         return None
     return AgentSettings(heartbeat=heartbeat, handover_grace=args.handover_grace)
 
@@ -57,8 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     observability.setup_logging(args.log_level)
     from .app import Agent
+    from .heartbeat_keys import KeyDirectory, KeyProblem
 
-    agent = Agent(load_client(args.kubeconfig), args.node_name, settings,
+    keys = None
+    if settings.heartbeat.key_dir is None:
+        log.warning("heartbeats are not authenticated (--insecure-heartbeats): anyone on the LAN can forge them")
+    else:
+        try:
+            keys = KeyDirectory(settings.heartbeat.key_dir)
+        except KeyProblem as e:
+            print(f"leifur-agent: {e}", file=sys.stderr)
+            return 2
+    agent = Agent(load_client(args.kubeconfig), args.node_name, settings, keys=keys,
                   load_balancer_class=args.load_balancer_class)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop())

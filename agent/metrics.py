@@ -26,9 +26,10 @@ ANNOUNCED = _metric(Gauge, "leifur_agent_announced_ips", "IPs this node announce
 OWNERSHIP_CHANGES = _metric(Counter, "leifur_agent_ownership_changes_total",
                             "IPs this node started (gained) or stopped (lost) announcing.", ("direction",))
 PEERS = _metric(Gauge, "leifur_agent_peers", "Peer agents by state as this node sees them.", ("state",))
-HEARTBEATS = _metric(Counter, "leifur_agent_heartbeats_total",
-                     "Liveness datagrams sent, received, and rejected (unknown node or wrong source address).",
+HEARTBEATS = _metric(Counter, "leifur_agent_heartbeats_total", "Liveness datagrams sent and accepted.",
                      ("direction",))
+HEARTBEATS_REJECTED = _metric(Counter, "leifur_agent_heartbeats_rejected_total",
+                              "Datagrams on the heartbeat port refused, by reason (see docs/security.md).", ("reason",))
 PACKET_ERRORS = _metric(Counter, "leifur_agent_packet_errors_total",
                         "Exceptions while handling a frame or sending one (the responder drops it and goes on).",
                         ("family", "interface"))

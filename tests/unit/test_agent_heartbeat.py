@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import select
 import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
-from leifur.agent.heartbeat import Heartbeat, HeartbeatService, Membership, decode
+import pytest
+from prometheus_client import REGISTRY
+
+from leifur.agent.heartbeat import HeartbeatService, Membership
+from leifur.agent.heartbeat_keys import KeyDirectory
+from leifur.agent.heartbeat_wire import Heartbeat, open_datagram
 from leifur.model.settings import HeartbeatSettings
+
+
+def decode(data: bytes) -> Heartbeat | None:
+    """An unsigned datagram as an agent with authentication off reads it."""
+    got = open_datagram(data, None, accept_unsigned=True, now_ms=0, max_age_ms=0)
+    return None if isinstance(got, str) else got
 
 
 def hb(node: str, seq: int, inc: int = 1, ready: bool = True, leaving: bool = False, view: str = "") -> Heartbeat:
@@ -46,8 +60,8 @@ def test_leaving_drops_a_peer_at_once_and_its_incarnation_never_returns():
 def test_stale_and_duplicate_datagrams_change_nothing():
     m = Membership("me", dead_after=0.5)
     m.heard(hb("a", 5, inc=2), 0.0)
-    assert not m.heard(hb("a", 5, inc=2, ready=False), 0.1)  # duplicate
-    assert not m.heard(hb("a", 9, inc=1, ready=False), 0.1)  # older incarnation
+    assert m.heard(hb("a", 5, inc=2, ready=False), 0.1).replayed  # duplicate
+    assert m.heard(hb("a", 9, inc=1, ready=False), 0.1).replayed  # older incarnation
     assert m.eligible(0.1) == {"a"}
 
 
@@ -97,17 +111,37 @@ def test_starting_peers_are_alive_unready_and_recent():
     assert m.starting(7.0, within=5) == frozenset()
 
 
-def test_a_restarted_agent_is_accepted_even_if_its_clock_went_back():
-    m = Membership("me", dead_after=0.5)
+def test_a_restarted_agent_whose_clock_went_back_is_accepted_after_the_replay_window():
+    m = Membership("me", dead_after=0.5, replay_window=10)
     m.heard(hb("a", 50, inc=1000), 0.0)
-    # While the old incarnation is alive, an older one is a stale datagram.
-    assert not m.heard(hb("a", 1, inc=900), 0.1)
-    # Once it is dead (crash) or leaving, another incarnation is a restart, whatever its number.
+    # An older incarnation is a replay of what was recorded before a restart...
+    assert m.heard(hb("a", 1, inc=900), 0.1).replayed
     m.sweep(1.0)
-    assert m.heard(hb("a", 1, inc=900), 1.0).eligible
-    assert m.eligible(1.0) == {"a"}
-    m.heard(hb("a", 2, inc=900, leaving=True), 1.1)
-    assert m.heard(hb("a", 1, inc=800), 1.2).eligible
+    assert m.heard(hb("a", 1, inc=900), 1.0).replayed
+    assert m.eligible(1.0) == frozenset()
+    # ...or a restart whose clock went back: after a silence longer than any replay could be
+    # (older datagrams are stale), it is accepted.
+    assert m.heard(hb("a", 1, inc=900), 10.1).eligible
+    assert m.eligible(10.1) == {"a"}
+    m.heard(hb("a", 2, inc=900, leaving=True), 10.2)
+    assert m.heard(hb("a", 1, inc=800), 10.3).replayed
+    assert m.heard(hb("a", 1, inc=800), 20.3).eligible
+
+
+def test_replayed_datagrams_never_bring_a_dead_peer_back():
+    m = Membership("me", dead_after=0.5, replay_window=10)
+    recorded = [hb("a", seq, inc=1000) for seq in range(1, 6)]
+    for i, h in enumerate(recorded):
+        m.heard(h, i * 0.1)
+    m.sweep(2.0)  # SIGKILL: a is dead
+    for h in recorded:
+        assert m.heard(h, 2.1).replayed
+    # Not even once its peer entry is long gone.
+    m.sweep(1000.0)
+    assert all(m.heard(h, 1000.0).replayed for h in recorded)
+    assert m.alive(1000.0) == frozenset()
+    # Its next incarnation is welcome at once.
+    assert m.heard(hb("a", 1, inc=2000), 1000.1).eligible
 
 
 def test_forgetting_deleted_nodes():
@@ -143,21 +177,94 @@ def test_views_travel_and_a_changed_view_is_a_change():
     assert m.views(0.8) == {}
 
 
-def test_a_starved_receive_thread_does_not_make_live_peers_look_dead():
-    """Heartbeats queued on the socket count before a decision (catch_up), even if the receive
-    thread has not run: here it never started, as if the CPU had been busy elsewhere. Loopback only."""
-    service = HeartbeatService("me", HeartbeatSettings(port=0), bind="::1")
+KEY = b"k" * 32
+
+
+@pytest.fixture()
+def key_dir(tmp_path: Path) -> Path:
+    (tmp_path / "current").write_bytes(KEY)
+    return tmp_path
+
+
+@pytest.fixture()
+def service(key_dir: Path) -> Iterator[HeartbeatService]:
+    """A HeartbeatService on loopback that knows one peer, "a", at ::1; its threads are not started."""
+    service = HeartbeatService("me", HeartbeatSettings(port=0), keys=KeyDirectory(str(key_dir)), bind="::1")
+    service.set_peers({"a": "::1"})
     try:
-        service.set_peers({"a": "::1"})
-        port = service._sock.getsockname()[1]
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as peer:
-            peer.bind(("::1", 0))
-            for seq in (1, 2):
-                peer.sendto(hb("a", seq).encode(), ("::1", port))
-            assert select.select([service._queued], [], [], 5)[0]  # queued on the socket
-            assert service.eligible() == frozenset()  # nothing read yet: "a" looks absent
-            service.catch_up()
-            assert service.eligible() == {"a"}
-            service.catch_up()  # an empty queue returns at once
+        yield service
     finally:
         service.stop()
+
+
+def send(service: HeartbeatService, *datagrams: bytes) -> None:
+    """Send from ::1 and wait until the datagrams are queued on the service's socket."""
+    port = service._sock.getsockname()[1]
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as peer:
+        peer.bind(("::1", 0))
+        for data in datagrams:
+            peer.sendto(data, ("::1", port))
+    assert select.select([service._queued], [], [], 5)[0]
+
+
+def signed(seq: int, inc: int = 1, **kw: object) -> bytes:
+    return Heartbeat("a", inc, seq, ts=time.time_ns() // 1_000_000, **kw).seal(KEY)  # type: ignore[arg-type]
+
+
+def rejected(reason: str) -> float:
+    return REGISTRY.get_sample_value("leifur_agent_heartbeats_rejected_total", {"reason": reason}) or 0.0
+
+
+def test_a_starved_receive_thread_does_not_make_live_peers_look_dead(service: HeartbeatService) -> None:
+    """Heartbeats queued on the socket count before a decision (catch_up), even if the receive
+    thread has not run: here it never started, as if the CPU had been busy elsewhere. Loopback only."""
+    send(service, signed(1), signed(2))
+    assert service.eligible() == frozenset()  # nothing read yet: "a" looks absent
+    service.catch_up()
+    assert service.eligible() == {"a"}
+    service.catch_up()  # an empty queue returns at once
+
+
+def test_unsigned_forged_and_replayed_datagrams_are_refused_and_counted(service: HeartbeatService) -> None:
+    before = {r: rejected(r) for r in ("unauthenticated", "bad-signature", "replayed")}
+    send(service, signed(1), signed(2))
+    service.catch_up()
+    assert service.eligible() == {"a"}
+    leaving = Heartbeat("a", 1, 3, leaving=True, ts=time.time_ns() // 1_000_000)
+    send(service, leaving.encode(), leaving.seal(KEY)[:-32] + signed(3)[-32:], signed(1), signed(2))
+    service.catch_up()
+    assert service.eligible() == {"a"}  # no forged "leaving" took it out
+    assert {r: rejected(r) - before[r] for r in before} == {"unauthenticated": 1, "bad-signature": 1, "replayed": 2}
+
+
+def test_during_a_rollout_unsigned_datagrams_count_until_the_node_signs(key_dir: Path) -> None:
+    service = HeartbeatService("me", HeartbeatSettings(port=0), keys=KeyDirectory(str(key_dir)),
+                               accept_unsigned=True, bind="::1")
+    try:
+        service.set_peers({"a": "::1"})
+        send(service, Heartbeat("a", 1, 1).encode())  # an agent of the previous version
+        service.catch_up()
+        assert service.eligible() == {"a"}
+        send(service, signed(1, inc=2))  # upgraded: from now on its unsigned datagrams are forgeries...
+        service.catch_up()
+        before = rejected("unauthenticated")
+        send(service, Heartbeat("a", 2, 1).encode())  # ...except the unsigned twin of each signed one
+        service.catch_up()
+        assert rejected("unauthenticated") == before
+        send(service, Heartbeat("a", 2, 2, leaving=True).encode())
+        service.catch_up()
+        assert service.eligible() == {"a"} and rejected("unauthenticated") == before + 1
+    finally:
+        service.stop()
+
+
+def test_signing_agents_drop_the_unsigned_twins_of_a_peer_still_in_its_rollout(service: HeartbeatService) -> None:
+    """After the rollout, while the flag is removed node by node, a node without it hears the unsigned
+    copies its peers still send: not forgeries, not counted; any other unsigned datagram is."""
+    send(service, signed(1), Heartbeat("a", 1, 1).encode())
+    before = rejected("unauthenticated")
+    service.catch_up()
+    assert service.eligible() == {"a"} and rejected("unauthenticated") == before
+    send(service, Heartbeat("a", 1, 2, leaving=True).encode(), Heartbeat("b", 1, 1).encode())
+    service.catch_up()
+    assert service.eligible() == {"a"} and rejected("unauthenticated") == before + 1

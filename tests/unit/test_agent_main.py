@@ -42,3 +42,29 @@ def test_a_large_dead_after_is_accepted_and_widens_the_start_reserve():
     got = main.settings_from(main.build_parser().parse_args(["--node-name", "n", "--dead-after", "8"]))
     assert got.heartbeat.dead_after == 8
     assert got.start_reserve_for_peers >= 2 * got.heartbeat.start_hold
+
+
+def test_without_a_key_the_agent_refuses_to_start(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main.main(["--node-name", "n1", "--heartbeat-key-dir", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"leifur-agent: no heartbeat key: {tmp_path}/absent/current does not exist.")
+    assert "--insecure-heartbeats" in err
+
+
+@pytest.mark.parametrize("argv, settings", [
+    (["--insecure-heartbeats"], HeartbeatSettings(key_dir=None)),
+    (["--heartbeat-key-dir", "/k", "--heartbeat-accept-unauthenticated"],
+     HeartbeatSettings(key_dir="/k", accept_unsigned=True)),
+    (["--heartbeat-max-age", "30"], HeartbeatSettings(max_age=30)),
+], ids=["insecure", "rollout", "max-age"])
+def test_the_heartbeat_authentication_flags(argv: list[str], settings: HeartbeatSettings) -> None:
+    assert main.settings_from(main.build_parser().parse_args(argv)) == AgentSettings(heartbeat=settings)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--insecure-heartbeats", "--heartbeat-accept-unauthenticated"], "exclude each other"),
+    (["--heartbeat-max-age", "0.4"], "--heartbeat-max-age must exceed --dead-after"),
+], ids=["insecure-and-rollout", "max-age-below-dead-after"])
+def test_bad_heartbeat_flags_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main.main(["--node-name", "n1", *argv]) == 2
+    assert message in capsys.readouterr().err
