@@ -45,6 +45,7 @@ from leifur_dev.stack import AgentProcess, Stack
 HANDOVER_WINDOW = 0.3
 PEERS = "leifur_agent_peers"
 HEARTBEATS = "leifur_agent_heartbeats_total"
+REJECTED = "leifur_agent_heartbeats_rejected_total"
 CHURN = 4  # Services c0..c3 come and go during faults, beside the steady s0..s7
 OTHER_CLASS = "example.com/other-load-balancer"
 # Offsets of the lab subnet: the chaos pool has 30..55 (26 addresses for at most 8 + 4 + 4 Services);
@@ -293,20 +294,21 @@ class Chaos:
         agent = self.stack.agents[host.name]
         peers = [a for name, a in self.stack.agents.items() if name != host.name]
         sent = sum(p.metric(HEARTBEATS, direction="sent") for p in peers)
-        received = agent.metric(HEARTBEATS, direction="received")
+        received = _read(agent)
         start = time.time()
         agent.signal(signal.SIGSTOP)
         self._pause()
         self._wait_peers_ready({a: len(peers) - 1 for a in peers}, f"the peers of frozen {host.name} dropping it")
         agent.signal(signal.SIGCONT)
         # Until the thawed agent has read the heartbeats that queued while it was frozen, its metrics
-        # are those from before the freeze, and it may still claim from that stale membership. Each
+        # are those from before the freeze, and it may still claim from that stale membership (once
+        # read, queued datagrams count as received, or as rejected if they got too old). Each
         # peer sends one datagram to every other node per heartbeat; one more from each covers those
         # that were on the way when they were counted.
         queued = (sum(p.metric(HEARTBEATS, direction="sent") for p in peers) - sent) / len(peers) + len(peers)
 
         def caught_up() -> bool:
-            return agent.metric(HEARTBEATS, direction="received") >= received + queued
+            return _read(agent) >= received + queued
 
         self.split_windows.append((start, self._split_over(caught_up)))
 
@@ -758,3 +760,8 @@ class Chaos:
                 if "Traceback" in ctl.log_path.read_text(errors="replace"):
                     out.append("controller logged a traceback")
         return out
+
+
+def _read(agent: AgentProcess) -> float:
+    """Datagrams `agent` has read from its heartbeat socket, accepted or not."""
+    return agent.metric(HEARTBEATS, direction="received") + agent.metric(REJECTED)

@@ -25,7 +25,7 @@ from kubernetes.client.rest import ApiException
 
 from leifur.model import names
 from leifur.model.settings import AgentSettings
-from leifur_dev import gobuild, netlab
+from leifur_dev import gobuild, netlab, secretvolume
 from leifur_dev.cluster import (
     REPO,
     Cluster,
@@ -61,9 +61,12 @@ class AgentProcess(ServedProcess):
         kubeconfig = self.stack.workdir / f"kubeconfig-{self.host.name}"
         if not (self.reuse_credentials and kubeconfig.exists()):
             kubeconfig = self.stack.agent_kubeconfig(self.host)
+        key_dir = self.stack.key_dir(self.host)
+        if not key_dir.exists():
+            secretvolume.project(key_dir, self.stack.heartbeat_keys)
         argv = [sys.executable, "-m", "leifur.agent.main", "--kubeconfig", str(kubeconfig),
                 "--node-name", self.node_name, "--metrics-address", f"0.0.0.0:{AGENT_PORT}",
-                "--log-level", "debug", *self.stack.agent_args, *self.extra]
+                "--heartbeat-key-dir", str(key_dir), "--log-level", "debug", *self.stack.agent_args, *self.extra]
         log = open(self.log_path, "a")  # noqa: SIM115 - the child keeps it
         self.proc = self.stack.lab.popen(self.host.netns, argv, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -107,6 +110,8 @@ class Stack:
         self.lab = lab
         self.workdir = workdir
         self.agent_args = agent_args
+        # What the Secret leifur-heartbeat-key holds; each node's kubelet projects it (key_dir).
+        self.heartbeat_keys = {names.HEARTBEAT_KEY_CURRENT: os.urandom(names.HEARTBEAT_KEY_BYTES)}
         self.cluster = Cluster(api_client)
         self.core = client.CoreV1Api(api_client)
         self.kubeconfig = control_plane.write_kubeconfig(
@@ -129,6 +134,10 @@ class Stack:
 
     def host_of(self, node_name: str) -> netlab.Host:
         return next(h for h in self.lab.nodes if self.node_name(h) == node_name)
+
+    def key_dir(self, host: netlab.Host) -> Path:
+        """Where `host`'s agent finds the heartbeat keys (the Secret's volume on that node)."""
+        return self.workdir / f"heartbeat-key-{host.name}"
 
     def lan_ip(self, offset: int, version: int = 4) -> str:
         """An address of the lab's subnet that no host uses (offsets 30..59 are free)."""

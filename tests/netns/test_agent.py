@@ -320,13 +320,13 @@ def test_garbage_on_the_heartbeat_port_changes_nothing(stack):
         "    for t in sys.argv[1].split(','):\n"
         "        s.sendto(data, (t, 7474))\n"
     )
-    rejected = {name: a.metric("leifur_agent_heartbeats_total", direction="rejected")
+    rejected = {name: a.metric("leifur_agent_heartbeats_rejected_total")
                 for name, a in stack.agents.items()}
     stack.lab.run(stack.lab.client.netns, [sys.executable, "-c", flood, ",".join(targets), ",".join(nodes)])
     for name, agent in stack.agents.items():
         assert agent.alive(), agent.log_tail()
         # The flood reached the agent's heartbeat socket and was read, not lost on the way.
-        assert agent.metric("leifur_agent_heartbeats_total", direction="rejected") > rejected[name], name
+        assert agent.metric("leifur_agent_heartbeats_rejected_total") > rejected[name], name
     assert stack.who_answers(ip, duration=1.0) == [stack.lab.host(answering).mac]
 
 
