@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAGIC1 = b"LFHB1"
 MAGIC2 = b"LFHB2"
@@ -69,13 +69,18 @@ class Keyring:
 
     signing: bytes
     accepted: tuple[bytes, ...]
+    _by_id: dict[bytes, tuple[bytes, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.signing not in self.accepted:
             raise ValueError("the signing key must be accepted")
+        by_id: dict[bytes, tuple[bytes, ...]] = {}
+        for k in self.accepted:  # ids are hashes: computed once, not per datagram
+            by_id[key_id(k)] = (*by_id.get(key_id(k), ()), k)
+        object.__setattr__(self, "_by_id", by_id)
 
-    def by_id(self, kid: bytes) -> list[bytes]:
-        return [k for k in self.accepted if key_id(k) == kid]
+    def by_id(self, kid: bytes) -> tuple[bytes, ...]:
+        return self._by_id.get(kid, ())
 
 
 def key_id(key: bytes) -> bytes:
