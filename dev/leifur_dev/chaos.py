@@ -10,7 +10,7 @@ Invariants (from DESIGN.md and issue 6):
 - no IP held by two incompatible Services, ever;
 - no assigned IP changes without a cause the user made (an edit of that Service or a pool);
 - after the faults stop, every Service that can have an IP has one, and pool status adds up;
-- at most one MAC answers for an IP outside a handover window (faults that split the agents'
+- at most one of our nodes' MACs answers for an IP outside a handover window (faults that split the agents'
   view — partitions, frozen agents — excepted while they last); every IP claimed on the LAN
   was allocated;
 - no process of ours crashes on any input.
@@ -22,6 +22,8 @@ import contextlib
 import logging
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -209,6 +211,8 @@ class Chaos:
             "Services deleted while being reconciled": self.delete_mid_reconcile,
             "pool deleted while in use": self.delete_pool_in_use,
             "pool edited into an invalid spec": self.invalid_pool,
+            "heartbeats forged and replayed from the LAN": self.forge_heartbeats,
+            "a host on the LAN claims a Service's IP": self.foreign_claim,
         }
 
     def run(self, steps: int, only: tuple[str, ...] = ()) -> None:
@@ -326,6 +330,53 @@ class Chaos:
         self._wait_peers_ready({agent: 0, **{a: len(peers) - 1 for a in peers}}, f"{host.name} cut off from its peers")
         self.stack.lab.run(host.netns, ["nft", "delete", "table", "inet", "chaospart"])
         self.split_windows.append((start, self._split_over()))
+
+    def forge_heartbeats(self) -> None:
+        """A host on the LAN records a node's heartbeats, then forges ("it leaves" or "it is alive",
+        unsigned and with a made-up signature) and replays them to its peers, with the node's source
+        address. Nothing may change: the same MACs answer while it lasts."""
+        s = self.stack
+        victim = self._node()
+        expected = self._steady_expected()
+        pcap = str(s.workdir / f"chaos-recorded-{victim.name}.pcap")
+        s.lab.run(victim.netns, ["timeout", "20", "tcpdump", "-i", "eth0", "-c", "20", "-w", pcap,
+                                 f"udp and src host {victim.ip4} and dst port {AgentSettings().heartbeat.port}"],
+                  timeout=30)
+        assert s.lab.client is not None
+        claim = self.rng.choice(["leaving", "alive"])
+        attacker = s.lab.popen(s.lab.client.netns, [
+            sys.executable, "-m", "leifur_dev.attacker", "--node", s.node_name(victim), "--source", victim.ip4,
+            "--targets", ",".join(h.ip4 for h in s.lab.nodes if h is not victim), "--claim", claim,
+            "--recorded", pcap, "--duration", "30"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert attacker.stdout is not None
+            attacker.stdout.readline()  # its first round is out
+            self._pause()
+            self._check_answered(expected, f"while {victim.name}'s heartbeats were forged ({claim})")
+        finally:
+            attacker.send_signal(signal.SIGTERM)
+            attacker.communicate(timeout=30)
+
+    def foreign_claim(self) -> None:
+        """A host on the LAN (the client) sends gratuitous ARP for a steady Service's IP from its own
+        MAC. The owner counts the conflict; our nodes' answers do not change (the capture check
+        looks at our MACs only)."""
+        s = self.stack
+        expected = self._steady_expected()
+        ip = self.rng.choice(sorted(expected))
+        owner = next(a for a in s.agents.values() if a.host.mac == expected[ip])
+        before = owner.metric("leifur_agent_conflicts_total")
+        assert s.lab.client is not None
+        claimant = s.lab.popen(s.lab.client.netns, [
+            sys.executable, "-m", "leifur_dev.claimant", "--ip", ip, "--duration", "30"], stdout=subprocess.PIPE)
+        try:
+            wait_for(lambda: owner.metric("leifur_agent_conflicts_total") > before, 30,
+                     what=f"{owner.node_name} counting the claim on {ip}")
+            self._pause()
+        finally:
+            claimant.send_signal(signal.SIGTERM)
+            claimant.communicate(timeout=30)
+        self._check_answered(expected, f"after a foreign host claimed {ip}")
 
     def _wait_peers_ready(self, expected: dict[AgentProcess, int], what: str) -> None:
         """Until each agent reports as many ready peers as `expected` says."""
@@ -731,8 +782,10 @@ class Chaos:
         """Two MACs claiming an IP outside a handover window (and outside splits), and claims of
         IPs that were never allocated."""
         out = []
+        ours = {h.mac for h in self.stack.lab.nodes}
         for ip in ips:
-            claims = claims_in_capture(pcap, ip)
+            # Our nodes' claims: a foreign claimant (that fault) is the LAN's, not ours to count.
+            claims = [(t, mac) for t, mac in claims_in_capture(pcap, ip) if mac in ours]
             if claims and ip not in self.observer.allocated:
                 out.append(Violation(claims[0][0], "announced-without-allocation", ip))
             for first, last, macs in handover_windows(claims, HANDOVER_WINDOW):
