@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from kubernetes import client
 
@@ -75,6 +75,7 @@ class Agent:
         self._held: frozenset[str] = frozenset()  # IPs waiting for the peers' views (logged on change)
         self._problems: dict[str, str] = {}  # ip -> last problem reported (to report each once)
         self._conflict_logged: dict[str, float] = {}
+        self._presumed: frozenset[str] = frozenset()  # peers presumed alive though silent (logged on change)
 
     # -- signals from other threads -----------------------------------------------------------
 
@@ -158,9 +159,19 @@ class Agent:
 
     # -- the sync ---------------------------------------------------------------------------------
 
-    def live_nodes(self) -> frozenset[str]:
+    def live_nodes(self, nodes: list[dict[str, Any]]) -> frozenset[str]:
         own = {self.node} if self.ready else set()
-        return self.heartbeat.eligible() | own
+        presumed = step.presumed_alive(self.heartbeat.fell_silent_together(), nodes)
+        if presumed != self._presumed:
+            if presumed:
+                log.warning("hearing none of %s, which all fell silent at once: presuming them alive (this node "
+                            "may have stopped hearing heartbeats) until they are heard again or their Node is "
+                            "not Ready", ", ".join(sorted(presumed)))
+            elif self._presumed:
+                log.info("no longer presuming %s alive", ", ".join(sorted(self._presumed)))
+            self._presumed = presumed
+        metrics.PEERS.labels("presumed").set(len(presumed))
+        return self.heartbeat.eligible() | own | presumed
 
     def sync(self) -> None:
         """Read, decide (step.step, pure), apply, record, report."""
@@ -172,7 +183,7 @@ class Agent:
         metrics.PEERS.labels("ready").set(len(self.heartbeat.eligible()))
         if not self.ready:
             return
-        live = self.live_nodes()
+        live = self.live_nodes(cluster.nodes)
         decisions = plan.decide_announcements(cluster, live, self.load_balancer_class)
         view = digest(decisions)
         self.heartbeat.set_view(view)
@@ -373,3 +384,4 @@ def _by_interface(claims: Mapping[str, step.Claim]) -> tuple[_ByInterface, _ByIn
             else:
                 answer.setdefault(ifname, set()).add(ip)
     return answer, announce_only, kernel
+

@@ -79,9 +79,10 @@ class Membership:
         self.dead_after = dead_after
         self.replay_window = replay_window
         self._peers: dict[str, _Peer] = {}
-        # Per node, the latest (incarnation, sequence) accepted and when: kept after the peer is
-        # dead and forgotten, so that a replay of its last datagrams never brings it back.
-        self._latest: dict[str, tuple[int, int, float]] = {}
+        # Per node, the latest (incarnation, sequence) accepted, when, and whether it said ready and
+        # not leaving: kept after the peer is dead and forgotten, so that a replay of its last
+        # datagrams never brings it back.
+        self._latest: dict[str, tuple[int, int, float, bool]] = {}
         self._eligible: frozenset[str] = frozenset()
         # Peers seen dead since they were last alive: their return is a partition healing or a
         # restart, after which the owner re-announces in case the peer had been answering too.
@@ -107,6 +108,25 @@ class Membership:
     def alive(self, now: float) -> frozenset[str]:
         return frozenset(n for n, p in self._peers.items() if self._alive(p, now))
 
+    def fell_silent_together(self, now: float, within: float) -> frozenset[str]:
+        """The ready peers that all went quiet within `within` of each other, if they are at least
+        two and none was heard in the last `within`; else none.
+
+        Several healthy agents do not stop at the same instant: when every peer goes quiet at once,
+        this node has most likely stopped hearing (its reception is cut: a firewall, a one-way
+        fault), while its peers may well hear it. Taking their IPs would put a second MAC on each.
+        Checked as soon as the first of them is dead, while the others are merely quiet, so that
+        this node never claims the first one's IPs for a moment. A single peer's silence stays a
+        failover: with two nodes the cases cannot be told apart.
+        """
+        # From _latest, which outlives the peers' entries: the cut may last for hours.
+        last = {n: at for n, (_inc, _seq, at, serving) in self._latest.items() if serving}
+        if not last or now - max(last.values()) <= within:
+            return frozenset()
+        latest = max(last.values())
+        together = frozenset(n for n, t in last.items() if latest - t <= within)
+        return together if len(together) >= 2 else frozenset()
+
     def views(self, now: float) -> dict[str, str]:
         """The last `view` of every eligible peer."""
         return {n: p.view for n, p in self._peers.items() if p.ready and self._alive(p, now)}
@@ -119,7 +139,7 @@ class Membership:
         p = self._peers.get(hb.node)
         if p is not None and p.inc == hb.inc and p.leaving:
             return Change()  # a leaving incarnation never comes back
-        self._latest[hb.node] = (hb.inc, hb.seq, now)
+        self._latest[hb.node] = (hb.inc, hb.seq, now, hb.ready and not hb.leaving)
         revived: frozenset[str] = frozenset()
         arrived = frozenset({hb.node}) if p is None or not self._alive(p, now) or p.inc != hb.inc else frozenset()
         since = p.since if p is not None and p.inc == hb.inc else now
@@ -135,13 +155,13 @@ class Membership:
     def latest(self, node: str) -> tuple[int, int] | None:
         """The (incarnation, sequence) of the latest datagram accepted from `node`."""
         latest = self._latest.get(node)
-        return latest[:2] if latest else None
+        return (latest[0], latest[1]) if latest else None
 
     def _moves_forward(self, hb: Heartbeat, now: float) -> bool:
         latest = self._latest.get(hb.node)
         if latest is None:
             return True
-        inc, seq, at = latest
+        inc, seq, at, _serving = latest
         if hb.inc != inc:
             # An older incarnation is a replay, or a restart whose clock went back (the incarnation
             # is a start time). Only a silence longer than the replay window tells them apart: a
@@ -267,6 +287,12 @@ class HeartbeatService:
     def peers_alive(self) -> frozenset[str]:
         with self._lock:
             return self.membership.alive(time.monotonic())
+
+    def fell_silent_together(self) -> frozenset[str]:
+        """Membership.fell_silent_together: peers' last heartbeats within two intervals of each other
+        (a heartbeat from each per interval, plus one of jitter)."""
+        with self._lock:
+            return self.membership.fell_silent_together(time.monotonic(), 2 * self.interval)
 
     def leave(self, copies: int = 3) -> None:
         """Tell every peer we are going (SIGTERM): several copies, in case one is lost."""

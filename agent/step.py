@@ -14,8 +14,9 @@ The first two apply only to IPs not claimed yet: an IP already announced stays a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from typing import Any
 
 from leifur.announce import interfaces, plan
 from leifur.announce.agreement import Verdict
@@ -123,3 +124,21 @@ def _claim(ip: str, d: plan.Decision, links: tuple[interfaces.Link, ...]) -> Cla
     if not ifaces:
         return Withheld(d, NO_INTERFACE, interfaces.explain_no_interface(ip, links, named))
     return Claim(d, ifaces, d.announcement.mode)
+
+
+def presumed_alive(silent: frozenset[str], nodes: Sequence[Mapping[str, Any]]) -> frozenset[str]:
+    """Of the peers that fell silent together, those whose Node still exists and is not reported
+    NotReady by its kubelet: a whole rack losing power is then taken over once its Nodes turn
+    NotReady (about 40 s), rather than never. A Node without a Ready condition (no kubelet
+    reported yet) is not excluded."""
+    by_name = {n["metadata"]["name"]: n for n in nodes}
+    out = set()
+    for name in silent:
+        node = by_name.get(name)
+        if node is None:
+            continue
+        conditions = (node.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Ready" and c.get("status") != "True" for c in conditions):
+            continue
+        out.add(name)
+    return frozenset(out)

@@ -235,22 +235,75 @@ def test_netlink_mode_puts_the_ip_on_the_interface_and_takes_it_off(stack):
     wait_for(lambda: holders(ip) == [], 30, what="the address removed")
 
 
+def _ips_owned_and_not(stack: Stack, ns: str, node: str) -> tuple[str, str]:
+    """Services until one IP is owned by `node` and one by another node: (its IP, another's IP)."""
+    ips: list[str] = []
+    for i in range(12):
+        ips.append(stack.service(ns, f"web{i}"))
+        mine = [ip for ip in ips if expected_owner(stack, ip) == node]
+        others = [ip for ip in ips if expected_owner(stack, ip) != node]
+        if mine and others:
+            return mine[0], others[0]
+    raise AssertionError(f"12 IPs and not one of each: {ips}")
+
+
+def _cut_heartbeats(stack: Stack, host, *, outgoing: bool) -> None:
+    rules = " chain in {\n  type filter hook input priority 0\n  udp dport 7474 drop\n }\n"
+    if outgoing:
+        rules += " chain out {\n  type filter hook output priority 0\n  udp dport 7474 drop\n }\n"
+    stack.lab.run(host.netns, ["nft", "-f", "-"], input=f"table inet leifurpart {{\n{rules}}}\n")
+
+
 def test_a_partition_between_agents_heals_to_one_owner(stack):
     ns = start(stack)
     n1 = stack.lab.host("node1")
-    # An IP node1 does not own: during the partition node1 claims it too.
-    ips = [stack.service(ns, f"web{i}") for i in range(4)]
-    ip = next(i for i in ips if expected_owner(stack, i) != "node1")
-    owner_name = wait_single_answer(stack, ip)
-    cut = ("table inet leifurpart {\n chain in {\n  type filter hook input priority 0\n  udp dport 7474 drop\n }\n"
-           " chain out {\n  type filter hook output priority 0\n  udp dport 7474 drop\n }\n}\n")
-    stack.lab.run(n1.netns, ["nft", "-f", "-"], input=cut)
-    wait_for(lambda: sorted(stack.who_answers(ip)) == sorted([n1.mac, stack.lab.host(owner_name).mac]), 30,
-             what="both sides of the partition answering")
+    mine, theirs = _ips_owned_and_not(stack, ns, "node1")
+    successor = expected_owner(stack, mine, [h for h in stack.lab.nodes if h is not n1])
+    owner_name = expected_owner(stack, theirs)
+    for ip in (mine, theirs):
+        wait_single_answer(stack, ip)
+    _cut_heartbeats(stack, n1, outgoing=True)
+    # Each side keeps answering for its own: node1's peers take node1's IP (it is dead to them),
+    # node1 presumes its peers alive (they fell silent together) and keeps to its own IPs.
+    wait_for(lambda: sorted(stack.who_answers(mine)) == sorted([n1.mac, stack.lab.host(successor).mac]), 30,
+             what="both sides of the partition answering for node1's IP")
+    assert stack.agents["node1"].metric("leifur_agent_peers", state="presumed") == 2
+    assert stack.who_answers(theirs, duration=1.0) == [stack.lab.host(owner_name).mac]
     stack.lab.run(n1.netns, ["nft", "delete", "table", "inet", "leifurpart"])
-    assert wait_single_answer(stack, ip) == owner_name
+    assert wait_single_answer(stack, mine) == "node1"
     # And it stays that way.
-    assert stack.who_answers(ip, duration=2.0) == [stack.lab.host(owner_name).mac]
+    assert stack.who_answers(mine, duration=2.0) == [n1.mac]
+
+
+def test_a_node_that_stops_hearing_its_peers_does_not_answer_beside_them(stack):
+    """One-way loss: node1's incoming heartbeats are dropped, its own still reach its peers, which
+    therefore see it alive. node1 hears nobody; all its peers went quiet at once, so it presumes
+    them alive rather than taking their IPs (a second MAC on each, for as long as the fault lasted)."""
+    ns = start(stack)
+    n1 = stack.lab.host("node1")
+    mine, theirs = _ips_owned_and_not(stack, ns, "node1")
+    owner_name = expected_owner(stack, theirs)
+    for ip in (mine, theirs):
+        wait_single_answer(stack, ip)
+    pcap = stack.workdir / "one-way.pcap"
+    capture = stack.capture(pcap)
+    _cut_heartbeats(stack, n1, outgoing=False)
+    try:
+        wait_for(lambda: stack.agents["node1"].metric("leifur_agent_peers", state="presumed") == 2, 30,
+                 what="node1 presuming its silent peers alive")
+        for h in stack.lab.nodes:
+            if h is not n1:  # node1's peers still hear it
+                assert stack.agents[h.name].metric("leifur_agent_peers", state="ready") == 2, h.name
+        assert stack.who_answers(theirs, duration=2.0) == [stack.lab.host(owner_name).mac]
+        assert stack.who_answers(mine, duration=1.0) == [n1.mac]
+    finally:
+        stack.lab.run(n1.netns, ["nft", "delete", "table", "inet", "leifurpart"])
+    wait_for(lambda: stack.agents["node1"].metric("leifur_agent_peers", state="presumed") == 0, 30,
+             what="node1 hearing its peers again")
+    capture.terminate()
+    capture.wait(10)
+    # Not even for a moment when the cut began: node1 never claimed the other node's IP.
+    assert {mac for _t, mac in claims_in_capture(str(pcap), theirs)} <= {stack.lab.host(owner_name).mac}
 
 
 def test_an_agent_with_a_stale_view_is_not_answered_over(stack):

@@ -268,3 +268,36 @@ def test_signing_agents_drop_the_unsigned_twins_of_a_peer_still_in_its_rollout(s
     send(service, Heartbeat("a", 1, 2, leaving=True).encode(), Heartbeat("b", 1, 1).encode())
     service.catch_up()
     assert service.eligible() == {"a"} and rejected("unauthenticated") == before + 1
+
+
+# name: (each peer's heartbeats as (node, times heard, ready, leaving), now, expected)
+SILENCES = {
+    "all-fell-silent-together": ([("a", [0.0, 0.1, 0.2], True, False), ("b", [0.05, 0.15, 0.25], True, False)],
+                                 5.0, {"a", "b"}),
+    "one-died-long-before-the-other": ([("a", [0.0, 0.1], True, False), ("b", [0.0, 0.1, 3.0, 3.1], True, False)],
+                                       5.0, set()),
+    "a-single-peer-is-a-failover": ([("a", [0.0, 0.1, 0.2], True, False)], 5.0, set()),
+    "one-left-the-other-fell-silent": ([("a", [0.1, 0.2], True, True), ("b", [0.1, 0.2], True, False)], 5.0, set()),
+    "one-still-heard": ([("a", [0.1, 0.2], True, False), ("b", [0.1, 4.8], True, False)], 5.0, set()),
+    "starting-peers-are-not-presumed": ([("a", [0.1, 0.2], False, False), ("b", [0.1, 0.2], False, False)],
+                                        5.0, set()),
+    "two-of-three-together-the-third-long-gone": (
+        [("a", [0.0], True, False), ("b", [2.0, 2.1], True, False), ("c", [2.0, 2.15], True, False)], 9.0, {"b", "c"}),
+    "hours-later": ([("a", [0.1, 0.2], True, False), ("b", [0.1, 0.25], True, False)], 7200.0, {"a", "b"}),
+    # At the moment the first is dead, the other is quiet but not dead yet: the cut is seen at once.
+    "first-dead-second-quiet": ([("a", [0.0, 0.1, 0.2], True, False), ("b", [0.05, 0.15, 0.28], True, False)],
+                                0.71, {"a", "b"}),
+    "first-dead-second-heard": ([("a", [0.0, 0.1, 0.2], True, False), ("b", [0.05, 0.15, 0.6], True, False)],
+                                0.71, set()),
+}
+
+
+@pytest.mark.parametrize("name", list(SILENCES))
+def test_peers_that_fell_silent_together(name: str) -> None:
+    heard, now, expected = SILENCES[name]
+    m = Membership("me", dead_after=0.5)
+    for node, times, ready, leaving in heard:
+        for seq, t in enumerate(times, 1):
+            m.heard(hb(node, seq, ready=ready, leaving=leaving and seq == len(times)), t)
+    m.sweep(now)
+    assert m.fell_silent_together(now, within=0.2) == expected

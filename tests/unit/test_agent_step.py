@@ -186,3 +186,23 @@ def test_a_failover_is_not_reserved_even_once_the_survivors_agree():
     outcome = step.step(step.Inputs(SECOND, c, live, after, frozenset(), g.verdict(1.0), frozenset({FIRST}), LAN,
                                     previous_owners=owners(before)))
     assert set(outcome.claims) == {IP}, outcome.withheld
+
+
+def _node(name: str, *conditions: tuple[str, str]) -> dict:
+    return {"metadata": {"name": name}, "status": {"conditions": [{"type": t, "status": s} for t, s in conditions]}}
+
+
+# name: (nodes in the API, expected of the silent peers {"a", "b"})
+PRESUMED = {
+    "ready-nodes": ([_node("a", ("Ready", "True")), _node("b", ("Ready", "True"))], {"a", "b"}),
+    "no-kubelet-report-yet": ([_node("a"), _node("b")], {"a", "b"}),
+    "one-not-ready": ([_node("a", ("Ready", "False")), _node("b", ("Ready", "True"))], {"b"}),
+    "one-unknown": ([_node("a", ("Ready", "Unknown")), _node("b", ("MemoryPressure", "False"))], {"b"}),
+    "one-deleted": ([_node("b")], {"b"}),
+}
+
+
+@pytest.mark.parametrize("name", list(PRESUMED))
+def test_presumed_alive(name: str) -> None:
+    nodes, expected = PRESUMED[name]
+    assert step.presumed_alive(frozenset({"a", "b"}), nodes) == expected
