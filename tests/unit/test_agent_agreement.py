@@ -64,12 +64,29 @@ def test_an_ip_of_a_live_peer_waits_while_that_peer_sees_otherwise():
     assert g.verdict(1.2).held_back({IP}, {"a", "b", "c"}) == set()
 
 
-def test_a_new_ip_is_taken_at_once_since_nobody_held_it_at_the_last_agreement():
-    """After an API outage the agents catch up one by one: a new Service's IP need not wait."""
+def test_a_new_ip_waits_while_views_differ_and_is_taken_once_they_agree():
+    """A stale peer's view can be newer than the last agreement: it may hold a new IP from a state we
+    never saw. Normally the peers see a new Service within milliseconds, and so does the wait."""
     g = agreed()
     new = "192.0.2.41"
     g.observe("v2", {"b": "v1", "c": "v2"}, {IP: "b", new: "a"}, now=1.0)
-    assert g.verdict(1.0).held_back({new}, {"a", "b", "c"}) == set()
+    assert g.verdict(1.0).held_back({new}, {"a", "b", "c"}) == {new}
+    g.observe("v2", {"b": "v2", "c": "v2"}, {IP: "b", new: "a"}, now=1.01)
+    assert g.verdict(1.01).held_back({new}, {"a", "b", "c"}) == set()
+
+
+def test_an_ip_created_deleted_and_reused_inside_one_outage_waits_for_its_first_owner():
+    """Regression (issue 12): no agreement since before the IP existed (c's view is stale all along).
+    A Service got the IP, owned and announced by b; b's view then stalled; the Service was deleted and
+    another got the IP, owned by us. b may still announce it: we wait, although nobody owned it at
+    the last agreement."""
+    g = agreed()
+    new = "192.0.2.41"
+    g.observe("v2", {"b": "v2", "c": "v1"}, {IP: "b", new: "b"}, now=1.0)
+    g.observe("v3", {"b": "v2", "c": "v1"}, {IP: "b", new: "a"}, now=2.0)
+    assert g.verdict(2.0).held_back({new}, {"a", "b", "c"}) == {new}
+    # Once b is dead, nothing holds it back any more.
+    assert g.verdict(2.0).held_back({new}, {"a", "c"}) == set()
 
 
 def test_a_reused_ip_waits_for_the_peer_that_held_it_under_the_old_service():

@@ -52,10 +52,11 @@ def cluster(ips: tuple[str, ...], ad_spec: dict) -> plan.Cluster:
 
 
 def disagreeing(me: str, now: float) -> Verdict:
-    """THIRD owned IP and IP2 at the last agreement; since t=1 it decides differently (patience 10 s)."""
+    """THIRD owned IP and IP2 at the last agreement, `me` IP3 and IP6; since t=1 THIRD decides
+    differently (patience 10 s)."""
     g = Agreement(me, patience=10.0)
-    g.observe("v1", {THIRD: "v1"}, {IP: THIRD, IP2: THIRD}, now=0.0)
-    g.observe("v2", {THIRD: "v1"}, {IP: me, IP2: me}, now=1.0)
+    g.observe("v1", {THIRD: "v1"}, {IP: THIRD, IP2: THIRD, IP3: me, IP6: me}, now=0.0)
+    g.observe("v2", {THIRD: "v1"}, {IP: me, IP2: me, IP3: me, IP6: me}, now=1.0)
     return g.verdict(now)
 
 
