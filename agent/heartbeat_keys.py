@@ -26,13 +26,13 @@ class KeyProblem(Exception):
 
 
 def read_keys(directory: str) -> dict[str, bytes]:
-    """Slot name -> key, for the slots present. Surrounding whitespace is not part of a key
-    (`kubectl create secret --from-file` keeps a file's final newline)."""
+    """Slot name -> key, for the slots present. A key is the file's bytes, all of them: random bytes
+    may end in what looks like whitespace, and every agent reads the same file anyway."""
     keys: dict[str, bytes] = {}
     for slot in SLOTS:
         try:
             with open(os.path.join(directory, slot), "rb") as f:
-                keys[slot] = f.read().strip()
+                keys[slot] = f.read()
         except FileNotFoundError:
             continue
         except OSError as e:
