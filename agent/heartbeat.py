@@ -74,10 +74,15 @@ class Change:
 class Membership:
     """Which peers are alive and ready, from the heartbeats heard. Pure: time is passed in."""
 
-    def __init__(self, me: str, dead_after: float, replay_window: float = _DEFAULTS.max_age) -> None:
+    def __init__(self, me: str, dead_after: float, replay_window: float = _DEFAULTS.max_age,
+                 together: float = 2 * _DEFAULTS.interval) -> None:
+        """`together`: peers whose last heartbeats are this close fell silent together (a heartbeat
+        from each per interval, plus one of jitter); see fell_silent_together."""
         self.me = me
         self.dead_after = dead_after
         self.replay_window = replay_window
+        self.together = together
+        self._silent: frozenset[str] = frozenset()
         self._peers: dict[str, _Peer] = {}
         # Per node, the latest (incarnation, sequence) accepted, when, and whether it said ready and
         # not leaving: kept after the peer is dead and forgotten, so that a replay of its last
@@ -108,9 +113,9 @@ class Membership:
     def alive(self, now: float) -> frozenset[str]:
         return frozenset(n for n, p in self._peers.items() if self._alive(p, now))
 
-    def fell_silent_together(self, now: float, within: float) -> frozenset[str]:
-        """The ready peers that all went quiet within `within` of each other, if they are at least
-        two and none was heard in the last `within`; else none.
+    def fell_silent_together(self, now: float) -> frozenset[str]:
+        """The ready peers whose last heartbeats came within `together` of each other, if they are
+        at least two and none was heard for half of dead_after; else none.
 
         Several healthy agents do not stop at the same instant: when every peer goes quiet at once,
         this node has most likely stopped hearing (its reception is cut: a firewall, a one-way
@@ -121,10 +126,10 @@ class Membership:
         """
         # From _latest, which outlives the peers' entries: the cut may last for hours.
         last = {n: at for n, (_inc, _seq, at, serving) in self._latest.items() if serving}
-        if not last or now - max(last.values()) <= within:
+        if not last or now - max(last.values()) <= self.dead_after / 2:
             return frozenset()
         latest = max(last.values())
-        together = frozenset(n for n, t in last.items() if latest - t <= within)
+        together = frozenset(n for n, t in last.items() if latest - t <= self.together)
         return together if len(together) >= 2 else frozenset()
 
     def views(self, now: float) -> dict[str, str]:
@@ -187,7 +192,12 @@ class Membership:
                 self._was_dead.add(node)
             if now - p.last > 60 * self.dead_after + 60:
                 del self._peers[node]  # forget long-gone peers (but remember they were dead)
-        return Change(self._refresh(now))
+        # A change of the peers presumed alive is one of who may announce: the agent must decide
+        # again, also when a quiet peer is heard again and a failover held back by it can go on.
+        silent = self.fell_silent_together(now)
+        presumed_changed = silent != self._silent
+        self._silent = silent
+        return Change(self._refresh(now) or presumed_changed)
 
     def _refresh(self, now: float) -> bool:
         eligible = self.eligible(now)
@@ -212,7 +222,7 @@ class HeartbeatService:
         self.me = me
         self.port = settings.port
         self.interval = settings.interval
-        self.membership = Membership(me, settings.dead_after, settings.max_age)
+        self.membership = Membership(me, settings.dead_after, settings.max_age, 2 * settings.interval)
         self.keys = keys
         self.accept_unsigned = accept_unsigned
         self._max_age_ms = int(settings.max_age * 1000)
@@ -289,10 +299,8 @@ class HeartbeatService:
             return self.membership.alive(time.monotonic())
 
     def fell_silent_together(self) -> frozenset[str]:
-        """Membership.fell_silent_together: peers' last heartbeats within two intervals of each other
-        (a heartbeat from each per interval, plus one of jitter)."""
         with self._lock:
-            return self.membership.fell_silent_together(time.monotonic(), 2 * self.interval)
+            return self.membership.fell_silent_together(time.monotonic())
 
     def leave(self, copies: int = 3) -> None:
         """Tell every peer we are going (SIGTERM): several copies, in case one is lost."""
