@@ -22,6 +22,29 @@ class LeaderSettings:
 
 
 @dataclass(frozen=True)
+class MetricsAuthSettings:
+    """Who may read the metrics port: each caller's token checked by the API server, the answer reused."""
+
+    # A decision (TokenReview, then SubjectAccessReview) is reused for the same token and path this
+    # long: a scrape every 30 s costs the API server two requests a minute, and a revoked token or
+    # role stops working within this time while the API server can be reached.
+    cache_seconds: float = 60.0
+    # After a review failed (API server unreachable), the last decision for that token is used
+    # without asking again for this long, so that scrapes during an outage are not each held up
+    # by a request that will time out.
+    retry_after_failure: float = 5.0
+    # Seconds for each review request (connect, then read): a scrape waits at most about twice this.
+    review_timeout: float = 3.0
+    # Distinct tokens and paths remembered; beyond it, refusals are forgotten first, then the oldest.
+    max_entries: int = 1024
+
+    def __post_init__(self) -> None:
+        if not (self.cache_seconds > 0 and self.retry_after_failure >= 0 and self.review_timeout > 0
+                and self.max_entries > 0):
+            raise ValueError("cache_seconds, review_timeout and max_entries must be positive")
+
+
+@dataclass(frozen=True)
 class ControllerSettings:
     metrics_port: int = 7472
     workers: int = 4
