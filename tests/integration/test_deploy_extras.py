@@ -230,9 +230,11 @@ def test_the_monitoring_kit_renders_and_its_plain_objects_are_accepted(kubectl, 
     docs = [d for d in yaml.safe_load_all(kubectl("kustomize", str(MONITORING))) if d]
     by_kind: dict[str, list[dict]] = {}
     for d in docs:
-        assert d["metadata"]["namespace"] == "leifur-system", d["metadata"]["name"]
+        if not d["kind"].startswith("Cluster"):
+            assert d["metadata"]["namespace"] == "leifur-system", d["metadata"]["name"]
         by_kind.setdefault(d["kind"], []).append(d)
-    assert sorted(by_kind) == ["ConfigMap", "PrometheusRule", "Service", "ServiceMonitor"]
+    assert sorted(by_kind) == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "PrometheusRule", "Service",
+                               "ServiceMonitor"]
     (dashboard_cm,) = by_kind["ConfigMap"]
     assert dashboard_cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard_cm["data"]["leifur.json"]) == dashboard()
@@ -260,8 +262,22 @@ def test_the_monitoring_kit_renders_and_its_plain_objects_are_accepted(kubectl, 
             assert expr["operator"] == "In" and labels[expr["key"]] in expr["values"]
         assert svc_port["name"] in {e["port"] for e in monitor["spec"]["endpoints"]}
 
-    # The API server accepts the Services and the dashboard's ConfigMap. (ServiceMonitor and
-    # PrometheusRule need the Prometheus Operator's CRDs, which this cluster does not have.)
-    plain = yaml.safe_dump_all([*by_kind["Service"], dashboard_cm])
+    # The metrics port is HTTPS and wants a token: the ServiceMonitor sends Prometheus's own, and
+    # the kit lets that ServiceAccount (kustomize leaves its namespace alone) get /metrics, only that.
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["scheme"] == "https"
+        assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+        assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}  # self-signed unless --metrics-cert-dir
+    (role,) = by_kind["ClusterRole"]
+    (binding,) = by_kind["ClusterRoleBinding"]
+    assert role["metadata"]["name"] == "leifur-metrics-reader"
+    assert role["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}]
+
+    # The API server accepts the Services, the dashboard's ConfigMap and the reader's RBAC.
+    # (ServiceMonitor and PrometheusRule need the Prometheus Operator's CRDs, which this cluster
+    # does not have.)
+    plain = yaml.safe_dump_all([*by_kind["Service"], dashboard_cm, role, binding])
     out = kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", stdin=plain)
-    assert out.count("serverside-applied (server dry run)") == 3, out
+    assert out.count("serverside-applied (server dry run)") == 5, out
