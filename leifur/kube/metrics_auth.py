@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -134,9 +135,9 @@ def review(api_client: client.ApiClient, token: str, path: str, timeout: float, 
                 spec[field] = user[field]
         access = request(api_client, "POST", ACCESS_REVIEWS, timeout=(timeout, timeout), body={
             "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec})
-    except (ApiException, OSError, ValueError) as e:
-        # urllib3's errors are OSErrors (connection refused, reset, timed out); ValueError: a body
-        # that is not JSON (a proxy's error page).
+    except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+        # urllib3's errors: connection refused, reset or timed out, once its retries are spent;
+        # ValueError: a body that is not JSON (a proxy's error page).
         raise ReviewFailed(describe_error(e)) from e
     allowed = (access.get("status") or {}).get("allowed") is True
     return Decision(ALLOWED if allowed else FORBIDDEN, spec["user"], now)
