@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = AgentSettings()
     hb = defaults.heartbeat
     p = argparse.ArgumentParser(prog="leifur-agent", description=__doc__)
-    observability.add_common_flags(p, defaults.metrics_port)
+    observability.add_common_flags(p, defaults.metrics_port, defaults.health_address)
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node's name (env NODE_NAME)")
     p.add_argument("--load-balancer-class", default=os.environ.get("LEIFUR_LOAD_BALANCER_CLASS") or None,
                    help="announce exactly this spec.loadBalancerClass (default: Services without a class); "
@@ -89,14 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         except KeyProblem as e:
             print(f"leifur-agent: {e}", file=sys.stderr)
             return 2
-    agent = Agent(load_client(args.kubeconfig), args.node_name, settings, keys=keys,
-                  load_balancer_class=args.load_balancer_class)
+    api_client = load_client(args.kubeconfig)
+    agent = Agent(api_client, args.node_name, settings, keys=keys, load_balancer_class=args.load_balancer_class)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop())
-    server = observability.serve(args.metrics_address, agent.healthy, lambda: agent.ready)
-    log.info("leifur-agent on node %s; metrics on port %d", args.node_name, server.server_port)
+    endpoints = observability.start_endpoints(args, api_client, agent.healthy, lambda: agent.ready, [args.node_name])
+    log.info("leifur-agent on node %s; %s", args.node_name, endpoints.describe())
     agent.run()
-    server.shutdown()
+    endpoints.shutdown()
     log.info("leifur-agent stopped")
     return 0
 

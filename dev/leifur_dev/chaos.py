@@ -539,7 +539,7 @@ class Chaos:
         from leifur_dev.cluster import ControllerProcess
 
         s = self.stack
-        standby = ControllerProcess(s.cp.kubeconfig, s.workdir / "controller-standby.log",
+        standby = ControllerProcess(s.cp.kubeconfig, s.workdir / "controller-standby.log", token=s.metrics_token,
                                     identity=f"standby-{self.rng.randrange(10**6)}", lease_namespace="leifur-system")
         standby.start().wait_ready(60)
         self._pause()

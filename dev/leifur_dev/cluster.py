@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from leifur_dev.controlplane import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "deploy" / "crds"
+METRICS_READER = REPO / "deploy" / "monitoring" / "metrics-reader.yaml"
 T = TypeVar("T")
 
 
@@ -110,6 +112,52 @@ def service_account_kubeconfig(api_client: client.ApiClient, server: str, ca_fil
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     return path
+
+
+def metrics_reader(api_client: client.ApiClient) -> tuple[str, str]:
+    """The ServiceAccount (namespace, name) that deploy/monitoring/metrics-reader.yaml lets read the
+    metrics, with the manifest applied as it is: the one Prometheus would run as."""
+    docs = [d for d in yaml.safe_load_all(METRICS_READER.read_text()) if d]
+    for doc in docs:
+        # Both are cluster-scoped RBAC objects: server-side apply, as kubectl apply --server-side would.
+        plural = {"ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings"}[doc["kind"]]
+        request(api_client, "PATCH", f"/apis/rbac.authorization.k8s.io/v1/{plural}/{doc['metadata']['name']}",
+                query=[("fieldManager", "leifur-dev"), ("force", "true")], body=json.dumps(doc),
+                content_type="application/apply-patch+yaml")
+    (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    (subject,) = binding["subjects"]
+    return subject["namespace"], subject["name"]
+
+
+_reader_tokens: dict[str, str] = {}
+
+
+def metrics_reader_token(api_client: client.ApiClient) -> str:
+    """A token of the metrics reader (see metrics_reader), from the TokenRequest API, as Prometheus's
+    projected token would be: made once per API server, valid for a day (longer than a soak)."""
+    host = api_client.configuration.host
+    if host not in _reader_tokens:
+        namespace, name = metrics_reader(api_client)
+        core = client.CoreV1Api(api_client)
+        for create in (lambda: core.create_namespace({"metadata": {"name": namespace}}),
+                       lambda: core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})):
+            try:
+                create()
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+        _reader_tokens[host] = core.create_namespaced_service_account_token(
+            name, namespace, {"spec": {"expirationSeconds": 86400}}).status.token
+    return _reader_tokens[host]
+
+
+def lab_tls() -> ssl.SSLContext:
+    """TLS to our programs' metrics port, which serves a self-signed certificate in the lab: the
+    channel is encrypted, the server not verified (as the ServiceMonitor's insecureSkipVerify)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def apply_node_status(api_client: client.ApiClient, node: str) -> dict:
@@ -252,32 +300,43 @@ class Cluster:
 
 
 class ServedProcess:
-    """A program of ours run as a child process, with its /healthz, /readyz and /metrics endpoint."""
+    """A program of ours run as a child process, with its metrics port: /metrics, /healthz and /readyz
+    over HTTPS, read with the metrics reader's token (metrics_reader_token) as Prometheus would."""
 
     what = "process"
     log_path: Path
     proc: subprocess.Popen | None = None
+    token: str
 
     def base_url(self) -> str:
         raise NotImplementedError
 
-    def get(self, path: str) -> tuple[int, str]:
+    def get(self, path: str, token: str | None = None) -> tuple[int, str]:
+        """GET `path` on the metrics port with `token` (default: the reader's; "" for none)."""
+        token = self.token if token is None else token
+        req = urllib.request.Request(f"{self.base_url()}{path}",
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
         try:
-            with urllib.request.urlopen(f"{self.base_url()}{path}", timeout=5) as r:
+            with urllib.request.urlopen(req, timeout=5, context=lab_tls()) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
     def wait_ready(self, timeout: float = 30):
-        def ready() -> bool:
+        deadline = time.monotonic() + timeout
+
+        def answers(path: str) -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.what} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                return self.get("/readyz")[0] == 200
+                return self.get(path)[0] == 200
             except OSError:
                 return False
 
-        wait_for(ready, timeout, what=f"{self.what} /readyz")
+        wait_for(lambda: answers("/readyz"), timeout, what=f"{self.what} /readyz")
+        # Scraped once while the API server answers: the program then keeps answering this token
+        # when the API server is cut off (the last decision stands), as the chaos suite does at times.
+        wait_for(lambda: answers("/metrics"), max(1.0, deadline - time.monotonic()), what=f"{self.what} /metrics")
         return self
 
     def alive(self) -> bool:
@@ -296,13 +355,17 @@ class ControllerProcess(ServedProcess):
 
     what = "controller"
 
-    def __init__(self, kubeconfig: Path, log_path: Path, *extra: str, identity: str = "c1",
+    def __init__(self, kubeconfig: Path, log_path: Path, *extra: str, token: str, identity: str = "c1",
                  lease_namespace: str = "leifur-system") -> None:
         self.port = free_port()
+        # Its own: several controllers run side by side on this machine's network.
+        self.health_port = free_port()
         self.log_path = log_path
+        self.token = token
         self.argv = [
             sys.executable, "-m", "leifur.controller.main", "--kubeconfig", str(kubeconfig),
-            "--metrics-address", f"127.0.0.1:{self.port}", "--identity", identity,
+            "--metrics-address", f"127.0.0.1:{self.port}", "--health-address", f"127.0.0.1:{self.health_port}",
+            "--identity", identity,
             # Shorter than the defaults, so that a SIGKILLed leader is replaced within seconds, but
             # with the documented margin: lease - renew deadline (5 s) exceeds a write's timeout
             # (4 s), and a renewal may stall 5 s on a loaded machine before the controller exits.
@@ -312,7 +375,15 @@ class ControllerProcess(ServedProcess):
         self.proc: subprocess.Popen | None = None
 
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
+
+    def get_health(self, path: str) -> tuple[int, str]:
+        """GET `path` on the health port, as the kubelet probes it: plain HTTP, no token."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
 
     def start(self) -> ControllerProcess:
         self.proc = runtime.spawn(self.argv, self.log_path, persistent=False)

@@ -17,7 +17,7 @@ import time
 from kubernetes import config
 
 from leifur_dev import cluster, controlplane, gobuild, netlab
-from leifur_dev.stack import Stack
+from leifur_dev.stack import AGENT_PORT, Stack
 
 
 def say(msg: str) -> None:
@@ -131,6 +131,9 @@ def _stay_up(stack: Stack, kubectl, ip: str) -> None:
     print(f"    ip netns exec {lab.client.netns} arping -c 3 {ip}")
     print(f"    ip netns exec {lab.client.netns} python3 -c "
           f"\"import socket; print(socket.create_connection(('{ip}', 80)).recv(99).decode())\"")
+    # The metrics port answers only a token allowed to read /metrics; the stack holds one.
+    print(f"    curl -sk -H \"Authorization: Bearer $(cat {stack.workdir}/metrics-token)\" "
+          f"https://{lab.nodes[0].ip4}:{AGENT_PORT}/metrics")
     print(f"    agent logs: {stack.workdir}/agent-node*.log")
     say("Press Ctrl-C to tear everything down.")
     try:

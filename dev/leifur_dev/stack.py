@@ -32,6 +32,7 @@ from leifur_dev.cluster import (
     ControllerProcess,
     ServedProcess,
     install_crds,
+    metrics_reader_token,
     service_account_kubeconfig,
     wait_for,
 )
@@ -39,6 +40,7 @@ from leifur_dev.controlplane import ControlPlane
 from leifur_dev.flaky import FlakyProxy
 
 AGENT_PORT = AgentSettings().metrics_port
+AGENT_HEALTH = AgentSettings().health_address
 SERVER_PORT = 8080
 
 
@@ -56,6 +58,7 @@ class AgentProcess(ServedProcess):
         self.extra = extra
         self.log_path = stack.workdir / f"agent-{host.name}.log"
         self.proc: subprocess.Popen | None = None
+        self.token = stack.metrics_token
 
     def start(self) -> AgentProcess:
         kubeconfig = self.stack.workdir / f"kubeconfig-{self.host.name}"
@@ -73,7 +76,19 @@ class AgentProcess(ServedProcess):
         return self
 
     def base_url(self) -> str:
-        return f"http://{self.host.ip4}:{AGENT_PORT}"
+        return f"https://{self.host.ip4}:{AGENT_PORT}"
+
+    def get_health(self, path: str) -> tuple[int, str]:
+        """GET `path` on the agent's health port as the kubelet does: plain HTTP, no token, from the
+        node's own network namespace (the port is on its loopback, by default)."""
+        code = ("import sys, urllib.request, urllib.error\n"
+                "try:\n r = urllib.request.urlopen(sys.argv[1], timeout=5)\n"
+                "except urllib.error.HTTPError as e:\n r = e\n"
+                "print(r.status); print(r.read().decode(), end='')\n")
+        res = self.stack.lab.run(self.host.netns, [sys.executable, "-c", code, f"http://{AGENT_HEALTH}{path}"],
+                                 timeout=15)
+        status, _, body = res.stdout.partition("\n")
+        return int(status), body
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` whose labels include `labels`."""
@@ -114,6 +129,11 @@ class Stack:
         self.heartbeat_keys = {names.HEARTBEAT_KEY_CURRENT: os.urandom(names.HEARTBEAT_KEY_BYTES)}
         self.cluster = Cluster(api_client)
         self.core = client.CoreV1Api(api_client)
+        # What the stack reads the programs' metrics with, as Prometheus would (deploy/monitoring's
+        # reader); also in a file, for people exploring the demo with curl.
+        self.metrics_token = metrics_reader_token(api_client)
+        (workdir / "metrics-token").write_text(self.metrics_token)
+        (workdir / "metrics-token").chmod(0o600)
         self.kubeconfig = control_plane.write_kubeconfig(
             workdir / "kubeconfig-lan", server=f"https://{lab.host_ip}:{control_plane.apiserver_port}")
         # Where the controller and the agents reach the API server (use_proxy puts a proxy between).
@@ -154,7 +174,8 @@ class Stack:
             self.create_node(host)
         if controller:
             self.controller = ControllerProcess(self.controller_kubeconfig, self.workdir / "controller.log",
-                                                identity=f"ctl-{self.lab.id}", lease_namespace="leifur-system")
+                                                token=self.metrics_token, identity=f"ctl-{self.lab.id}",
+                                                lease_namespace="leifur-system")
             self.controller.start().wait_ready()
         if agents:
             for host in self.lab.nodes:

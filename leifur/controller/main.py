@@ -24,7 +24,7 @@ DEFAULTS = ControllerSettings()
 def build_parser() -> argparse.ArgumentParser:
     d = DEFAULTS
     p = argparse.ArgumentParser(prog="leifur-controller", description=__doc__)
-    observability.add_common_flags(p, d.metrics_port)
+    observability.add_common_flags(p, d.metrics_port, d.health_address)
     p.add_argument("--load-balancer-class", default=os.environ.get("LEIFUR_LOAD_BALANCER_CLASS") or None,
                    help="handle exactly this spec.loadBalancerClass and nothing else "
                         "(default: Services without a class)")
@@ -77,13 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     observability.setup_logging(args.log_level)
     from leifur.controller.app import Controller
 
-    controller = Controller(load_client(args.kubeconfig), args.identity, args.load_balancer_class, settings,
+    api_client = load_client(args.kubeconfig)
+    controller = Controller(api_client, args.identity, args.load_balancer_class, settings,
                             leader_elect=args.leader_elect)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    server = observability.serve(args.metrics_address, controller.healthy, controller.ready)
-    log.info("leifur-controller %s starting; metrics on port %d; class %s", args.identity, server.server_port,
+    endpoints = observability.start_endpoints(args, api_client, controller.healthy, controller.ready,
+                                              [args.identity])
+    log.info("leifur-controller %s starting; %s; class %s", args.identity, endpoints.describe(),
              args.load_balancer_class or "<unset>")
     controller.start()
     while not stop.wait(0.5):
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     log.info("shutting down: finishing in-flight syncs and releasing the Lease")
     controller.stop()
-    server.shutdown()
+    endpoints.shutdown()
     return 0
 
 

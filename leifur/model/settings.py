@@ -47,6 +47,9 @@ class MetricsAuthSettings:
 @dataclass(frozen=True)
 class ControllerSettings:
     metrics_port: int = 7472
+    # Plain HTTP, /healthz and /readyz only, for the kubelet's probes: on the Pod's network, where
+    # the kubelet reaches it at the Pod's IP.
+    health_address: str = ":7475"
     workers: int = 4
     lease_namespace: str = "leifur-system"
     lease_name: str = "leifur-controller"
@@ -87,6 +90,9 @@ class HeartbeatSettings:
 @dataclass(frozen=True)
 class AgentSettings:
     metrics_port: int = 7473
+    # Plain HTTP, /healthz and /readyz only, for the kubelet's probes. The agent shares the node's
+    # network, and so does the kubelet: loopback keeps the unauthenticated port off the LAN.
+    health_address: str = "127.0.0.1:7475"
     heartbeat: HeartbeatSettings = HeartbeatSettings()
     # On SIGTERM, keep answering this long after telling peers we leave.
     handover_grace: float = 0.05

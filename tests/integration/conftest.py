@@ -10,7 +10,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from leifur.model import names
-from leifur_dev.cluster import Cluster, ControllerProcess, install_crds, wait_for
+from leifur_dev.cluster import Cluster, ControllerProcess, install_crds, metrics_reader_token, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +37,7 @@ class Env:
                    kubeconfig=None) -> ControllerProcess:
         identity = identity or f"c{len(self.controllers) + 1}"
         c = ControllerProcess(kubeconfig or self.cp.kubeconfig, self.tmp / f"controller-{identity}.log", *extra,
-                              identity=identity)
+                              token=metrics_reader_token(self.cluster.api_client), identity=identity)
         self.controllers.append(c)
         if start:
             c.start().wait_ready()

@@ -9,12 +9,20 @@ import subprocess
 import uuid
 
 import pytest
+import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from leifur.kube.metrics_auth import ALLOWED, FORBIDDEN, UNAUTHENTICATED, review
 from leifur.model import names
 from leifur_dev import gobuild
-from leifur_dev.cluster import REPO, apply_node_status, service_account_kubeconfig, wait_denied_another_record
+from leifur_dev.cluster import (
+    REPO,
+    apply_node_status,
+    metrics_reader_token,
+    service_account_kubeconfig,
+    wait_denied_another_record,
+)
 
 pytestmark = pytest.mark.controlplane
 
@@ -82,3 +90,14 @@ def test_the_agent_is_denied_what_it_does_not_need(agent_identity, control_plane
         with pytest.raises(ApiException) as e:
             attempt()
         assert e.value.status == 403, f"{what}: {e.value.status}"
+
+
+def test_the_agent_may_ask_who_reads_its_metrics(agent_identity, control_plane, api_client, tmp_path):
+    # What its metrics port asks the API server for each caller, asked with the agent's own token.
+    # (tests/netns scrape agents that run as this identity.)
+    api = as_agent_on(control_plane, api_client, agent_identity[0], tmp_path / "k")
+    assert review(api, metrics_reader_token(api_client), "/metrics", 5, 0).status == ALLOWED
+    assert review(api, "made.up.token", "/metrics", 5, 0).status == UNAUTHENTICATED
+    # Its own token is no reader's: the agent's identity is not bound to leifur-metrics-reader.
+    own = yaml.safe_load((tmp_path / "k").read_text())["users"][0]["user"]["token"]
+    assert review(api, own, "/metrics", 5, 0).status == FORBIDDEN

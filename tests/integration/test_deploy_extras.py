@@ -22,7 +22,9 @@ from leifur.announce.election import parse_advertisement
 from leifur.controller import metrics as controller_metrics
 from leifur.ipam.pool import parse_pool
 from leifur.kube import metrics as kube_metrics
+from leifur.kube import observability
 from leifur.model import names
+from leifur.model.settings import AgentSettings, ControllerSettings
 from leifur_dev import gobuild
 from leifur_dev.cluster import REPO, wait_for
 
@@ -281,3 +283,28 @@ def test_the_monitoring_kit_renders_and_its_plain_objects_are_accepted(kubectl, 
     plain = yaml.safe_dump_all([*by_kind["Service"], dashboard_cm, role, binding])
     out = kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", stdin=plain)
     assert out.count("serverside-applied (server dry run)") == 5, out
+
+
+@pytest.mark.parametrize(("path", "defaults"), [
+    ("deploy/controller/deployment.yaml", ControllerSettings()),
+    ("deploy/agent/daemonset.yaml", AgentSettings()),
+], ids=["controller", "agent"])
+def test_the_kubelet_probes_the_health_port_the_program_opens(path, defaults):
+    pod = yaml.safe_load((REPO / path).read_text())["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    flags = dict(a.removeprefix("--").split("=", 1) for a in container["args"])
+    # The manifests say the defaults out loud; the defaults are what the docs promise.
+    assert flags["metrics-address"] == f":{defaults.metrics_port}"
+    assert flags["health-address"] == defaults.health_address
+    host, port = observability.parse_address(flags["health-address"])
+    ports = {p["name"]: p for p in container["ports"]}
+    assert ports["health"]["containerPort"] == port
+    for probe, probe_path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = container[probe]["httpGet"]
+        assert (get["path"], get["port"]) == (probe_path, "health"), probe
+        assert get.get("scheme", "HTTP") == "HTTP", probe
+        if ipaddress.ip_address(host).is_loopback:
+            # Only from the node's own network namespace: the agent's, since it runs in the node's.
+            assert pod.get("hostNetwork") is True and get["host"] == host, probe
+        else:
+            assert "host" not in get, probe  # the Pod's IP

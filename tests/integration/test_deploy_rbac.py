@@ -70,7 +70,9 @@ def test_controller_does_its_whole_job_as_its_service_account(deployed, env, con
     # Other tests' controllers may have made the heartbeat key Secret already: this one must create it.
     delete_secret(api_client, names.HEARTBEAT_SECRET)
     kubeconfig = sa_kubeconfig(control_plane, api_client, env.tmp / "sa.kubeconfig")
-    env.controller(kubeconfig=kubeconfig, identity="rbac")
+    c = env.controller(kubeconfig=kubeconfig, identity="rbac")
+    # Its metrics port asks the API server about each caller's token (TokenReview, SubjectAccessReview).
+    assert c.get("/metrics")[0] == 200 and c.get("/metrics", token="")[0] == 401
     secret = wait_for(lambda: heartbeat_secret(api_client), what="heartbeat key Secret created as the SA")
     assert len(base64.b64decode(secret["data"][names.HEARTBEAT_KEY_CURRENT])) == names.HEARTBEAT_KEY_BYTES
     pool = env.pool("rbac", ["203.0.113.240/29"])

@@ -20,6 +20,8 @@ from leifur_dev.stack import Stack
 pytestmark = [pytest.mark.netns, pytest.mark.controlplane]
 
 WRITES = {"create", "update", "patch", "delete", "deletecollection"}
+# Created to ask who a metrics reader is and what it may do; the API server stores nothing.
+REVIEWS = {"tokenreviews", "subjectaccessreviews"}
 
 
 def start(stack: Stack, *, mode: str = "Responder", v6: bool = False, **ad) -> str:
@@ -75,12 +77,19 @@ def test_one_node_answers_with_its_mac_and_serves_the_connection(stack):
     assert owner_agent.metric("leifur_agent_gratuitous_total", family="ipv4") >= 3
     assert owner_agent.metric("leifur_agent_ownership_changes_total", direction="gained") >= 1
     assert owner_agent.metric("leifur_agent_peers", state="ready") == len(stack.lab.nodes) - 1
-    assert all(a.get("/healthz")[0] == 200 and a.get("/readyz")[0] == 200 for a in stack.agents.values())
+    for a in stack.agents.values():
+        # The metrics port, from the LAN: the reader's token gets the probes' paths too (every
+        # authenticated identity may, as on the API server), no token gets nothing.
+        assert a.get("/healthz")[0] == 200 and a.get("/readyz")[0] == 200
+        assert a.get("/metrics", token="")[0] == 401
+        # The health port, on the node's loopback, as the kubelet probes it: no token, no metrics.
+        assert a.get_health("/readyz") == (200, "ok\n") and a.get_health("/healthz")[0] == 200
+        assert a.get_health("/metrics")[0] == 404
 
     # Steady state: no agent writes to the API (the budget is one write per node per 10 s).
-    before = [r for r in stack.agent_requests() if r["verb"] in WRITES]
+    before = [r for r in stack.agent_requests() if r["verb"] in WRITES and r["resource"] not in REVIEWS]
     time.sleep(10)
-    after = [r for r in stack.agent_requests() if r["verb"] in WRITES]
+    after = [r for r in stack.agent_requests() if r["verb"] in WRITES and r["resource"] not in REVIEWS]
     assert len(after) - len(before) <= len(stack.lab.nodes), after[len(before):]
     assert {r["resource"] for r in after} <= {"events", names.L2NODESTATUSES}
 

@@ -9,12 +9,15 @@ from leifur.model.settings import AgentSettings, HeartbeatSettings
 
 
 def test_the_flags_default_to_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for env in ("NODE_NAME", "LEIFUR_METRICS_ADDRESS"):
+    for env in ("NODE_NAME", "LEIFUR_METRICS_ADDRESS", "LEIFUR_HEALTH_ADDRESS", "LEIFUR_METRICS_CERT_DIR"):
         monkeypatch.delenv(env, raising=False)
     args = main.build_parser().parse_args(["--node-name", "n1"])
     defaults = AgentSettings()
     assert main.settings_from(args) == defaults
     assert args.metrics_address == f":{defaults.metrics_port}"
+    # The probes' port stays on the node's loopback: the agent shares the node's network.
+    assert args.health_address == defaults.health_address == "127.0.0.1:7475"
+    assert args.metrics_cert_dir is None
     assert f"(default {defaults.heartbeat.dead_after})" in main.build_parser().format_help()
 
 

@@ -30,7 +30,8 @@ def test_flags_and_the_pod_namespace_override_them(monkeypatch):
 def test_the_help_states_the_defaults():
     text = " ".join(build_parser().format_help().split())  # however the terminal width wrapped it
     d = ControllerSettings()
-    for fragment in (f"default {d.workers})", f"default {d.leader.lease_duration:g})", f":{d.metrics_port})"):
+    for fragment in (f"default {d.workers})", f"default {d.leader.lease_duration:g})", f":{d.metrics_port})",
+                     f"(default {d.health_address})"):
         assert fragment in text
 
 
