@@ -29,6 +29,7 @@ from leifur.controller import allocation
 from leifur.ipam import allocator
 from leifur.kube import observability
 from leifur.model import names, service
+from leifur.model.settings import AgentSettings, ControllerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -283,6 +284,23 @@ def test_flag_tables_of_the_in_depth_pages_name_only_existing_flags(page: str, c
     documented = {f for f in column(rows, "flag") if f.startswith("--")}
     unknown = sorted(documented - options(PROGRAMS[program]()).keys())
     assert not unknown, f"{where}, table under '## Flags' names flags {program} does not have: {', '.join(unknown)}"
+
+
+# -- ports ----------------------------------------------------------------------------------
+
+
+def test_the_ports_table_lists_the_ports_the_programs_open_by_default(reference: str) -> None:
+    c, a = ControllerSettings(), AgentSettings()
+    in_code = {
+        (c.metrics_port, "TCP", "controller"), (observability.parse_address(c.health_address)[1], "TCP", "controller"),
+        (a.metrics_port, "TCP", "agent"), (observability.parse_address(a.health_address)[1], "TCP", "agent"),
+        (a.heartbeat.port, "UDP", "agent"),
+    }
+    heading = "## Ports"
+    rows = table_rows(section(reference, heading))
+    documented = {(int(r["port"]), r["protocol"], r["program"]) for r in rows}
+    assert documented == in_code, (f"{REF}, table under {heading!r}: missing {sorted(in_code - documented)}; "
+                                   f"not opened by default: {sorted(documented - in_code)} (leifur/model/settings.py)")
 
 
 # -- metrics --------------------------------------------------------------------------------
