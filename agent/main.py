@@ -9,6 +9,7 @@ import signal
 import sys
 
 from leifur.kube import observability
+from leifur.kube.certificate import CertificateProblem
 from leifur.kube.client import load_client
 from leifur.model.settings import AgentSettings, HeartbeatSettings
 
@@ -89,11 +90,16 @@ def main(argv: list[str] | None = None) -> int:
         except KeyProblem as e:
             print(f"leifur-agent: {e}", file=sys.stderr)
             return 2
+    try:
+        tls = observability.serving_certificate(args, [args.node_name])
+    except CertificateProblem as e:
+        print(f"leifur-agent: {e}", file=sys.stderr)
+        return 2
     api_client = load_client(args.kubeconfig)
     agent = Agent(api_client, args.node_name, settings, keys=keys, load_balancer_class=args.load_balancer_class)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop())
-    endpoints = observability.start_endpoints(args, api_client, agent.healthy, lambda: agent.ready, [args.node_name])
+    endpoints = observability.start_endpoints(args, api_client, agent.healthy, lambda: agent.ready, tls)
     log.info("leifur-agent on node %s; %s", args.node_name, endpoints.describe())
     agent.run()
     endpoints.shutdown()

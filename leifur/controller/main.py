@@ -13,6 +13,7 @@ import threading
 
 from leifur.controller import heartbeat_secret
 from leifur.kube import observability
+from leifur.kube.certificate import CertificateProblem
 from leifur.kube.client import load_client
 from leifur.model.settings import ControllerSettings, LeaderSettings
 
@@ -75,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = settings_from(parser, args)
     observability.setup_logging(args.log_level)
+    try:
+        tls = observability.serving_certificate(args, [args.identity])
+    except CertificateProblem as e:
+        print(f"leifur-controller: {e}", file=sys.stderr)
+        return 2
     from leifur.controller.app import Controller
 
     api_client = load_client(args.kubeconfig)
@@ -83,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    endpoints = observability.start_endpoints(args, api_client, controller.healthy, controller.ready,
-                                              [args.identity])
+    endpoints = observability.start_endpoints(args, api_client, controller.healthy, controller.ready, tls)
     log.info("leifur-controller %s starting; %s; class %s", args.identity, endpoints.describe(),
              args.load_balancer_class or "<unset>")
     controller.start()

@@ -34,6 +34,10 @@ SELF_SIGNED_DAYS = 365
 RELOAD_CHECK_SECONDS = 10.0
 
 
+class CertificateProblem(Exception):
+    """The certificate directory cannot be served from: said at start-up, in the flag's words."""
+
+
 def self_signed(names: Sequence[str], days: int = SELF_SIGNED_DAYS) -> tuple[bytes, bytes]:
     """An ECDSA P-256 key and a certificate for it, valid `days`, for `names` (host names or IP
     addresses; the first is the subject); both PEM."""
@@ -105,8 +109,12 @@ class ServingCertificate:
             self._context = context_from_memory(*self_signed(names))
             self._stamp: tuple[tuple[int, int, int], ...] = ()
         else:
-            self._stamp = self._files_stamp()
-            self._context = context_from_files(self.directory)
+            try:
+                self._stamp = self._files_stamp()
+                self._context = context_from_files(self.directory)
+            except (OSError, ssl.SSLError) as e:
+                raise CertificateProblem(f"--metrics-cert-dir {cert_dir}: cannot load {CERT_FILE} and {KEY_FILE}: "
+                                         f"{e}") from e
         self._checked = clock()
 
     def _files_stamp(self) -> tuple[tuple[int, int, int], ...]:

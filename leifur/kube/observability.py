@@ -223,11 +223,16 @@ class Endpoints:
                 server.server_close()
 
 
+def serving_certificate(args: argparse.Namespace, names: Sequence[str]) -> certificate.ServingCertificate:
+    """The metrics port's certificate, as --metrics-cert-dir says: its files, or self-signed for
+    `names` (the Pod's or the node's) and the Pod's IP when the downward API gives it (env POD_IP).
+    Raises CertificateProblem for a directory it cannot load."""
+    return certificate.ServingCertificate(args.metrics_cert_dir, [*names, os.environ.get("POD_IP", "")])
+
+
 def start_endpoints(args: argparse.Namespace, api_client: Any, healthy: Check, ready: Check,
-                    names: Sequence[str]) -> Endpoints:
-    """Both listeners, as the common flags say. `names` (the Pod's or the node's) go into a
-    self-signed certificate, with the Pod's IP when the downward API gives it (env POD_IP)."""
-    tls = certificate.ServingCertificate(args.metrics_cert_dir, [*names, os.environ.get("POD_IP", "")])
+                    tls: certificate.ServingCertificate) -> Endpoints:
+    """Both listeners, as the common flags say."""
     metrics = serve(args.metrics_address, healthy, ready, metrics_auth.Authorizer(api_client), tls)
     health = serve_health(args.health_address, healthy, ready) if args.health_address else None
     return Endpoints(metrics, health)

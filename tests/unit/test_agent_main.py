@@ -71,3 +71,12 @@ def test_the_heartbeat_authentication_flags(argv: list[str], settings: Heartbeat
 def test_bad_heartbeat_flags_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main.main(["--node-name", "n1", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_certificate_directory_it_cannot_load_stops_it_before_anything_starts(
+        tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "tls.crt").write_text("not a certificate")
+    (tmp_path / "tls.key").write_text("not a key")
+    assert main.main(["--node-name", "n1", "--insecure-heartbeats", "--metrics-cert-dir", str(tmp_path)]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]  # after the log line that heartbeats are unsigned
+    assert last.startswith(f"leifur-agent: --metrics-cert-dir {tmp_path}: cannot load tls.crt")

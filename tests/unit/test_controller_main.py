@@ -70,3 +70,11 @@ def test_an_invalid_heartbeat_secret_name_is_a_usage_error(monkeypatch, capsys, 
     with pytest.raises(SystemExit) as e:
         settings(monkeypatch, "--heartbeat-secret", name)
     assert e.value.code == 2 and "--heartbeat-secret" in capsys.readouterr().err
+
+
+def test_a_missing_certificate_directory_stops_it_before_anything_starts(monkeypatch, capsys, tmp_path):
+    from leifur.controller.main import main
+
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    assert main(["--metrics-cert-dir", str(tmp_path / "absent")]) == 2
+    assert capsys.readouterr().err.startswith(f"leifur-controller: --metrics-cert-dir {tmp_path}/absent: cannot load")
