@@ -1,6 +1,6 @@
 """Who may read the metrics port, decided: when to ask the API server, what to answer when it cannot
 be asked (the last decision, whatever its age; else 503), what to forget first. The reviews
-themselves are the API server's: tests/integration/test_metrics_auth.py runs them for real."""
+themselves are the API server's: tests/integration/test_metrics_port.py runs them for real."""
 
 from __future__ import annotations
 

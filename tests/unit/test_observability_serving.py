@@ -1,7 +1,7 @@
 """The two listeners on the loopback: the metrics port speaks only TLS and serves only what the
 authorizer allows; the health port answers the probes and nothing else; the certificate is made
 in memory or read (and read again) from a directory. The authorizer here decides from a table;
-against the real API server: tests/integration/test_metrics_auth.py."""
+against the real API server: tests/integration/test_metrics_port.py."""
 
 from __future__ import annotations
 
