@@ -244,16 +244,16 @@ def test_netlink_mode_puts_the_ip_on_the_interface_and_takes_it_off(stack):
     wait_for(lambda: holders(ip) == [], 30, what="the address removed")
 
 
-def _ips_owned_and_not(stack: Stack, ns: str, node: str) -> tuple[str, str]:
-    """Services until one IP is owned by `node` and one by another node: (its IP, another's IP)."""
+def _two_owners(stack: Stack, ns: str):
+    """Services until two nodes own IPs: (the first IP's owner, its IP, an IP another node owns)."""
     ips: list[str] = []
-    for i in range(12):
+    for i in range(10):  # the pool of start() has 10 addresses; 10 IPs on one node of 3: 1 in 20,000
         ips.append(stack.service(ns, f"web{i}"))
-        mine = [ip for ip in ips if expected_owner(stack, ip) == node]
-        others = [ip for ip in ips if expected_owner(stack, ip) != node]
-        if mine and others:
-            return mine[0], others[0]
-    raise AssertionError(f"12 IPs and not one of each: {ips}")
+        node = expected_owner(stack, ips[0])
+        theirs = [ip for ip in ips if expected_owner(stack, ip) != node]
+        if theirs:
+            return stack.lab.host(node), ips[0], theirs[0]
+    raise AssertionError(f"one node owns all of {ips}")
 
 
 def _cut_heartbeats(stack: Stack, host, *, outgoing: bool) -> None:
@@ -265,53 +265,51 @@ def _cut_heartbeats(stack: Stack, host, *, outgoing: bool) -> None:
 
 def test_a_partition_between_agents_heals_to_one_owner(stack):
     ns = start(stack)
-    n1 = stack.lab.host("node1")
-    mine, theirs = _ips_owned_and_not(stack, ns, "node1")
-    successor = expected_owner(stack, mine, [h for h in stack.lab.nodes if h is not n1])
+    cut, mine, theirs = _two_owners(stack, ns)
+    successor = expected_owner(stack, mine, [h for h in stack.lab.nodes if h is not cut])
     owner_name = expected_owner(stack, theirs)
     for ip in (mine, theirs):
         wait_single_answer(stack, ip)
-    _cut_heartbeats(stack, n1, outgoing=True)
-    # Each side keeps answering for its own: node1's peers take node1's IP (it is dead to them),
-    # node1 presumes its peers alive (they fell silent together) and keeps to its own IPs.
-    wait_for(lambda: sorted(stack.who_answers(mine)) == sorted([n1.mac, stack.lab.host(successor).mac]), 30,
-             what="both sides of the partition answering for node1's IP")
-    assert stack.agents["node1"].metric("leifur_agent_peers", state="presumed") == 2
+    _cut_heartbeats(stack, cut, outgoing=True)
+    # Each side keeps answering for its own: its peers take its IP (it is dead to them),
+    # it presumes its peers alive (they fell silent together) and keeps to its own IPs.
+    wait_for(lambda: sorted(stack.who_answers(mine)) == sorted([cut.mac, stack.lab.host(successor).mac]), 30,
+             what="both sides of the partition answering for the cut-off node's IP")
+    assert stack.agents[cut.name].metric("leifur_agent_peers", state="presumed") == 2
     assert stack.who_answers(theirs, duration=1.0) == [stack.lab.host(owner_name).mac]
-    stack.lab.run(n1.netns, ["nft", "delete", "table", "inet", "leifurpart"])
-    assert wait_single_answer(stack, mine) == "node1"
+    stack.lab.run(cut.netns, ["nft", "delete", "table", "inet", "leifurpart"])
+    assert wait_single_answer(stack, mine) == cut.name
     # And it stays that way.
-    assert stack.who_answers(mine, duration=2.0) == [n1.mac]
+    assert stack.who_answers(mine, duration=2.0) == [cut.mac]
 
 
 def test_a_node_that_stops_hearing_its_peers_does_not_answer_beside_them(stack):
-    """One-way loss: node1's incoming heartbeats are dropped, its own still reach its peers, which
-    therefore see it alive. node1 hears nobody; all its peers went quiet at once, so it presumes
-    them alive rather than taking their IPs (a second MAC on each, for as long as the fault lasted)."""
+    """One-way loss: a node's incoming heartbeats are dropped, its own still reach its peers, which
+    therefore see it alive. It hears nobody; all its peers went quiet at once, so it presumes them
+    alive rather than taking their IPs (a second MAC on each, for as long as the fault lasted)."""
     ns = start(stack)
-    n1 = stack.lab.host("node1")
-    mine, theirs = _ips_owned_and_not(stack, ns, "node1")
+    cut, mine, theirs = _two_owners(stack, ns)
     owner_name = expected_owner(stack, theirs)
     for ip in (mine, theirs):
         wait_single_answer(stack, ip)
     pcap = stack.workdir / "one-way.pcap"
     capture = stack.capture(pcap)
-    _cut_heartbeats(stack, n1, outgoing=False)
+    _cut_heartbeats(stack, cut, outgoing=False)
     try:
-        wait_for(lambda: stack.agents["node1"].metric("leifur_agent_peers", state="presumed") == 2, 30,
-                 what="node1 presuming its silent peers alive")
+        wait_for(lambda: stack.agents[cut.name].metric("leifur_agent_peers", state="presumed") == 2, 30,
+                 what="the cut-off node presuming its silent peers alive")
         for h in stack.lab.nodes:
-            if h is not n1:  # node1's peers still hear it
+            if h is not cut:  # its peers still hear it
                 assert stack.agents[h.name].metric("leifur_agent_peers", state="ready") == 2, h.name
         assert stack.who_answers(theirs, duration=2.0) == [stack.lab.host(owner_name).mac]
-        assert stack.who_answers(mine, duration=1.0) == [n1.mac]
+        assert stack.who_answers(mine, duration=1.0) == [cut.mac]
     finally:
-        stack.lab.run(n1.netns, ["nft", "delete", "table", "inet", "leifurpart"])
-    wait_for(lambda: stack.agents["node1"].metric("leifur_agent_peers", state="presumed") == 0, 30,
-             what="node1 hearing its peers again")
+        stack.lab.run(cut.netns, ["nft", "delete", "table", "inet", "leifurpart"])
+    wait_for(lambda: stack.agents[cut.name].metric("leifur_agent_peers", state="presumed") == 0, 30,
+             what="the cut-off node hearing its peers again")
     capture.terminate()
     capture.wait(10)
-    # Not even for a moment when the cut began: node1 never claimed the other node's IP.
+    # Not even for a moment when the cut began: it never claimed the other node's IP.
     assert {mac for _t, mac in claims_in_capture(str(pcap), theirs)} <= {stack.lab.host(owner_name).mac}
 
 
