@@ -8,8 +8,12 @@ An IP this node owns is claimed unless one of these holds it back, checked in th
 - the agreement: a live peer may still announce it from an older view (`agreement.py`);
 - a starting peer would own it once ready: claiming it for a moment would only move it twice
   (unless it is a failover: its agreed owner is gone, and waiting would leave it dark);
-- no interface of this node can announce it: a problem to report, with the explanation.
-The first two apply only to IPs not claimed yet: an IP already announced stays announced.
+- no interface of this node can announce it: a problem to report, with the explanation;
+- it is new (never announced by any of our nodes, `conflicts.new_ips`) and its probe has not
+  passed yet: it waits for the probe, or a foreign host uses it and it is not announced;
+- a persistent foreign claim made this node yield it (`--address-conflict-policy yield`).
+The agreement, the reserve and the probe apply only to IPs not claimed yet: an IP already
+announced stays announced (unless yielded).
 """
 
 from __future__ import annotations
@@ -25,6 +29,13 @@ from leifur.announce.agreement import Verdict
 HELD_FOR_AGREEMENT = "HeldForAgreement"
 RESERVED_FOR_STARTING_PEER = "ReservedForStartingPeer"
 NO_INTERFACE = "NoInterface"
+PROBING = "Probing"  # new: waiting for its probe (the agent starts it for these)
+ADDRESS_IN_USE = "AddressInUse"  # new, and its probe found a foreign host using it
+YIELDED = "Yielded"  # a foreign host claims it persistently and the policy is to yield
+
+# A probe's results, as `Inputs.probed` gives them.
+PROBE_CLEAR = "Clear"
+PROBE_IN_USE = "InUse"
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,11 @@ class Inputs:
     load_balancer_class: str | None = None
     # Who owned each IP at this node's previous sync: an owner gone since makes the IP a failover.
     previous_owners: Mapping[str, str] = field(default_factory=dict)
+    # IPs never announced by any of our nodes (conflicts.new_ips), and the probe results of this
+    # allocation of each (PROBE_CLEAR / PROBE_IN_USE; absent: not probed yet).
+    new: frozenset[str] = frozenset()
+    probed: Mapping[str, str] = field(default_factory=dict)
+    yielded: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,7 @@ class Withheld:
     decision: plan.Decision
     reason: str
     message: str = ""
+    interfaces: tuple[str, ...] = ()  # where it would be announced (PROBING: where to probe)
 
 
 @dataclass(frozen=True)
@@ -91,12 +108,17 @@ def step(given: Inputs) -> Outcome:
             withheld[ip] = Withheld(d, HELD_FOR_AGREEMENT)
         elif ip in reserved:
             withheld[ip] = Withheld(d, RESERVED_FOR_STARTING_PEER)
+        elif ip in given.yielded:
+            withheld[ip] = Withheld(d, YIELDED)
         else:
             claim = _claim(ip, d, given.links)
-            if isinstance(claim, Claim):
-                claims[ip] = claim
-            else:
+            if not isinstance(claim, Claim):
                 withheld[ip] = claim
+            elif ip in gains and ip in given.new and given.probed.get(ip) != PROBE_CLEAR:
+                reason = ADDRESS_IN_USE if given.probed.get(ip) == PROBE_IN_USE else PROBING
+                withheld[ip] = Withheld(d, reason, interfaces=claim.interfaces)
+            else:
+                claims[ip] = claim
     return Outcome(claims, withheld)
 
 

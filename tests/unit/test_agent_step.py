@@ -82,6 +82,9 @@ class Case:
     links: tuple[Link, ...] = LAN
     ad_spec: dict = field(default_factory=dict)
     want_message: str = ""  # in the explanation of every NO_INTERFACE
+    new: frozenset[str] = frozenset()  # never announced by any of our nodes
+    probed: dict[str, str] = field(default_factory=dict)
+    yielded: frozenset[str] = frozenset()
 
 
 ON_ETH0 = (("eth0",), "Responder")
@@ -125,6 +128,19 @@ CASES = [
     Case("named-interface-missing", {}, {IP: step.NO_INTERFACE},
          ad_spec={"interfaces": ["bond0"]}, want_message="bond0 does not exist on this node"),
     Case("netlink-mode", {IP: (("eth0",), "Netlink")}, ad_spec={"mode": "Netlink"}),
+    Case("a-new-ip-waits-for-its-probe", {}, {IP: step.PROBING}, new=frozenset({IP})),
+    Case("a-new-ip-whose-probe-passed-is-claimed", {IP: ON_ETH0}, new=frozenset({IP}),
+         probed={IP: step.PROBE_CLEAR}),
+    Case("a-new-ip-in-use-by-a-foreign-host-is-not-claimed", {}, {IP: step.ADDRESS_IN_USE},
+         new=frozenset({IP}), probed={IP: step.PROBE_IN_USE}),
+    Case("an-ip-not-new-is-claimed-without-a-probe", {IP: ON_ETH0}),
+    Case("a-claimed-ip-is-never-withheld-for-a-probe", {IP: ON_ETH0}, claimed=frozenset({IP}), new=frozenset({IP})),
+    Case("the-agreement-holds-before-the-probe", {}, {IP: step.HELD_FOR_AGREEMENT},
+         agreement="pending", new=frozenset({IP})),
+    Case("no-interface-is-reported-before-a-probe", {}, {IP: step.NO_INTERFACE}, new=frozenset({IP}),
+         links=(link("eth0", "198.51.100.1/24"),), want_message="no interface carries an address"),
+    Case("a-yielded-ip-is-not-claimed-even-if-claimed-now", {}, {IP: step.YIELDED}, claimed=frozenset({IP}),
+         yielded=frozenset({IP})),
 ]
 
 
@@ -133,7 +149,8 @@ def run(case: Case) -> step.Outcome:
     live = case.live
     decisions = plan.decide_announcements(c, live)
     return step.step(step.Inputs(case.me, c, live, decisions, case.claimed, VERDICTS[case.agreement](case.me),
-                                 case.starting, case.links, previous_owners=case.previous_owners))
+                                 case.starting, case.links, previous_owners=case.previous_owners,
+                                 new=case.new, probed=case.probed, yielded=case.yielded))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
