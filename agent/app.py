@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,13 +27,13 @@ from leifur.kube.events import EventRecorder
 from leifur.model import names
 from leifur.model.settings import AgentSettings
 
-from . import metrics, step
+from . import conflicts, metrics, prober, step
 from .caches import Caches, peer_addresses
 from .heartbeat import Change, HeartbeatService
 from .heartbeat_keys import KeyDirectory
 from .links import read_links
 from .netlink import AddressFailure, NetlinkAnnouncer
-from .records import Record, RecordWriter
+from .records import ConflictRecord, Record, RecordWriter
 from .responder import Responder
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,17 @@ class Announced:
 
     claim: step.Claim
     since: str
+
+
+@dataclass
+class Probe:
+    """A probe of one allocation of a new IP: running, or its result and when it came."""
+
+    result: str | None  # step.PROBE_CLEAR / PROBE_IN_USE; None while it runs
+    at: float = 0.0
+    mac: str = ""
+    interface: str = ""
+    since: str = ""  # when a foreign host was first found using it (wall clock, for the record)
 
 
 class Agent:
@@ -65,7 +77,8 @@ class Agent:
                                           accept_unsigned=settings.heartbeat.accept_unsigned,
                                           on_change=self._membership_changed)
         self.netlink = NetlinkAnnouncer()
-        self.announcers = Announcers(self.netlink, lambda ifname: Responder(ifname, on_conflict=self._conflict))
+        self.announcers = Announcers(self.netlink, lambda ifname: Responder(
+            ifname, on_conflict=lambda ip, mac: self._conflict(ip, mac, ifname)))
         self.last_sync = 0.0
         self.recorder = EventRecorder(api_client, names.AGENT_NAME, host=node)
         self.records = RecordWriter(api_client, node, self.caches.node_uid)
@@ -76,6 +89,16 @@ class Agent:
         self._problems: dict[str, str] = {}  # ip -> last problem reported (to report each once)
         self._conflict_logged: dict[str, float] = {}
         self._presumed: frozenset[str] = frozenset()  # peers presumed alive though silent (logged on change)
+        # Address conflicts (conflicts.py decides; see docs/agent.md#address-conflicts).
+        cs = settings.conflicts
+        self.defence = conflicts.Defence(cs.defend_interval, cs.clear_after, cs.policy)
+        self._foreign_lock = threading.Lock()
+        self._foreign: list[tuple[str, str, str, float]] = []  # (ip, mac, interface, when) from responder threads
+        self._probes: dict[tuple[str, tuple[str, ...]], Probe] = {}  # conflicts.probe_key -> probe
+        self._prober = ThreadPoolExecutor(max_workers=2, thread_name_prefix="probe")
+        self._announced_ever: set[str] = set()  # IPs this process announced: never new again
+        self._in_use_reported: dict[str, str] = {}  # ip -> the InUse Event sent (to send each once)
+        self._claimed: dict[str, tuple[str, str]] = {}  # ip -> (interface, since) of persistent claims reported
 
     # -- signals from other threads -----------------------------------------------------------
 
@@ -148,6 +171,7 @@ class Agent:
         self.records.flush(2.0)
         self.records.stop()
         self.recorder.stop(2.0)
+        self._prober.shutdown(wait=False, cancel_futures=True)
         self.heartbeat.stop()
         self.caches.stop()
 
@@ -190,9 +214,18 @@ class Agent:
         verdict = self._observe_agreement(view, decisions)
         starting = self.heartbeat.starting(self.settings.start_reserve_for_peers)
         links = tuple(read_links())
+        self.records.set_macs([link.mac for link in links if link.mac and not link.loopback])
+        now = time.monotonic()
+        owned = {ip: d for ip, d in decisions.items() if d.announcement and d.announcement.node == self.node}
+        peer_macs = self.caches.peer_macs()
+        self._defend(owned, peer_macs, now)
+        new, probed = self._new_ips(owned, now)
         outcome = step.step(step.Inputs(self.node, cluster, live, decisions, frozenset(self.announced), verdict,
-                                        starting, links, self.load_balancer_class, self._owners))
+                                        starting, links, self.load_balancer_class, self._owners,
+                                        new=new, probed=probed, yielded=self.defence.yielded(now)))
         self._owners = owners(decisions)
+        self._probe(outcome, peer_macs, now)
+        self._report_conflicts(owned, outcome, now)
         self._log_held(outcome.held(step.HELD_FOR_AGREEMENT))
         self._report_unannounceable(outcome)
         self._apply(outcome.claims, {link.name: link for link in links})
@@ -244,6 +277,7 @@ class Agent:
             after[ip] = Announced(claim, old.since if old else timestamps.now())
             if old is None:
                 self._gained(ip, claim)
+                self._announced_ever.add(ip)
         for ip in before.keys() - after.keys():
             metrics.OWNERSHIP_CHANGES.labels("lost").inc()
             log.info("stopped announcing %s", ip)
@@ -277,12 +311,135 @@ class Agent:
         if svc is not None:
             self.recorder.event(svc, type_, reason, message)
 
-    def _conflict(self, ip: str, mac: str) -> None:
-        # Called from a responder thread; a flood of conflicting frames must not flood the log.
+    def _conflict(self, ip: str, mac: str, interface: str) -> None:
+        # Called from a responder thread (at most once a second per IP and MAC): the sync decides.
         now = time.monotonic()
         if now - self._conflict_logged.get(ip, -1e9) >= 10:
             self._conflict_logged[ip] = now
             log.warning("another host (%s) claims %s, which this node announces", mac, ip)
+        with self._foreign_lock:
+            if len(self._foreign) < 1024:  # a flood of forged MACs must not grow this without bound
+                self._foreign.append((ip, mac, interface, now))
+        self._dirty.set()
+
+    # -- address conflicts --------------------------------------------------------------------
+
+    def _defend(self, owned: Mapping[str, plan.Decision], peer_macs: frozenset[bytes], now: float) -> None:
+        """Foreign claims since the last sync, through the defence (conflicts.Defence)."""
+        with self._foreign_lock:
+            claims, self._foreign = self._foreign, []
+        peers = {":".join(f"{b:02x}" for b in m) for m in peer_macs}
+        for ip, mac, interface, when in claims:
+            if mac in peers or ip not in self.announced:
+                continue  # a handover between our nodes, or not ours any more
+            action = self.defence.claim(ip, mac, when)
+            if action in (conflicts.DEFEND, conflicts.REPORT_AND_DEFEND):
+                log.info("defending %s against %s with a gratuitous announcement", ip, mac)
+                self.announcers.announce_once(ip)
+            if action in (conflicts.REPORT, conflicts.REPORT_AND_DEFEND) and ip not in self._claimed:
+                self._claimed[ip] = (interface, timestamps.now())
+                then = ("this node keeps announcing it" if self.defence.policy == conflicts.POLICY_DEFEND
+                        else "this node stops announcing it until the claims stop")
+                message = (f"{ip} is claimed by a host outside the cluster ({mac}) on node {self.node} "
+                           f"{interface}, again within {self.defence.defend_interval:.0f} s of our defence: {then}")
+                log.warning(message)
+                d = owned.get(ip)
+                for key in d.services if d else ():
+                    self._event(key, "Warning", names.REASON_ADDRESS_CLAIMED, message)
+        self.defence.forget(owned.keys())
+        self.defence.expire(now)
+        for ip in self._claimed.keys() - self.defence.conflicts(now).keys():
+            del self._claimed[ip]
+            log.info("no more foreign claims of %s", ip)
+
+    def _allocation(self, d: plan.Decision) -> tuple[str, tuple[str, ...]]:
+        uids = []
+        for key in d.services:
+            svc = self.caches.services.get(key)
+            uids.append(str((svc or {}).get("metadata", {}).get("uid") or key))
+        return conflicts.probe_key(d.ip, uids)
+
+    def _new_ips(self, owned: Mapping[str, plan.Decision], now: float) -> tuple[frozenset[str], dict[str, str]]:
+        """The owned IPs to probe before their first announcement, and the probe results there are."""
+        if self.settings.conflicts.probe_count == 0:
+            return frozenset(), {}
+        new = conflicts.new_ips(owned.keys() - self.announced.keys(), self.caches.recorded_ips(), self._owners,
+                                self.node, self._announced_ever)
+        keys = {self._allocation(owned[ip]) for ip in new}
+        clear_after = self.settings.conflicts.clear_after
+        for key, p in list(self._probes.items()):
+            # Forget what is no longer new, and a finding old enough to look again.
+            if p.result is not None and (key not in keys or (p.result == step.PROBE_IN_USE
+                                                             and now - p.at >= clear_after)):
+                del self._probes[key]
+        probed = {}
+        for ip in new:
+            found = self._probes.get(self._allocation(owned[ip]))
+            if found is not None and found.result is not None:
+                probed[ip] = found.result
+        return new, probed
+
+    def _probe(self, outcome: step.Outcome, peer_macs: frozenset[bytes], now: float) -> None:
+        for ip in outcome.held(step.PROBING):
+            w = outcome.withheld[ip]
+            key = self._allocation(w.decision)
+            if key in self._probes:
+                continue
+            self._probes[key] = Probe(None)
+            log.info("probing the LAN for %s on %s before announcing it", ip, ", ".join(w.interfaces))
+            self._prober.submit(self._run_probe, key, ip, w.interfaces, peer_macs)
+
+    def _run_probe(self, key: tuple[str, tuple[str, ...]], ip: str, ifaces: tuple[str, ...],
+                   ours: frozenset[bytes]) -> None:
+        cs = self.settings.conflicts
+        found: prober.ProbeResult | None = None
+        failed = False
+        for ifname in ifaces:
+            try:
+                r = prober.probe(ifname, ip, ours, count=cs.probe_count, interval=cs.probe_interval,
+                                 wait=cs.probe_wait, stop=self.stop_event)
+            except Exception as e:
+                # Fail open: a probe we cannot send must not keep a Service dark.
+                log.warning("cannot probe for %s on %s (announcing it without): %s", ip, ifname, e)
+                failed = True
+                continue
+            if r.in_use:
+                found = r
+                break
+        result = step.PROBE_IN_USE if found else step.PROBE_CLEAR
+        metrics.PROBES.labels("InUse" if found else "Failed" if failed else "Clear").inc()
+        self._probes[key] = Probe(result, time.monotonic(), found.in_use_by or "" if found else "",
+                                  found.interface if found else "", timestamps.now())
+        if found:
+            log.warning("%s is in use by a host outside the cluster (%s on %s): not announcing it", ip,
+                        found.in_use_by, found.interface)
+        self._dirty.set()
+
+    def _report_conflicts(self, owned: Mapping[str, plan.Decision], outcome: step.Outcome, now: float) -> None:
+        """The conflicts into our record, the metric, and (once each) an Event on the Services."""
+        records: list[ConflictRecord] = []
+        for ip in outcome.held(step.ADDRESS_IN_USE):
+            d = outcome.withheld[ip].decision
+            p = self._probes.get(self._allocation(d))
+            if p is None:
+                continue
+            records.append(ConflictRecord(ip, p.mac, p.interface, conflicts.IN_USE, p.since, d.services))
+            message = (f"{ip} is in use by a host outside the cluster ({p.mac}, answered node {self.node}'s "
+                       f"probe on {p.interface}): not announced")
+            if self._in_use_reported.get(ip) != message:
+                self._in_use_reported[ip] = message
+                for key in d.services:
+                    self._event(key, "Warning", names.REASON_ADDRESS_IN_USE, message)
+        for ip, c in self.defence.conflicts(now).items():
+            holder = owned.get(ip)
+            interface, since = self._claimed.get(ip, ("", timestamps.now()))
+            records.append(ConflictRecord(ip, c.mac, interface, conflicts.CLAIMED, since,
+                                          holder.services if holder else ()))
+        for ip in self._in_use_reported.keys() - outcome.held(step.ADDRESS_IN_USE):
+            del self._in_use_reported[ip]
+        for kind in (conflicts.IN_USE, conflicts.CLAIMED):
+            metrics.ADDRESS_CONFLICTS.labels(kind).set(sum(1 for r in records if r.kind == kind))
+        self.records.set_conflicts(records)
 
 
 class ResponderLike(Protocol):
@@ -292,7 +449,7 @@ class ResponderLike(Protocol):
     def close(self) -> None: ...
     def alive(self) -> bool: ...
     def set_ips(self, answer: Iterable[str], announce_only: Iterable[str] = ()) -> None: ...
-    def announce(self, ips: Iterable[str] | None = None) -> None: ...
+    def announce(self, ips: Iterable[str] | None = None, rounds: int | None = None) -> None: ...
 
 
 class KernelAddresses(Protocol):
@@ -333,6 +490,11 @@ class Announcers:
     def announce_again(self) -> None:
         for r in self.responders.values():
             r.announce()
+
+    def announce_once(self, ip: str) -> None:
+        """One gratuitous announcement of `ip` on every interface announcing it (a defence)."""
+        for r in self.responders.values():
+            r.announce([ip], rounds=1)
 
     def close(self) -> None:
         """Stop answering and take our addresses off the interfaces."""

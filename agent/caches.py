@@ -13,7 +13,7 @@ from leifur.model import names
 
 
 class Caches:
-    """Services, EndpointSlices, Nodes, pools, advertisements, and this node's own record."""
+    """Services, EndpointSlices, Nodes, pools, advertisements, and every node's record."""
 
     def __init__(self, api_client: client.ApiClient, node: str, on_change: Callable[[], None]) -> None:
         self.node = node
@@ -22,9 +22,9 @@ class Caches:
         self.nodes = Informer(api_client, "/api/v1/nodes", "nodes")
         self.pools = Informer(api_client, f"/apis/{names.API_VERSION}/{names.POOLS}", names.POOLS)
         self.ads = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2ADVERTISEMENTS}", names.L2ADVERTISEMENTS)
-        # Our own record only, to write it again should it disappear.
-        self.record = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}", names.L2NODESTATUSES,
-                               field_selector=f"metadata.name={node}")
+        # Every node's record: ours, to write it again should it disappear; the others', for the IPs
+        # our nodes announce (never probed again) and our nodes' MACs (a handover, not a conflict).
+        self.record = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}", names.L2NODESTATUSES)
         self.all = (self.services, self.slices, self.nodes, self.pools, self.ads, self.record)
         for inf in self.all:
             inf.add_handler(lambda _o: on_change(), lambda _o, _n: on_change(), lambda _o: on_change())
@@ -43,6 +43,26 @@ class Caches:
     def cluster(self) -> plan.Cluster:
         return plan.Cluster(self.services.objects(), self.slices.objects(), self.nodes.objects(),
                             self.pools.objects(), self.ads.objects())
+
+    def recorded_ips(self) -> frozenset[str]:
+        """Every IP any node's record says it announces."""
+        return frozenset(a.get("ip") for r in self.record.objects()
+                         for a in (r.get("status") or {}).get("announcements") or [] if a.get("ip"))
+
+    def peer_macs(self) -> frozenset[bytes]:
+        """The MACs every other node's record lists (malformed entries skipped)."""
+        out = set()
+        for r in self.record.objects():
+            if r["metadata"]["name"] == self.node:
+                continue
+            for mac in (r.get("status") or {}).get("macs") or []:
+                try:
+                    raw = bytes.fromhex(str(mac).replace(":", ""))
+                except ValueError:
+                    continue
+                if len(raw) == 6:
+                    out.add(raw)
+        return frozenset(out)
 
     def node_uid(self) -> str | None:
         obj = self.nodes.get(self.node)

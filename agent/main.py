@@ -11,7 +11,7 @@ import sys
 from leifur.kube import observability
 from leifur.kube.certificate import CertificateProblem
 from leifur.kube.client import load_client
-from leifur.model.settings import AgentSettings, HeartbeatSettings
+from leifur.model.settings import AgentSettings, ConflictSettings, HeartbeatSettings
 
 log = logging.getLogger("leifur.agent")
 
@@ -46,6 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--handover-grace", type=float, default=defaults.handover_grace,
                    help="on SIGTERM, seconds to keep answering after telling peers we leave "
                         f"(default {defaults.handover_grace})")
+    cs = defaults.conflicts
+    p.add_argument("--address-probe-count", type=int, default=cs.probe_count,
+                   help="ARP probes / DAD solicitations sent for a new IP before its first announcement; 0 turns "
+                        f"probing off (default {cs.probe_count})")
+    p.add_argument("--address-probe-interval", type=float, default=cs.probe_interval,
+                   help=f"seconds between probes (default {cs.probe_interval})")
+    p.add_argument("--address-probe-wait", type=float, default=cs.probe_wait,
+                   help=f"seconds to listen for an answer after the last probe (default {cs.probe_wait})")
+    p.add_argument("--address-defend-interval", type=float, default=cs.defend_interval,
+                   help="a foreign claim of an announced IP within this many seconds of our last defence is a "
+                        f"persistent conflict (default {cs.defend_interval})")
+    p.add_argument("--address-conflict-clear-after", type=float, default=cs.clear_after,
+                   help="a conflict, or a probe's finding, is forgotten after this many seconds without a sign of "
+                        f"it (default {cs.clear_after})")
+    p.add_argument("--address-conflict-policy", choices=("defend", "yield"), default=cs.policy,
+                   help="on a persistent foreign claim: keep announcing and defend once per defend interval "
+                        f"(defend), or stop announcing the IP until the claims stop (yield; default {cs.policy})")
     return p
 
 
@@ -66,7 +83,20 @@ def settings_from(args: argparse.Namespace) -> AgentSettings | None:
                 "max_age must exceed dead_after": "--heartbeat-max-age must exceed --dead-after"}[str(e)]
         print(f"leifur-agent: {rule}", file=sys.stderr)
         return None
-    return AgentSettings(heartbeat=heartbeat, handover_grace=args.handover_grace)
+    try:
+        conflict = ConflictSettings(args.address_probe_count, args.address_probe_interval, args.address_probe_wait,
+                                    args.address_defend_interval, args.address_conflict_clear_after,
+                                    args.address_conflict_policy)
+    except ValueError as e:
+        rule = {"probe_count must be 0..10 (0: no probing)": "--address-probe-count must be 0..10",
+                "probe_interval and probe_wait must not be negative":
+                    "--address-probe-interval and --address-probe-wait must not be negative",
+                "need 0 < defend_interval <= clear_after":
+                    "--address-defend-interval must be positive and at most --address-conflict-clear-after",
+                }.get(str(e), str(e))
+        print(f"leifur-agent: {rule}", file=sys.stderr)
+        return None
+    return AgentSettings(heartbeat=heartbeat, handover_grace=args.handover_grace, conflicts=conflict)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,12 @@ MALFORMED = _metric(Counter, "leifur_agent_malformed_frames_total",
                     "Frames that passed the kernel filter but were dropped as malformed.", ("family", "interface"))
 CONFLICTS = _metric(Counter, "leifur_agent_conflicts_total",
                     "Frames in which another MAC claimed an IP this node announces.", ("family", "interface"))
+ADDRESS_CONFLICTS = _metric(Gauge, "leifur_agent_address_conflicts",
+                            "IPs this node owns that a host outside the cluster uses: InUse (found by the probe "
+                            "before the first announcement, not announced) or Claimed (claimed persistently while "
+                            "announced).", ("kind",))
+PROBES = _metric(Counter, "leifur_agent_address_probes_total",
+                 "Probes of new IPs before their first announcement, by result (Clear, InUse, Failed).", ("result",))
 ANNOUNCED = _metric(Gauge, "leifur_agent_announced_ips", "IPs this node announces now.", ("family", "mode"))
 OWNERSHIP_CHANGES = _metric(Counter, "leifur_agent_ownership_changes_total",
                             "IPs this node started (gained) or stopped (lost) announcing.", ("direction",))

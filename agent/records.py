@@ -42,7 +42,34 @@ class Record:
         return out
 
 
-def status_body(node: str, node_uid: str | None, records: Sequence[Record]) -> dict:
+@dataclass(frozen=True)
+class ConflictRecord:
+    """A host outside the cluster using an IP this node owns (agent/conflicts.py)."""
+
+    ip: str
+    mac: str
+    interface: str
+    kind: str  # InUse | Claimed
+    since: str
+    services: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"ip": self.ip, "mac": self.mac, "interface": self.interface, "kind": self.kind,
+                "since": self.since, "services": list(self.services)}
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """Everything the record says: the announcements, the conflicts, and the MACs of this node's
+    interfaces (peers tell a handover from a foreign claim by them)."""
+
+    records: tuple[Record, ...] = ()
+    conflicts: tuple[ConflictRecord, ...] = ()
+    macs: tuple[str, ...] = ()
+
+
+def status_body(node: str, node_uid: str | None, records: Sequence[Record],
+                conflicts: Sequence[ConflictRecord] = (), macs: Sequence[str] = ()) -> dict:
     """The whole L2NodeStatus object for a server-side apply."""
     meta: dict = {"name": node}
     if node_uid:
@@ -52,7 +79,9 @@ def status_body(node: str, node_uid: str | None, records: Sequence[Record]) -> d
     return {
         "apiVersion": names.API_VERSION, "kind": "L2NodeStatus", "metadata": meta,
         "status": {"count": len(ordered), "ips": ",".join(r.ip for r in ordered),
-                   "announcements": [r.as_dict() for r in ordered]},
+                   "announcements": [r.as_dict() for r in ordered],
+                   "conflicts": [c.as_dict() for c in sorted(conflicts, key=lambda c: c.ip)],
+                   "macs": sorted(macs)},
     }
 
 
@@ -68,8 +97,8 @@ class RecordWriter:
         self.request_timeout = request_timeout
         self.writes = 0  # successful writes, for tests and the benchmark
         self._cond = threading.Condition()
-        self._wanted: tuple[Record, ...] | None = None
-        self._written: tuple[Record, ...] | None = None
+        self._wanted: NodeState | None = None
+        self._written: NodeState | None = None
         self._written_uid: str | None = None
         self._last_write = 0.0
         self._stop = False
@@ -80,8 +109,25 @@ class RecordWriter:
 
     def set(self, records: Sequence[Record]) -> None:
         with self._cond:
-            self._wanted = tuple(sorted(records, key=lambda r: r.ip))
+            old = self._wanted or NodeState()
+            self._wanted = NodeState(tuple(sorted(records, key=lambda r: r.ip)), old.conflicts, old.macs)
             self._cond.notify_all()
+
+    def set_conflicts(self, conflicts: Sequence[ConflictRecord]) -> None:
+        with self._cond:
+            old = self._wanted or NodeState()
+            new = NodeState(old.records, tuple(sorted(conflicts, key=lambda c: c.ip)), old.macs)
+            if new != self._wanted:
+                self._wanted = new
+                self._cond.notify_all()
+
+    def set_macs(self, macs: Sequence[str]) -> None:
+        with self._cond:
+            old = self._wanted or NodeState()
+            new = NodeState(old.records, old.conflicts, tuple(sorted(set(macs))))
+            if new != self._wanted:
+                self._wanted = new
+                self._cond.notify_all()
 
     def check(self, observed: dict | None, synced: bool) -> None:
         """Write again if what is in the API is not what we wrote: our record was deleted (by hand,
@@ -122,7 +168,7 @@ class RecordWriter:
                 wanted = self._wanted
             last = time.monotonic()
             try:
-                self._write(wanted or ())
+                self._write(wanted or NodeState())
             except Exception as e:
                 wait = backoff.next()
                 log.warning("could not write L2NodeStatus %s (retrying in %.1fs): %s", self.node, wait,
@@ -135,9 +181,9 @@ class RecordWriter:
                 self._written = wanted
                 self._cond.notify_all()
 
-    def _write(self, records: Sequence[Record]) -> None:
+    def _write(self, state: NodeState) -> None:
         uid = self.node_uid()
-        body = status_body(self.node, uid, records)
+        body = status_body(self.node, uid, state.records, state.conflicts, state.macs)
         request(self.api_client, "PATCH", f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}/{self.node}",
                 query=[("fieldManager", names.AGENT_NAME), ("force", "true")],
                 body=json.dumps(body), content_type="application/apply-patch+yaml", timeout=self.request_timeout)

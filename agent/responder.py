@@ -296,14 +296,16 @@ class Responder:
             self._groups.discard(g)
         self._burst(sorted(gained))
 
-    def announce(self, ips: Iterable[str] | None = None) -> None:
-        """Send a new gratuitous burst for `ips` (all owned IPs if None); IPs not owned are ignored."""
+    def announce(self, ips: Iterable[str] | None = None, rounds: int | None = None) -> None:
+        """Send a new gratuitous burst for `ips` (all owned IPs if None); IPs not owned are ignored.
+        `rounds`: that many rounds instead of the configured count (1: a single announcement, as
+        when defending an IP against a foreign claim)."""
         with self._config:
             if self._thread is None or self._closed:
                 return
             owned = self._answer | self._announce_only
             wanted = owned if ips is None else _normalize(ips) & owned
-            self._burst(sorted(wanted))
+            self._burst(sorted(wanted), rounds)
 
     def _attach(self, sock: socket.socket | None, program: list[bpf.Instruction],
                 fallback: Callable[[], list[bpf.Instruction]]) -> None:
@@ -329,17 +331,18 @@ class Responder:
 
     # -- gratuitous bursts --------------------------------------------------------------
 
-    def _burst(self, ips: list[str]) -> None:
+    def _burst(self, ips: list[str], rounds: int | None = None) -> None:
         """The first round now (before the caller returns), the rest from the thread."""
-        if not self._count or not ips:
+        count = self._count if rounds is None else min(max(rounds, 0), _MAX_GRATUITOUS)
+        if not count or not ips:
             return
         due = time.monotonic() + self._interval
         with self._lock:
             for ip in ips:
                 gen = next(self._seq)
                 self._generation[ip] = gen
-                if self._count > 1:
-                    heapq.heappush(self._timers, (due, gen, ip, gen, self._count - 1))
+                if count > 1:
+                    heapq.heappush(self._timers, (due, gen, ip, gen, count - 1))
         for ip in ips:
             self._announce_round(ip)
         self._wake()

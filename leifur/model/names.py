@@ -21,6 +21,8 @@ LABEL_EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 # The condition we keep on each Service we own (status.conditions).
 COND_SERVICE_ALLOCATED = "leifur.io/IPAllocated"
+# ...and the one set while an agent reports a host outside the cluster using one of its IPs.
+COND_ADDRESS_CONFLICT = "leifur.io/AddressConflict"
 # Conditions on IPAddressPool status.
 COND_POOL_VALID = "Valid"
 COND_POOL_OVERLAPPING = "Overlapping"
@@ -31,6 +33,8 @@ AGENT_NAME = "leifur-agent"
 # Events the agent records on Services.
 REASON_NODE_ASSIGNED = "NodeAssigned"
 REASON_NOT_ANNOUNCED = "NotAnnounced"
+REASON_ADDRESS_IN_USE = "AddressInUse"  # a probe found a foreign host using a new IP: not announced
+REASON_ADDRESS_CLAIMED = "AddressClaimed"  # a foreign host keeps claiming an IP we announce
 
 # The Secret holding the key that authenticates the agents' heartbeats (the controller creates it
 # if it is missing), and its data keys, which the agent reads as files where the Secret is mounted:

@@ -88,6 +88,36 @@ class HeartbeatSettings:
 
 
 @dataclass(frozen=True)
+class ConflictSettings:
+    """Address conflicts (RFC 5227's rules, adapted; see docs/agent.md#address-conflicts).
+
+    A new IP (never announced by any of our nodes) is probed before its first announcement:
+    `probe_count` probes `probe_interval` apart, then `probe_wait` more (0.3 s in all by default:
+    a LAN answers in milliseconds, and RFC 5227's 1-2 s are for hosts configuring themselves).
+    A foreign claim of an IP we announce is defended once; another within `defend_interval`
+    (RFC 5227's DEFEND_INTERVAL) is a persistent conflict, handled by `policy`. A conflict, and a
+    probe's finding, is forgotten after `clear_after` seconds without a sign of it (then probed,
+    or announced, again)."""
+
+    probe_count: int = 3
+    probe_interval: float = 0.1
+    probe_wait: float = 0.1
+    defend_interval: float = 10.0
+    clear_after: float = 30.0
+    policy: str = "defend"  # or "yield"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.probe_count <= 10:
+            raise ValueError("probe_count must be 0..10 (0: no probing)")
+        if self.probe_interval < 0 or self.probe_wait < 0:
+            raise ValueError("probe_interval and probe_wait must not be negative")
+        if not 0 < self.defend_interval <= self.clear_after:
+            raise ValueError("need 0 < defend_interval <= clear_after")
+        if self.policy not in ("defend", "yield"):
+            raise ValueError("policy must be defend or yield")
+
+
+@dataclass(frozen=True)
 class AgentSettings:
     metrics_port: int = 7473
     # Plain HTTP, /healthz and /readyz only, for the kubelet's probes. The agent shares the node's
@@ -106,6 +136,7 @@ class AgentSettings:
     # Bounded, so that an agent that never gets ready (no API server) does not keep new IPs dark.
     # A failover is never reserved: see agent/step.py.
     start_reserve: float = 10.0
+    conflicts: ConflictSettings = ConflictSettings()
 
     @property
     def start_reserve_for_peers(self) -> float:

@@ -35,7 +35,7 @@ class FakeResponder:
     def set_ips(self, answer: Iterable[str], announce_only: Iterable[str] = ()) -> None:
         self.ips = (set(answer), set(announce_only))
 
-    def announce(self, ips: Iterable[str] | None = None) -> None:
+    def announce(self, ips: Iterable[str] | None = None, rounds: int | None = None) -> None:
         self.announced += 1
 
 

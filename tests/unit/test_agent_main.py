@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from leifur.agent import main
-from leifur.model.settings import AgentSettings, HeartbeatSettings
+from leifur.model.settings import AgentSettings, ConflictSettings, HeartbeatSettings
 
 
 def test_the_flags_default_to_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,3 +80,22 @@ def test_a_certificate_directory_it_cannot_load_stops_it_before_anything_starts(
     assert main.main(["--node-name", "n1", "--insecure-heartbeats", "--metrics-cert-dir", str(tmp_path)]) == 2
     last = capsys.readouterr().err.splitlines()[-1]  # after the log line that heartbeats are unsigned
     assert last.startswith(f"leifur-agent: --metrics-cert-dir {tmp_path}: cannot load tls.crt")
+
+
+def test_the_address_conflict_flags_make_the_settings() -> None:
+    args = main.build_parser().parse_args(["--address-probe-count", "2", "--address-probe-interval", "0.05",
+                                           "--address-probe-wait", "0.2", "--address-defend-interval", "5",
+                                           "--address-conflict-clear-after", "20",
+                                           "--address-conflict-policy", "yield"])
+    assert main.settings_from(args) == AgentSettings(conflicts=ConflictSettings(2, 0.05, 0.2, 5.0, 20.0, "yield"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--address-probe-count", "11"], "--address-probe-count must be 0..10"),
+    (["--address-probe-wait", "-1"], "must not be negative"),
+    (["--address-defend-interval", "40"], "at most --address-conflict-clear-after"),
+], ids=["too-many-probes", "negative-wait", "defend-interval-past-clear-after"])
+def test_bad_address_conflict_flags_exit_2(argv: list[str], message: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main.main(["--node-name", "n1", *argv]) == 2
+    assert message in capsys.readouterr().err
