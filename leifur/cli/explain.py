@@ -13,6 +13,7 @@ import difflib
 from leifur.cli import analysis, output
 from leifur.cli.snapshot import CtlError, Snapshot
 from leifur.controller import allocation
+from leifur.controller.reconcile import address_conflict
 from leifur.ipam.allocator import AllocationError
 from leifur.ipam.pool import Pool
 from leifur.ipam.selectors import candidate_pools
@@ -177,7 +178,7 @@ def report(snap: Snapshot, namespace: str, name: str, lb_class: str | None) -> d
                  "loadBalancerClass": spec.get("loadBalancerClass"), "ours": False, "ips": ips,
                  "pools": [p for p in ((svc["metadata"].get("annotations") or {})
                                        .get(names.ANN_ALLOCATED_FROM_POOL) or "").split(",") if p],
-                 "request": None, "allocation": None, "announcements": [],
+                 "request": None, "allocation": None, "announcements": [], "conflicts": _conflicts(snap, key, ips),
                  "agentsSeen": analysis.agents_seen(snap), "events": _events(snap, svc), "notes": list(snap.notes)}
     not_ours = _not_ours(svc, lb_class)
     if not_ours is not None:
@@ -192,8 +193,12 @@ def report(snap: Snapshot, namespace: str, name: str, lb_class: str | None) -> d
                             {"ip": ip, "state": None, "message": "not considered by the agents"} for ip in ips]
     allocation, request = _allocation(snap, rb, svc)
     rep["request"], rep["allocation"] = request, allocation
+    conflict = address_conflict(key, ips, snap.node_statuses)
     if not allocation["ok"]:
         verdict = {"ok": False, "reason": allocation["state"], "message": allocation["message"]}
+    elif conflict is not None:
+        # A host outside the cluster uses the IP: that is what to fix, whatever the agents decide.
+        verdict = {"ok": False, "reason": conflict[0], "message": conflict[1]}
     else:
         bad = [a for a in rep["announcements"] if a["state"] != analysis.ANNOUNCED]
         if bad:
@@ -203,6 +208,17 @@ def report(snap: Snapshot, namespace: str, name: str, lb_class: str | None) -> d
                        "message": "; ".join(f"{a['ip']} {a['message']}" for a in rep["announcements"])}
     rep["verdict"] = verdict
     return rep
+
+
+def _conflicts(snap: Snapshot, key: str, ips: list[str]) -> list[dict]:
+    """The address conflicts the agents' records list for this Service's IPs (agent/conflicts.py)."""
+    out = []
+    for r in sorted(snap.node_statuses, key=lambda o: o["metadata"]["name"]):
+        for c in (r.get("status") or {}).get("conflicts") or []:
+            if isinstance(c, dict) and c.get("ip") in ips and (not c.get("services") or key in c["services"]):
+                out.append({"node": r["metadata"]["name"], **{k: c.get(k) for k in ("ip", "mac", "interface",
+                                                                                      "kind", "since")}})
+    return out
 
 
 # -- the readable form --------------------------------------------------------------------------
@@ -270,6 +286,10 @@ def render(rep: dict) -> str:
     seen = rep["agentsSeen"]
     rows.append(("Agents seen", f"{', '.join(seen) if seen else 'none'} (nodes with an L2NodeStatus record; "
                                 "the agents' heartbeats are not in the API)"))
+    if rep.get("conflicts"):
+        rows.append(("Conflicts", [f"{c['ip']}: {c['kind']} by {c['mac']} (host outside the cluster), seen by "
+                                   f"{c['node']} on {c['interface'] or '?'} since {c['since']}"
+                                   for c in rep["conflicts"]]))
     if rep["notes"]:
         rows.append(("Notes", rep["notes"]))
     out = [_kv(rows)]

@@ -49,6 +49,9 @@ class Controller:
         self.services = Informer(api_client, "/api/v1/services", "services")
         self.namespaces = Informer(api_client, "/api/v1/namespaces", "namespaces")
         self.pools = Informer(api_client, f"/apis/{names.API_VERSION}/{names.POOLS}", names.POOLS)
+        # The agents' records: the address conflicts they report become a condition on the Service.
+        self.records = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}", names.L2NODESTATUSES)
+        self.informers = (self.services, self.namespaces, self.pools, self.records)
         self.service_queue = RateLimitingQueue("services")
         self.pool_queue = RateLimitingQueue(names.POOLS)
         self.recorder = EventRecorder(api_client, names.CONTROLLER_NAME, host=identity)
@@ -58,7 +61,7 @@ class Controller:
         may_write = self._may_write
         self.service_reconciler = ServiceReconciler(
             self.state, self.services, self.namespaces, ServiceWriter(api_client, may_write), self.recorder,
-            load_balancer_class, self.pool_queue.add, self.service_queue.add,
+            load_balancer_class, self.pool_queue.add, self.service_queue.add, self.records,
         )
         self.pool_reconciler = PoolReconciler(
             self.state, self.pools, self.services, PoolWriter(api_client, may_write), self.recorder,
@@ -100,6 +103,19 @@ class Controller:
         # On add too: a Service synced before its Namespace reached the cache saw no labels.
         self.namespaces.add_handler(on_add=ns_services, on_update=ns_update)
 
+        def conflicted(record: dict) -> None:
+            for c in (record.get("status") or {}).get("conflicts") or []:
+                for key in (c.get("services") or []) if isinstance(c, dict) else []:
+                    self.service_queue.add(str(key))
+
+        def record_update(old: dict, new: dict) -> None:
+            # Both: a conflict gone from the record must clear its condition.
+            if (old.get("status") or {}).get("conflicts") != (new.get("status") or {}).get("conflicts"):
+                conflicted(old)
+                conflicted(new)
+
+        self.records.add_handler(conflicted, record_update, conflicted)
+
     def enqueue_all_services(self) -> None:
         for key in self.services.keys():
             self.service_queue.add(key)
@@ -109,7 +125,7 @@ class Controller:
     # -- lifecycle ------------------------------------------------------------------------
 
     def synced(self) -> bool:
-        return all(i.has_synced() for i in (self.services, self.namespaces, self.pools))
+        return all(i.has_synced() for i in self.informers)
 
     def ready(self) -> bool:
         """Standby replicas are ready once their caches are warm; the leader once it has rebuilt."""
@@ -131,7 +147,7 @@ class Controller:
         else:
             log.info("heartbeat key Secret %s/%s: not created by the controller (--no-create-heartbeat-secret); "
                      "the agents wait until it exists", self.settings.lease_namespace, self.settings.heartbeat_secret)
-        for informer in (self.services, self.namespaces, self.pools):
+        for informer in self.informers:
             informer.start()
         if self.elector is None:
             threading.Thread(target=self._start_leading, name="lead", daemon=True).start()
@@ -150,7 +166,7 @@ class Controller:
         log.info("%s is the leader: waiting for caches, then rebuilding allocations", self.identity)
         metrics.IS_LEADER.set(1)
         while not self.stop_event.is_set():
-            if all(i.wait_for_sync(1.0) for i in (self.services, self.namespaces, self.pools)):
+            if all(i.wait_for_sync(1.0) for i in self.informers):
                 break
         if self.stop_event.is_set():
             return
@@ -189,7 +205,7 @@ class Controller:
             # Hand over at once only if no sync of ours can still write.
             quiet = not any(t.is_alive() for t in self._threads)
             self.elector.stop(release=quiet and not self.lost_leadership.is_set())
-        for informer in (self.services, self.namespaces, self.pools):
+        for informer in self.informers:
             informer.stop()
         self.recorder.flush(2.0)
         self.recorder.stop()

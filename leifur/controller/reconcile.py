@@ -117,6 +117,42 @@ class State:
             return out
 
 
+def address_conflict(key: str, ips: list[str], records: list[dict]) -> tuple[str, str] | None:
+    """The `leifur.io/AddressConflict` condition's (reason, message) for Service `key` holding
+    `ips`, from the agents' L2NodeStatus records; None if no record lists a conflict for them.
+    A conflict counts for the Service when the record names it, or names no Service at all."""
+    found = []
+    for r in records:
+        node = (r.get("metadata") or {}).get("name", "?")
+        for c in (r.get("status") or {}).get("conflicts") or []:
+            if not isinstance(c, dict) or c.get("ip") not in ips:
+                continue
+            services = c.get("services") or []
+            if services and key not in services:
+                continue
+            found.append((str(c.get("ip")), node, str(c.get("kind")), str(c.get("mac")), str(c.get("interface") or "")))
+    if not found:
+        return None
+    parts = []
+    for ip, node, kind, mac, interface in sorted(found):
+        where = f"node {node}" + (f" on {interface}" if interface else "")
+        if kind == "InUse":
+            parts.append(f"{ip} is in use by a host outside the cluster ({mac}, answered the probe of {where}): "
+                         "not announced")
+        else:
+            parts.append(f"{ip} is claimed by a host outside the cluster ({mac}, seen by {where})")
+    reason = names.REASON_ADDRESS_IN_USE if any(f[2] == "InUse" for f in found) else names.REASON_ADDRESS_CLAIMED
+    return reason, "; ".join(parts)
+
+
+def with_address_conflict(conditions: list[dict], found: tuple[str, str] | None,
+                          generation: int | None) -> list[dict]:
+    """`conditions` with the AddressConflict condition set (True) while there is one, and without it otherwise."""
+    if found is None:
+        return [c for c in conditions if c.get("type") != names.COND_ADDRESS_CONFLICT]
+    return condition(conditions, names.COND_ADDRESS_CONFLICT, True, found[0], found[1], generation)
+
+
 def holds_ours(svc: dict, lb_class: str | None) -> bool:
     """A Service whose IPs count as held: it carries our finalizer and is ours, or is being deleted."""
     meta = svc["metadata"]
@@ -127,8 +163,10 @@ def holds_ours(svc: dict, lb_class: str | None) -> bool:
 class ServiceReconciler:
     def __init__(self, state: State, services: Lister, namespaces: Lister, writer: ServiceWrites,
                  recorder: Recorder, load_balancer_class: str | None,
-                 enqueue_pool: Callable[[str], None], enqueue_service: Callable[[str], None]) -> None:
+                 enqueue_pool: Callable[[str], None], enqueue_service: Callable[[str], None],
+                 records: Lister | None = None) -> None:
         self.state = state
+        self.records = records  # the agents' L2NodeStatus records, for the AddressConflict condition
         self.services = services
         self.namespaces = namespaces
         self.writer = writer
@@ -239,6 +277,9 @@ class ServiceReconciler:
         old_conditions = status.get("conditions")
         conditions = condition(old_conditions, names.COND_SERVICE_ALLOCATED, outcome.ok, outcome.reason,
                                outcome.message, meta.get("generation"))
+        if self.records is not None:
+            found = address_conflict(key, after, self.records.objects()) if after else None
+            conditions = with_address_conflict(conditions, found, meta.get("generation"))
         if after != before or not same_conditions(old_conditions, conditions):
             ingress = [{"ip": ip, "ipMode": "VIP"} for ip in after] + service.foreign_ingress(svc)
             self.writer.patch_status(svc, ingress, conditions)

@@ -307,3 +307,34 @@ def test_the_crd_schema_rejects_what_a_schema_can(cluster):
     with pytest.raises(ApiException) as empty:
         cluster.create_pool("schema-empty", [])
     assert empty.value.status == 422
+
+
+def test_an_address_conflict_an_agent_records_shows_on_the_service_until_it_is_gone(env):
+    """The agent cannot write Services: it reports in its L2NodeStatus, and the controller turns
+    that into the leifur.io/AddressConflict condition, removed once no record lists it."""
+    env.controller()
+    env.pool("a", ["203.0.113.0/30"])
+    env.svc("web")
+    ip = env.wait_ips("web")[0]
+    key = f"{env.ns}/web"
+    node = f"{env.ns}-node"
+    custom = env.cluster.custom
+    record = {"apiVersion": names.API_VERSION, "kind": "L2NodeStatus", "metadata": {"name": node},
+              "status": {"count": 0, "ips": "", "announcements": [], "conflicts": [
+                  {"ip": ip, "mac": "02:00:00:00:00:3e", "interface": "eth0", "kind": "InUse",
+                   "since": "2026-01-01T00:00:00Z", "services": [key]}]}}
+    custom.create_cluster_custom_object(names.GROUP, names.VERSION, names.L2NODESTATUSES, record)
+    try:
+        def conflict() -> dict | None:
+            conds = (env.cluster.service(env.ns, "web").get("status") or {}).get("conditions") or []
+            return next((c for c in conds if c["type"] == names.COND_ADDRESS_CONFLICT), None)
+
+        cond = wait_for(conflict, what="the AddressConflict condition")
+        assert cond["status"] == "True" and cond["reason"] == names.REASON_ADDRESS_IN_USE
+        assert ip in cond["message"] and "02:00:00:00:00:3e" in cond["message"] and node in cond["message"]
+        assert env.ips("web") == [ip], "a conflict changes no allocation"
+        custom.patch_cluster_custom_object(names.GROUP, names.VERSION, names.L2NODESTATUSES, node,
+                                           {"status": {"conflicts": []}})
+        wait_for(lambda: conflict() is None, what="the AddressConflict condition removed")
+    finally:
+        custom.delete_cluster_custom_object(names.GROUP, names.VERSION, names.L2NODESTATUSES, node)

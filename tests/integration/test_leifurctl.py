@@ -257,6 +257,28 @@ def test_explain_follows_an_ip_from_no_advertisement_to_announced(env, control_p
     assert status["web"]["state"] == "MultipleAnnouncers"
 
 
+def test_explain_shows_an_address_conflict_an_agent_reports(env, control_plane, world):
+    pool = env.pool("lan", ["198.51.100.0/29"])
+    env.controller()
+    env.svc("web")
+    ip = env.wait_ips("web")[0]
+    key = f"{env.ns}/web"
+    node = f"{env.ns}-n1"
+    world.node(node, {"leifur.test/namespace": env.ns})
+    world.agent_record(node, ip, [key], pool)
+    world.custom.patch_cluster_custom_object(names.GROUP, names.VERSION, names.L2NODESTATUSES, node, {
+        "status": {"conflicts": [{"ip": ip, "mac": "02:00:00:00:00:3e", "interface": "eth0", "kind": "InUse",
+                                  "since": "2025-01-01T00:00:00Z", "services": [key]}]}})
+    rep = explain(env, control_plane, "web")
+    assert rep["verdict"]["reason"] == "AddressInUse"
+    assert ip in rep["verdict"]["message"] and "02:00:00:00:00:3e" in rep["verdict"]["message"]
+    assert rep["conflicts"] == [{"node": node, "ip": ip, "mac": "02:00:00:00:00:3e", "interface": "eth0",
+                                 "kind": "InUse", "since": "2025-01-01T00:00:00Z"}]
+    text = leifurctl(control_plane, "explain", key)
+    assert text.returncode == 0, text.stderr
+    assert field(text.stdout, "Conflicts").startswith(f"{ip}: InUse by 02:00:00:00:00:3e")
+
+
 def test_status_and_explain_fail_clearly_without_a_cluster(tmp_path):
     missing = tmp_path / "nope.kubeconfig"
     for args in (["status"], ["explain", "default/web"]):

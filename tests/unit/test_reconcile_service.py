@@ -101,6 +101,7 @@ class World:
     def __init__(self, pools: dict[str, list[str]], lb_class: str | None = None) -> None:
         self.log: list[str] = []
         self.services = FakeLister()
+        self.records = FakeLister()  # the agents' L2NodeStatus records
         self.writer = FakeServiceWriter(self.services, self.log)
         self.recorder = FakeRecorder(self.log)
         self.queue: list[str] = []
@@ -117,7 +118,8 @@ class World:
         self.state.allocator.release = logged_release
         self.reconciler = ServiceReconciler(
             self.state, self.services, FakeLister([{"metadata": {"name": "ns", "labels": {}}}]), self.writer,
-            self.recorder, lb_class, lambda name: self.log.append(f"enqueue pool {name}"), self._enqueue)
+            self.recorder, lb_class, lambda name: self.log.append(f"enqueue pool {name}"), self._enqueue,
+            self.records)
 
     def _enqueue(self, key: str) -> None:
         self.log.append(f"enqueue {key}")
@@ -393,3 +395,57 @@ def test_an_ingress_entry_someone_else_wrote_survives_our_writes():
     w.sync(a)
     assert w.services.store[a]["status"]["loadBalancer"]["ingress"] == [theirs]
     assert w.held(a) == []
+
+
+# -- address conflicts the agents report ------------------------------------------------------
+
+
+def record(node: str, *conflicts: dict) -> dict:
+    return {"metadata": {"name": node}, "status": {"conflicts": list(conflicts)}}
+
+
+def conflict(ip: str, kind: str, services: tuple[str, ...] = ("ns/a",), mac: str = "02:00:00:00:00:3e") -> dict:
+    return {"ip": ip, "mac": mac, "interface": "eth0", "kind": kind, "since": "2026-01-01T00:00:00Z",
+            "services": list(services)}
+
+
+IP_A = "192.0.2.10"
+CONFLICT_CASES = [
+    ("no-record-no-condition", [], None),
+    ("in-use-found-by-the-probe", [record("n1", conflict(IP_A, "InUse"))], "AddressInUse"),
+    ("claimed-while-announced", [record("n2", conflict(IP_A, "Claimed"))], "AddressClaimed"),
+    ("in-use-wins-over-claimed", [record("n1", conflict(IP_A, "Claimed")), record("n2", conflict(IP_A, "InUse"))],
+     "AddressInUse"),
+    ("another-ip-is-not-this-services", [record("n1", conflict("192.0.2.11", "InUse"))], None),
+    ("the-same-ip-for-another-service-is-not-this-services",
+     [record("n1", conflict(IP_A, "InUse", services=("ns/b",)))], None),
+    ("a-conflict-naming-no-service-counts-for-the-holder", [record("n1", conflict(IP_A, "InUse", services=()))],
+     "AddressInUse"),
+    ("a-malformed-entry-is-skipped", [{"metadata": {"name": "n1"}, "status": {"conflicts": ["junk", None]}}], None),
+]
+
+
+@pytest.mark.parametrize(("records", "reason"), [c[1:] for c in CONFLICT_CASES], ids=[c[0] for c in CONFLICT_CASES])
+def test_address_conflict_condition_from_the_records(records: list[dict], reason: str | None) -> None:
+    from leifur.controller.reconcile import address_conflict
+
+    found = address_conflict("ns/a", [IP_A], records)
+    assert (found[0] if found else None) == reason
+    if found:
+        assert IP_A in found[1] and "02:00:00:00:00:3e" in found[1]
+        assert any(r["metadata"]["name"] in found[1] for r in records)
+
+
+def test_a_reported_conflict_sets_the_condition_and_its_end_removes_it():
+    w = World({"lan": ["192.0.2.10-192.0.2.11"]})
+    a = w.add(svc("a"))
+    w.sync(a)
+    w.records.store["n1"] = record("n1", conflict(IP_A, "InUse"))
+    assert writes(w.sync(a)) == ["status ns/a: 192.0.2.10 [True Allocated]"]
+    cond = next(c for c in w.services.store[a]["status"]["conditions"] if c["type"] == names.COND_ADDRESS_CONFLICT)
+    assert cond["status"] == "True" and "node n1" in cond["message"] and IP_A in cond["message"]
+    assert w.shown(a) == [IP_A], "a conflict changes no allocation"
+    assert w.sync(a) == []
+    w.records.store["n1"] = record("n1")
+    assert writes(w.sync(a)) == ["status ns/a: 192.0.2.10 [True Allocated]"]
+    assert [c["type"] for c in w.services.store[a]["status"]["conditions"]] == [names.COND_SERVICE_ALLOCATED]
