@@ -168,6 +168,7 @@ class Agent:
         metrics.OWNERSHIP_CHANGES.labels("lost").inc(len(self.announced))
         self.announced.clear()
         self.records.set([])
+        self.records.set_conflicts([])  # this node no longer owns anything: its findings go with it
         self.records.flush(2.0)
         self.records.stop()
         self.recorder.stop(2.0)

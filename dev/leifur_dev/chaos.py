@@ -359,8 +359,10 @@ class Chaos:
 
     def foreign_claim(self) -> None:
         """A host on the LAN (the client) sends gratuitous ARP for a steady Service's IP from its own
-        MAC. The owner counts the conflict; our nodes' answers do not change (the capture check
-        looks at our MACs only)."""
+        MAC. The owner counts the conflict, defends the IP with a gratuitous announcement and, as
+        the claims go on, reports a persistent conflict (docs/agent.md#address-conflicts); our
+        nodes' answers do not change (the capture check looks at our MACs only, and the owner's
+        defence is the owner's MAC)."""
         s = self.stack
         expected = self._steady_expected()
         ip = self.rng.choice(sorted(expected))
@@ -372,6 +374,8 @@ class Chaos:
         try:
             wait_for(lambda: owner.metric("leifur_agent_conflicts_total") > before, 30,
                      what=f"{owner.node_name} counting the claim on {ip}")
+            wait_for(lambda: owner.metric("leifur_agent_address_conflicts", kind="Claimed") > 0, 30,
+                     what=f"{owner.node_name} reporting the persistent claim on {ip}")
             self._pause()
         finally:
             claimant.send_signal(signal.SIGTERM)
