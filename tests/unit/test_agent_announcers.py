@@ -20,6 +20,7 @@ class FakeResponder:
         self.started = self.closed = False
         self.ips: tuple[set[str], set[str]] | None = None
         self.announced = 0
+        self.bursts: list[tuple[list[str] | None, int | None]] = []
 
     def start(self) -> None:
         if self.fail:
@@ -37,6 +38,7 @@ class FakeResponder:
 
     def announce(self, ips: Iterable[str] | None = None, rounds: int | None = None) -> None:
         self.announced += 1
+        self.bursts.append((None if ips is None else sorted(ips), rounds))
 
 
 class FakeKernel:
@@ -146,3 +148,12 @@ def test_announce_again_and_close() -> None:
     assert [r.announced for r in made] == [1, 1]
     a.close()
     assert all(r.closed for r in made) and kernel.cleaned and kernel.closed and a.responders == {}
+
+
+def test_a_defence_is_one_announcement_of_that_ip_only() -> None:
+    """A foreign claim is answered with a single gratuitous round of the claimed IP; every
+    responder gets it, and one that does not announce the IP ignores it (Responder.announce)."""
+    a, made = announcers()
+    a.apply({"192.0.2.40": claim("192.0.2.40", "eth0"), "192.0.2.41": claim("192.0.2.41", "eth1")}, LINKS)
+    a.announce_once("192.0.2.40")
+    assert [r.bursts for r in made] == [[(["192.0.2.40"], 1)], [(["192.0.2.40"], 1)]]
