@@ -145,3 +145,29 @@ def test_a_failover_is_not_probed_and_raises_no_conflict(stack):
     assert all(stack.agents[h.name].metric("leifur_agent_address_conflicts") == 0 for h in stack.lab.nodes)
     assert conflict_condition(stack, ns, "web") is None
 
+
+
+def test_with_the_yield_policy_the_owner_stops_announcing_until_the_claims_stop(stack):
+    # Short intervals so that the claims end and the conflict clears within the test.
+    stack.agent_args = ("--address-conflict-policy", "yield", "--address-defend-interval", "2",
+                        "--address-conflict-clear-after", "10")
+    ns = start(stack)
+    client = stack.lab.client
+    assert client is not None
+    ip = stack.service(ns, "web")
+    owner_mac = stack.lab.host(owner_host(stack, ip)).mac
+    wait_for(lambda: stack.who_answers(ip) == [owner_mac], 30, what="the owner answering alone")
+    claimant = stack.lab.popen(client.netns, [sys.executable, "-m", "leifur_dev.claimant", "--ip", ip,
+                                              "--interval", "0.5", "--duration", "3"])
+    try:
+        cond = wait_for(lambda: conflict_condition(stack, ns, "web"), 30, what="the AddressConflict condition")
+        assert cond["reason"] == names.REASON_ADDRESS_CLAIMED
+        # Yielded: no node of ours answers for it while the host claims it.
+        wait_for(lambda: not set(stack.who_answers(ip)) & {h.mac for h in stack.lab.nodes}, 30,
+                 what="no node answering while yielded")
+    finally:
+        claimant.terminate()
+        claimant.wait(30)
+    # Once the claims have stopped for the clear-after time, the owner announces it again.
+    wait_for(lambda: stack.who_answers(ip) == [owner_mac], 30, what="the owner announcing again")
+    wait_for(lambda: conflict_condition(stack, ns, "web") is None, 30, what="the condition removed")
