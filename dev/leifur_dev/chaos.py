@@ -338,24 +338,14 @@ class Chaos:
         s = self.stack
         victim = self._node()
         expected = self._steady_expected()
-        pcap = str(s.workdir / f"chaos-recorded-{victim.name}.pcap")
-        s.lab.run(victim.netns, ["timeout", "20", "tcpdump", "-i", "eth0", "-c", "20", "-w", pcap,
-                                 f"udp and src host {victim.ip4} and dst port {AgentSettings().heartbeat.port}"],
-                  timeout=30)
-        assert s.lab.client is not None
+        pcap = s.record_heartbeats(victim, count=20)
         claim = self.rng.choice(["leaving", "alive"])
-        attacker = s.lab.popen(s.lab.client.netns, [
-            sys.executable, "-m", "leifur_dev.attacker", "--node", s.node_name(victim), "--source", victim.ip4,
-            "--targets", ",".join(h.ip4 for h in s.lab.nodes if h is not victim), "--claim", claim,
-            "--recorded", pcap, "--duration", "30"], stdout=subprocess.PIPE, text=True)
+        attacker = s.attack(victim, claim, pcap, duration=30)
         try:
-            assert attacker.stdout is not None
-            attacker.stdout.readline()  # its first round is out
             self._pause()
             self._check_answered(expected, f"while {victim.name}'s heartbeats were forged ({claim})")
         finally:
-            attacker.send_signal(signal.SIGTERM)
-            attacker.communicate(timeout=30)
+            s.attack_result(attacker)
 
     def foreign_claim(self) -> None:
         """A host on the LAN (the client) sends gratuitous ARP for a steady Service's IP from its own

@@ -17,6 +17,7 @@ import sys
 import time
 
 from leifur.agent import arp, bpf, ndp
+from leifur_dev.probe import _mac_bytes, _mac_str, _own_mac
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.interval < 0.01 or args.duration > 60:
         p.error("interval must be >= 10 ms and duration <= 60 s: every sending loop is bounded")
-    with open(f"/sys/class/net/{args.interface}/address") as f:
-        mac = bytes.fromhex(f.read().strip().replace(":", ""))
+    mac = _mac_bytes(_own_mac(args.interface))
     v4 = ipaddress.ip_address(args.ip).version == 4
     frames = list(arp.build_gratuitous(args.ip, mac)) if v4 else [ndp.build_unsolicited_na(args.ip, mac)]
     stop = {"now": False}
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                 sock.send(frame)
                 sent += 1
             time.sleep(args.interval)
-    print(json.dumps({"sent": sent, "mac": ":".join(f"{b:02x}" for b in mac)}))
+    print(json.dumps({"sent": sent, "mac": _mac_str(mac)}))
     return 0
 
 

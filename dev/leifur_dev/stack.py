@@ -364,6 +364,37 @@ class Stack:
         proc.stderr.readline()
         return proc
 
+    def record_heartbeats(self, host: netlab.Host, count: int = 30) -> str:
+        """A pcap of `count` of `host`'s real (signed) heartbeats, as a LAN host with a mirror port
+        would get them (for leifur_dev.attacker to replay)."""
+        pcap = str(self.workdir / f"recorded-{host.name}.pcap")
+        port = AgentSettings().heartbeat.port
+        self.lab.run(host.netns, ["timeout", "20", "tcpdump", "-i", "eth0", "-c", str(count), "-w", pcap,
+                                  f"udp and src host {host.ip4} and dst port {port}"], timeout=30)
+        return pcap
+
+    def attack(self, victim: netlab.Host, claim: str, pcap: str, duration: float) -> subprocess.Popen:
+        """Start leifur_dev.attacker in the client namespace against `victim`'s peers; returns once
+        its first round is out. `attack_result` stops it."""
+        assert self.lab.client is not None
+        peers = [h.ip4 for h in self.lab.nodes if h is not victim]
+        proc = self.lab.popen(self.lab.client.netns, [
+            sys.executable, "-m", "leifur_dev.attacker", "--node", self.node_name(victim), "--source", victim.ip4,
+            "--targets", ",".join(peers), "--claim", claim, "--recorded", pcap, "--duration", str(duration)],
+            stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if json.loads(line or "{}") != {"started": True}:
+            raise RuntimeError(f"the attacker did not start: {line!r}")
+        return proc
+
+    @staticmethod
+    def attack_result(proc: subprocess.Popen) -> dict:
+        """Stop the attacker; its summary (wall-clock start and end, datagrams sent)."""
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        return json.loads(out.splitlines()[-1])
+
     def who_answers(self, ip: str, duration: float = 0.5) -> list[str]:
         """The MACs that answered ARP/NDP for `ip` from the client over `duration`."""
         return self.probe_result(self.probe(ip, duration, interval=0.05))["macs"]

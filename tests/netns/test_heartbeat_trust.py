@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -26,34 +24,6 @@ PORT = 7474
 FORGERY = ("unauthenticated", "bad-signature", "unknown-key")
 
 
-def record_heartbeats(stack: Stack, host: netlab.Host) -> str:
-    """A pcap of 30 of `host`'s real (signed) heartbeats, as a LAN host with a mirror port would get them."""
-    pcap = str(stack.workdir / f"recorded-{host.name}.pcap")
-    stack.lab.run(host.netns, ["timeout", "20", "tcpdump", "-i", "eth0", "-c", "30", "-w", pcap,
-                               f"udp and src host {host.ip4} and dst port {PORT}"], timeout=30)
-    return pcap
-
-
-def attack(stack: Stack, victim: netlab.Host, claim: str, pcap: str, duration: float) -> subprocess.Popen:
-    """Start the attacker in the client namespace; returns once its first round is out."""
-    assert stack.lab.client is not None
-    peers = [h.ip4 for h in stack.lab.nodes if h is not victim]
-    proc = stack.lab.popen(stack.lab.client.netns, [
-        sys.executable, "-m", "leifur_dev.attacker", "--node", stack.node_name(victim), "--source", victim.ip4,
-        "--targets", ",".join(peers), "--claim", claim, "--recorded", pcap, "--duration", str(duration)],
-        stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert json.loads(line) == {"started": True}, line
-    return proc
-
-
-def attack_result(proc: subprocess.Popen) -> dict:
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
-    return json.loads(out.splitlines()[-1])
-
-
 def refused(stack: Stack, host: netlab.Host, reasons: tuple[str, ...]) -> float:
     agent = stack.agents[host.name]
     return sum(agent.metric("leifur_agent_heartbeats_rejected_total", reason=r) for r in reasons)
@@ -64,18 +34,18 @@ def test_forged_and_replayed_heartbeats_cannot_push_a_healthy_owner_out(stack):
     ip = stack.service(ns, "web")
     owner = stack.lab.host(wait_single_answer(stack, ip))
     peers = [h for h in stack.lab.nodes if h is not owner]
-    pcap = record_heartbeats(stack, owner)
+    pcap = stack.record_heartbeats(owner)
     before = {h.name: {r: refused(stack, h, (r,)) for r in (*FORGERY, "replayed")} for h in peers}
     probe = stack.probe(ip, duration=120.0, interval=0.01)
     assert stack.probe_first_answer(probe) == owner.mac
     # "The owner leaves", unsigned, signed with a made-up tag, and its own datagrams replayed.
-    attacker = attack(stack, owner, "leaving", pcap, duration=60)
+    attacker = stack.attack(owner, "leaving", pcap, duration=60)
     # Long enough for every peer to have refused each kind many times over.
     for h in peers:
         wait_for(lambda h=h: all(refused(stack, h, (r,)) >= before[h.name][r] + 50
                                  for r in ("unauthenticated", "bad-signature", "replayed")), 60,
                  what=f"{h.name} refusing each kind of forged heartbeat 50 times")
-    sent = attack_result(attacker)
+    sent = stack.attack_result(attacker)
     seen = stack.stop_probe(probe)
     assert sent["replayable"] >= 1 and sent["sent"] > 0
     assert seen["macs"] == [owner.mac], seen["changes"]
@@ -90,18 +60,18 @@ def test_a_dead_owners_ip_moves_while_its_heartbeats_are_forged_and_replayed(sta
     ip = stack.service(ns, "web")
     owner = stack.lab.host(wait_single_answer(stack, ip))
     successor = stack.lab.host(expected_owner(stack, ip, [h for h in stack.lab.nodes if h is not owner]))
-    pcap = record_heartbeats(stack, owner)
+    pcap = stack.record_heartbeats(owner)
     probe = stack.probe(ip, duration=120.0, interval=0.01)
     assert stack.probe_first_answer(probe) == owner.mac
     # "The owner is alive and ready", unsigned, signed with a made-up tag, and its real datagrams
     # replayed, for far longer than a failover takes; without authentication the IP stayed dark as
     # long as this lasted.
-    attacker = attack(stack, owner, "alive", pcap, duration=60)
+    attacker = stack.attack(owner, "alive", pcap, duration=60)
     stack.agents[owner.name].signal(signal.SIGKILL)
     assert stack.agents[owner.name].wait_exit(10) is not None
     gone_at = time.time()
     wait_for(lambda: stack.who_answers(ip) == [successor.mac], 50, what=f"{successor.name} answering alone")
-    forged = attack_result(attacker)
+    forged = stack.attack_result(attacker)
     seen = stack.stop_probe(probe)
     took_over = seen["start"] + min(t for t, mac in seen["answers"] if mac == successor.mac)
     # The guarantee: the successor answered while the forgery was still going on.
@@ -185,10 +155,10 @@ def test_a_rollout_from_agents_that_do_not_sign(stack):
     # Every agent signs and requires signatures now: an unsigned "leaving" is a forgery.
     before = {h.name: refused(stack, h, ("unauthenticated",)) for h in stack.lab.nodes}
     owner = stack.lab.host(wait_single_answer(stack, ip))
-    proc = attack(stack, owner, "leaving", record_heartbeats(stack, owner), duration=60)
+    proc = stack.attack(owner, "leaving", stack.record_heartbeats(owner), duration=60)
     wait_for(lambda: all(refused(stack, h, ("unauthenticated",)) > before[h.name] + 20
                          for h in stack.lab.nodes if h is not owner), 30, what="unsigned heartbeats refused")
-    attack_result(proc)
+    stack.attack_result(proc)
     assert stack.who_answers(ip, duration=1.0) == [owner.mac]
 
 
