@@ -35,6 +35,7 @@ class Host:
     ip4: str
     ip6: str
     mac: str
+    backplane4: str = ""  # the node's address on the lab's second network, if it has one
 
 
 def slot_addresses(slot: int) -> dict[str, str]:
@@ -43,6 +44,7 @@ def slot_addresses(slot: int) -> dict[str, str]:
         "subnet4": f"192.0.2.{base}/26",
         "host4": f"192.0.2.{base + 1}",
         "subnet6": f"2001:db8:0:{slot}::/64",
+        "backplane4": f"203.0.113.{base}/26",
     }
 
 
@@ -96,9 +98,14 @@ def reap_orphans() -> list[str]:
 
 @dataclass
 class Lab:
-    """A LAN of `node_count` node namespaces, a client and a switch. Use as a context manager."""
+    """A LAN of `node_count` node namespaces, a client and a switch. Use as a context manager.
+
+    `backplane`: the nodes also get an eth1 on a second switch, with no client on it (203.0.113.0/24),
+    like a cluster whose nodes talk over a network of their own beside the LAN that clients use.
+    """
 
     node_count: int = 2
+    backplane: bool = False
     slot: int = -1
     id: str = field(default_factory=lambda: secrets.token_hex(2))
     nodes: list[Host] = field(default_factory=list)
@@ -132,7 +139,8 @@ class Lab:
             ip4, ip6, mac = f"192.0.2.{base + 62}", f"2001:db8:0:{self.slot}::100", "01:00"
         else:
             ip4, ip6, mac = f"192.0.2.{base + 10 + index}", f"2001:db8:0:{self.slot}::{10 + index}", f"00:{index:02x}"
-        return Host(name, f"{PREFIX}-{self.id}-{name}", ip4, ip6, f"02:00:00:{self.slot:02x}:{mac}")
+        backplane = f"203.0.113.{base + 10 + index}" if self.backplane and name != "client" else ""
+        return Host(name, f"{PREFIX}-{self.id}-{name}", ip4, ip6, f"02:00:00:{self.slot:02x}:{mac}", backplane)
 
     # -- building -----------------------------------------------------------------------
 
@@ -154,11 +162,16 @@ class Lab:
             "namespaces": self.namespaces, "host_link": self.host_link,
         })
 
-    def _attach(self, host_side: str, inside: str, netns: str) -> None:
+    def _attach(self, host_side: str, inside: str, netns: str, bridge: str = "br0") -> None:
         """A veth from the switch (port `host_side`) to `inside`@netns."""
         sw = self.bridge_netns
         _ip("link", "add", host_side, "netns", sw, "type", "veth", "peer", "name", inside, "netns", netns)
-        _ip("link", "set", host_side, "master", "br0", "up", netns=sw)
+        _ip("link", "set", host_side, "master", bridge, "up", netns=sw)
+
+    def set_lan_port(self, host: Host, up: bool) -> None:
+        """Set the switch port of `host`'s eth0 up or down: down, `host` sees no carrier on the LAN,
+        as with a pulled cable or a dead switch port."""
+        _ip("link", "set", host.name, "up" if up else "down", netns=self.bridge_netns)
 
     def build(self) -> Lab:
         if not 1 <= self.node_count <= MAX_NODES:
@@ -193,6 +206,14 @@ class Lab:
             _ip("addr", "add", f"{host.ip4}/{plen4}", "dev", "eth0", netns=host.netns)
             _ip("addr", "add", f"{host.ip6}/64", "dev", "eth0", "nodad", netns=host.netns)
             _ip("link", "set", "eth0", "up", netns=host.netns)
+        if self.backplane:
+            _ip("link", "add", "br1", "type", "bridge", "stp_state", "0", "forward_delay", "0", netns=sw)
+            _ip("link", "set", "br1", "up", netns=sw)
+            plen = addrs["backplane4"].split("/")[1]
+            for host in self.nodes:
+                self._attach(f"{host.name}-bp", "eth1", host.netns, bridge="br1")
+                _ip("addr", "add", f"{host.backplane4}/{plen}", "dev", "eth1", netns=host.netns)
+                _ip("link", "set", "eth1", "up", netns=host.netns)
         # The host's leg: a veth whose far end is a switch port.
         _ip("link", "add", self.host_link, "type", "veth", "peer", "name", "host", "netns", sw)
         _ip("link", "set", "host", "master", "br0", "up", netns=sw)

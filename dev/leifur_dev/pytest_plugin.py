@@ -90,12 +90,15 @@ def lab(request) -> Iterator[netlab.Lab]:
 
 @pytest.fixture
 def stack(control_plane, api_client, tmp_path, request):
-    """Control plane + a LAN of 3 node namespaces (or @pytest.mark.parametrize's count) + controller
-    and agents, started by the test with `stack.start()` once it has created its pools."""
+    """Control plane + a LAN of 3 node namespaces + controller and agents, started by the test with
+    `stack.start()` once it has created its pools. @pytest.mark.parametrize gives the node count, or
+    the Lab's arguments as a dict."""
     from leifur_dev.stack import Stack
 
-    nodes = getattr(request, "param", 3)
-    with netlab.Lab(nodes) as lab:
+    param = getattr(request, "param", 3)
+    # A count, or the Lab's arguments ({"node_count": 3, "backplane": True}).
+    kw = param if isinstance(param, dict) else {"node_count": param}
+    with netlab.Lab(**kw) as lab:
         s = Stack(control_plane, api_client, lab, tmp_path)
         try:
             yield s

@@ -191,7 +191,9 @@ class Stack:
             self.core.delete_node(name)
         self.core.create_node(body)
         self.core.patch_node_status(name, {"status": {"addresses": [
-            {"type": "InternalIP", "address": host.ip4}, {"type": "Hostname", "address": host.name}]}})
+            # Heartbeats go to the InternalIP: over the backplane when the lab has one.
+            {"type": "InternalIP", "address": host.backplane4 or host.ip4},
+            {"type": "Hostname", "address": host.name}]}})
 
     def use_proxy(self, proxy: FlakyProxy) -> None:
         """Send the controller's and the agents' API traffic through `proxy` (before start()). The
