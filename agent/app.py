@@ -31,7 +31,7 @@ from . import conflicts, metrics, prober, step
 from .caches import Caches, peer_addresses
 from .heartbeat import Change, HeartbeatService
 from .heartbeat_keys import KeyDirectory
-from .links import read_links
+from .links import read_links, watch_links
 from .netlink import AddressFailure, NetlinkAnnouncer
 from .records import ConflictRecord, Record, RecordWriter
 from .responder import Responder
@@ -89,6 +89,7 @@ class Agent:
         self._problems: dict[str, str] = {}  # ip -> last problem reported (to report each once)
         self._conflict_logged: dict[str, float] = {}
         self._presumed: frozenset[str] = frozenset()  # peers presumed alive though silent (logged on change)
+        self._own_lost = interfaces.Lost()  # what our down links keep us from announcing (logged on change)
         # Address conflicts (conflicts.py decides; see docs/agent.md#address-conflicts).
         cs = settings.conflicts
         self.defence = conflicts.Defence(cs.defend_interval, cs.clear_after, cs.policy)
@@ -125,6 +126,7 @@ class Agent:
         if removed:
             log.info("removed %d leftover address(es) of a previous run: %s", len(removed), removed)
         self.heartbeat.start()
+        watch_links(self.wake, self.stop_event)
         self.caches.start()
         self.records.start()
         # Peers learn we are starting from our not-ready heartbeats, sent as soon as the Nodes say
@@ -209,13 +211,14 @@ class Agent:
         if not self.ready:
             return
         live = self.live_nodes(cluster.nodes)
-        decisions = plan.decide_announcements(cluster, live, self.load_balancer_class)
+        links = tuple(read_links())
+        self.records.set_macs([link.mac for link in links if link.mac and not link.loopback])
+        lost = self._lost(cluster, links)
+        decisions = plan.decide_announcements(cluster, live, self.load_balancer_class, lost)
         view = digest(decisions)
         self.heartbeat.set_view(view)
         verdict = self._observe_agreement(view, decisions)
         starting = self.heartbeat.starting(self.settings.start_reserve_for_peers)
-        links = tuple(read_links())
-        self.records.set_macs([link.mac for link in links if link.mac and not link.loopback])
         now = time.monotonic()
         owned = {ip: d for ip, d in decisions.items() if d.announcement and d.announcement.node == self.node}
         peer_macs = self.caches.peer_macs()
@@ -223,7 +226,7 @@ class Agent:
         new, probed = self._new_ips(owned, now)
         outcome = step.step(step.Inputs(self.node, cluster, live, decisions, frozenset(self.announced), verdict,
                                         starting, links, self.load_balancer_class, self._owners,
-                                        new=new, probed=probed, yielded=self.defence.yielded(now)))
+                                        new=new, probed=probed, yielded=self.defence.yielded(now), lost=lost))
         self._owners = owners(decisions)
         self._probe(outcome, peer_macs, now)
         self._report_conflicts(owned, outcome, now)
@@ -232,6 +235,20 @@ class Agent:
         self._apply(outcome.claims, {link.name: link for link in links})
         self.records.check(self.caches.record.get(self.node), self.caches.record.has_synced())
         self.last_sync = time.monotonic()
+
+    def _lost(self, cluster: plan.Cluster, links: tuple[interfaces.Link, ...]) -> dict[str, interfaces.Lost]:
+        """What down links keep nodes from announcing, ours told to the peers: they elect around it."""
+        mine = interfaces.lost(links, sorted(plan.interface_lists(cluster, self.node)))
+        if mine != self._own_lost:
+            if mine:
+                log.warning("links down: this node cannot announce in %s; its peers take those IPs over",
+                            ", ".join([str(n) for n in mine.subnets] + ["/".join(n) for n in mine.named]))
+            else:
+                log.info("links back up: this node can announce everywhere again")
+            self._own_lost = mine
+        self.heartbeat.set_lost(mine)
+        self.records.set_lost(mine)
+        return {**self.heartbeat.lost(), **({self.node: mine} if mine else {})}
 
     def _observe_agreement(self, view: str, decisions: Mapping[str, plan.Decision]) -> Verdict:
         """Our view and the peers' into the agreement; its answer now."""

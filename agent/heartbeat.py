@@ -15,6 +15,8 @@ A heartbeat carries:
   `dead_after`, so the new owner announces within milliseconds;
 - `view`: a digest of the sender's decisions (see agreement.py), "" before its first one.
   Agents before this field existed send none, which reads as "".
+- `lost`: what the sender's down links keep it from announcing (interfaces.Lost), when anything:
+  its heartbeats may still flow over another network, so only it can say so.
 
 How a datagram is signed and checked is in heartbeat_wire.py. `Membership` is the pure
 bookkeeping (tested without sockets); `HeartbeatService` does the I/O.
@@ -30,8 +32,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from leifur.announce.interfaces import Lost
 from leifur.model.settings import HeartbeatSettings
 
 from . import heartbeat_wire as wire
@@ -53,12 +56,13 @@ class _Peer:
     leaving: bool
     since: float  # when this incarnation was first heard (or heard again after being dead)
     view: str = ""
+    lost: Lost = field(default_factory=Lost)
 
 
 @dataclass(frozen=True)
 class Change:
     """What a heartbeat or a sweep changed: `eligible` moved, which peers came back to life, and
-    whether an eligible peer's `view` changed. `arrived`: peers heard anew (a new incarnation, or
+    whether an eligible peer's `view` (or what it lost) changed. `arrived`: peers heard anew (a new incarnation, or
     alive again), which the agent logs but need not act on."""
 
     eligible: bool = False
@@ -136,6 +140,10 @@ class Membership:
         """The last `view` of every eligible peer."""
         return {n: p.view for n, p in self._peers.items() if p.ready and self._alive(p, now)}
 
+    def lost(self, now: float) -> dict[str, Lost]:
+        """What the eligible peers that lost links said they lost."""
+        return {n: p.lost for n, p in self._peers.items() if p.lost and p.ready and self._alive(p, now)}
+
     def heard(self, hb: Heartbeat, now: float) -> Change:
         if hb.node == self.me:
             return Change()
@@ -153,8 +161,9 @@ class Membership:
                 revived = frozenset({hb.node})
             self._was_dead.discard(hb.node)
             since = now
-        view_changed = hb.ready and (p is None or p.view != hb.view)
-        self._peers[hb.node] = _Peer(hb.inc, hb.seq, now, hb.ready, hb.leaving, since, hb.view)
+        # A change of what a peer lost changes who may announce, as a view change may.
+        view_changed = hb.ready and (p is None or p.view != hb.view or p.lost != hb.lost)
+        self._peers[hb.node] = _Peer(hb.inc, hb.seq, now, hb.ready, hb.leaving, since, hb.view, hb.lost)
         return Change(self._refresh(now), revived, view_changed, arrived)
 
     def latest(self, node: str) -> tuple[int, int] | None:
@@ -233,6 +242,7 @@ class HeartbeatService:
         self._ready = False
         self._leaving = False
         self._view = ""
+        self._lost = Lost()
         self._targets: tuple[tuple[str, int], ...] = ()
         self._addresses: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -282,9 +292,22 @@ class HeartbeatService:
         if changed:
             self._send_all()
 
+    def set_lost(self, lost: Lost) -> None:
+        """What our down links keep us from announcing; sent at once when it changes (peers take
+        over what we lost)."""
+        with self._lock:
+            changed = self._lost != lost
+            self._lost = lost
+        if changed:
+            self._send_all()
+
     def views(self) -> dict[str, str]:
         with self._lock:
             return self.membership.views(time.monotonic())
+
+    def lost(self) -> dict[str, Lost]:
+        with self._lock:
+            return self.membership.lost(time.monotonic())
 
     def eligible(self) -> frozenset[str]:
         with self._lock:
@@ -335,7 +358,7 @@ class HeartbeatService:
         with self._lock:
             self._seq += 1
             hb = Heartbeat(self.me, self.inc, self._seq, self._ready, self._leaving, self._view,
-                           time.time_ns() // 1_000_000)
+                           time.time_ns() // 1_000_000, self._lost)
             targets = self._targets
         datagrams = [hb.seal(ring.signing)] if ring else []
         if ring is None or self.accept_unsigned:

@@ -16,10 +16,13 @@ sequence do not move forward.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
 from dataclasses import dataclass, field
+
+from leifur.announce.interfaces import Lost
 
 MAGIC1 = b"LFHB1"
 MAGIC2 = b"LFHB2"
@@ -48,19 +51,36 @@ class Heartbeat:
     leaving: bool = False
     view: str = ""
     ts: int = 0  # the sender's wall clock in ms; 0 in unsigned datagrams
+    # What the sender's down links keep it from announcing; absent from the datagram when nothing
+    # is, so that it reads the same to agents that predate it.
+    lost: Lost = field(default_factory=Lost)
 
     def _body(self) -> dict[str, object]:
-        return {"node": self.node, "inc": self.inc, "seq": self.seq, "ready": self.ready, "leaving": self.leaving,
-                "view": self.view}
+        body: dict[str, object] = {"node": self.node, "inc": self.inc, "seq": self.seq, "ready": self.ready,
+                                   "leaving": self.leaving, "view": self.view}
+        if self.lost:
+            body["lost"] = self.lost.as_dict()
+        return body
 
     def encode(self) -> bytes:
         """The unsigned form (LFHB1)."""
-        return MAGIC1 + _json(self._body())
+        return MAGIC1 + _json(self._fitting()._body())
 
     def seal(self, key: bytes) -> bytes:
         """The signed form (LFHB2), signed with `key`."""
-        head = MAGIC2 + key_id(key) + _json({**self._body(), "ts": self.ts})
+        head = MAGIC2 + key_id(key) + _json({**self._fitting()._body(), "ts": self.ts})
         return head + hmac.new(key, head, hashlib.sha256).digest()
+
+    def _fitting(self) -> Heartbeat:
+        """This heartbeat with as much of `lost` as fits in MAX_DATAGRAM, signed or not (agents
+        refuse longer ones). What is left out is elected as if still usable: the node elected
+        then reports that it cannot announce the IP, as when nothing is said."""
+        hb, room = self, MAX_DATAGRAM - len(MAGIC2) - KEY_ID_BYTES - TAG_BYTES - len(f',"ts":{self.ts}')
+        while hb.lost and len(_json(hb._body())) > room:
+            subnets, named = hb.lost.subnets, hb.lost.named
+            smaller = Lost(subnets, named[:-1]) if named else Lost(subnets[:-1], named)
+            hb = dataclasses.replace(hb, lost=smaller)
+        return hb
 
 
 @dataclass(frozen=True)
@@ -132,8 +152,9 @@ def _parse(raw: bytes, *, signed: bool) -> Heartbeat | None:
     node, inc, seq = body.get("node"), body.get("inc"), body.get("seq")
     ready, leaving, view = body.get("ready"), body.get("leaving"), body.get("view", "")
     ts = body.get("ts") if signed else 0
+    lost = Lost.from_dict(body["lost"]) if "lost" in body else Lost()
     if not (isinstance(node, str) and 0 < len(node) <= 253 and type(inc) is int and type(seq) is int
             and type(ready) is bool and type(leaving) is bool and isinstance(view, str) and len(view) <= 64
-            and type(ts) is int):
+            and type(ts) is int and lost is not None):
         return None
-    return Heartbeat(node, inc, seq, ready, leaving, view, ts)
+    return Heartbeat(node, inc, seq, ready, leaving, view, ts, lost)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
+import select
+import threading
+from collections.abc import Callable
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl import RTMGRP_LINK
 
 from leifur.announce.interfaces import Link, Network
 
 from .netlink import LEIFUR_IFA_PROTO
+
+log = logging.getLogger(__name__)
 
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
@@ -58,3 +65,23 @@ def read_links() -> list[Link]:
             networks=tuple(networks.get(m["index"], ())),
         ))
     return links
+
+
+def watch_links(on_change: Callable[[], None], stop: threading.Event) -> threading.Thread:
+    """A thread calling `on_change` whenever a link of this namespace changes (up, down, carrier),
+    until `stop` is set: a node that lost its link says so within milliseconds, not at its next
+    periodic sync."""
+    def run() -> None:
+        try:
+            with IPRoute() as ipr:
+                ipr.bind(groups=RTMGRP_LINK)
+                while not stop.is_set():
+                    if select.select([ipr.fileno()], [], [], 0.5)[0]:
+                        ipr.get()
+                        on_change()
+        except Exception:  # the periodic sync still reads the links: slower, not blind
+            log.exception("watching the links failed; link changes are seen at the periodic sync only")
+
+    t = threading.Thread(target=run, name="links", daemon=True)
+    t.start()
+    return t

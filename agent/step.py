@@ -58,6 +58,7 @@ class Inputs:
     new: frozenset[str] = frozenset()
     probed: Mapping[str, str] = field(default_factory=dict)
     yielded: frozenset[str] = frozenset()
+    lost: Mapping[str, interfaces.Lost] = field(default_factory=dict)  # as `decisions` were made with
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,8 @@ def _reserved_for_starting(given: Inputs, gains: Set[str]) -> set[str]:
     gains = {ip for ip in gains if before.get(ip) in (None, given.node) or before[ip] in given.live}
     if not given.starting or not gains:
         return set()  # spares deciding a second time, on nearly every sync
-    later = plan.decide_announcements(given.cluster, given.live | given.starting, given.load_balancer_class)
+    later = plan.decide_announcements(given.cluster, given.live | given.starting, given.load_balancer_class,
+                                      given.lost)
     reserved = set()
     for ip in gains:
         a = later[ip].announcement

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from leifur.announce.interfaces import Lost
 from leifur.ipam.selectors import selector_matches
 from leifur.model import names
 from leifur.model.objects import Object
@@ -118,21 +119,33 @@ def elect(
     advertisements: Iterable[Advertisement],
     local_traffic: bool = False,
     ready_endpoint_nodes: Iterable[str] | None = None,
+    lost: Mapping[str, Lost] | None = None,
 ) -> Announcement | None:
     """The announcement for one IP, or None when no node may announce it.
 
     A Service with no ready endpoint anywhere is not announced: `ready_endpoint_nodes` is the
-    set of nodes with a ready endpoint (None when endpoints are not considered).
+    set of nodes with a ready endpoint (None when endpoints are not considered). A node whose
+    `lost` links would leave it no interface for the IP is passed over, unless every candidate is:
+    the one elected then reports why it cannot announce it.
     """
     ready = None if ready_endpoint_nodes is None else set(ready_endpoint_nodes)
     if ready is not None and not ready:
         return None
     candidates = eligible(nodes, pool, pool_labels, advertisements, local_traffic, ready or ())
+    if lost:
+        able = {n: ads for n, ads in candidates.items()
+                if n not in lost or not lost[n].blocks(ip, interfaces_of(ads))}
+        candidates = able or candidates
     chosen = owner(candidates, ip)
     if chosen is None:
         return None
     ads = candidates[chosen]
-    interfaces = tuple(sorted({i for a in ads for i in a.interfaces}))
+    interfaces = interfaces_of(ads)
     # Netlink wins if any selecting advertisement asks for it: the kernel then answers on every interface.
     mode = "Netlink" if any(a.mode == "Netlink" for a in ads) else "Responder"
     return Announcement(ip, chosen, interfaces, mode)
+
+
+def interfaces_of(ads: Iterable[Advertisement]) -> tuple[str, ...]:
+    """The interfaces a node announces on, by the advertisements that select it (empty: by subnet)."""
+    return tuple(sorted({i for a in ads for i in a.interfaces}))

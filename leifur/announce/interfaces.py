@@ -5,6 +5,9 @@ node in a subnet containing the IP. veth, bridge-slave and NOARP interfaces are 
 unless named: a veth is a container's leg, a bridge slave's traffic belongs to its bridge, and
 a NOARP link cannot answer ARP at all.
 
+A node whose link went down can no longer announce on it, though its heartbeats may still reach
+its peers over another network: it tells them what it `Lost`, and they elect around it.
+
 Pure: the kernel's links are read by the agent (`leifur.agent.links`).
 """
 
@@ -13,8 +16,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 Network = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @dataclass(frozen=True)
 class Link:
@@ -46,10 +51,10 @@ def _matching_networks(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, link
     ]
 
 
-def _exclusions(link: Link) -> list[str]:
-    """Why an unnamed link may not announce, as phrases; empty if it may."""
+def _exclusions(link: Link, *, when_up: bool = False) -> list[str]:
+    """Why an unnamed link may not announce (`when_up`: once up again), as phrases; empty if it may."""
     reasons = []
-    if not link.up:
+    if not link.up and not when_up:
         reasons.append("down (or has no carrier)")
     if link.loopback:
         reasons.append("the loopback")
@@ -118,3 +123,84 @@ def explain_no_interface(ip: str, links: Sequence[Link], named: Sequence[str] = 
     seen = f"this node's {family} addresses: {'; '.join(have)}" if have else f"this node has no {family} address"
     return (f"no interface carries an address in a subnet containing {ip} ({seen}); if this node should announce it"
             f" anyway, name the interface in the L2Advertisement's interfaces")
+
+
+@dataclass(frozen=True)
+class Lost:
+    """What a node cannot announce on because links of its are down, as its peers need to know it.
+
+    `subnets`: the subnets that only its down links carry (an IP there has no interface on it by
+    the subnet rule); `named`: the interface lists of L2Advertisements of which it has none up,
+    at least one of them for being down. Only what went down: an interface a node never had is
+    reported by the node elected anyway (NoInterface), not elected around.
+    """
+
+    subnets: tuple[Subnet, ...] = ()
+    named: tuple[tuple[str, ...], ...] = ()
+
+    def blocks(self, ip: str, named: Sequence[str] = ()) -> bool:
+        """Whether the node cannot announce `ip` on the interfaces `named` (none: by subnet)."""
+        if named:
+            return tuple(sorted(set(named))) in self.named
+        addr = _parse_ip(ip)
+        return addr is not None and any(addr.version == n.version and addr in n for n in self.subnets)
+
+    def __bool__(self) -> bool:
+        return bool(self.subnets or self.named)
+
+    def as_dict(self) -> dict[str, list[Any]]:
+        """As heartbeats carry it and node records show it."""
+        return {"subnets": [str(n) for n in self.subnets], "interfaces": [list(n) for n in self.named]}
+
+    @classmethod
+    def from_dict(cls, raw: object) -> Lost | None:
+        """The Lost that `as_dict` gave, or None if `raw` is malformed."""
+        if not isinstance(raw, dict):
+            return None
+        subnets, named = raw.get("subnets", []), raw.get("interfaces", [])
+        if not (isinstance(subnets, list) and all(isinstance(s, str) for s in subnets) and isinstance(named, list)
+                and all(isinstance(n, list) and n and all(isinstance(i, str) for i in n) for n in named)):
+            return None
+        try:
+            nets = tuple(ipaddress.ip_network(s) for s in subnets)
+        except ValueError:
+            return None
+        return cls(nets, tuple(tuple(sorted(set(n))) for n in named))
+
+
+def lost(links: Sequence[Link], named_lists: Sequence[Sequence[str]] = ()) -> Lost:
+    """What this node lost to its down links: `select_interfaces` finds nothing for an IP exactly
+    when `blocks` says so, for every IP in a lost subnet and every list in `named_lists` that a
+    down link belongs to."""
+    up_subnets = [n.network for link in links if not _exclusions(link) for n in link.networks
+                  if not (n.version == 6 and n.ip.is_link_local)]
+    down = [link for link in links if not link.up]
+    subnets: set[Subnet] = set()
+    for link in down:
+        if _exclusions(link, when_up=True):
+            continue  # not usable when up either: nothing lost
+        for n in link.networks:
+            if not (n.version == 6 and n.ip.is_link_local):
+                subnets |= _uncovered(n.network, up_subnets)
+    down_names = {link.name for link in down}
+    up_names = {link.name for link in links if link.up}
+    named = {tuple(sorted(set(n))) for n in named_lists if set(n) & down_names and not set(n) & up_names}
+    return Lost(tuple(sorted(subnets, key=lambda n: (n.version, n))), tuple(sorted(named)))
+
+
+def _uncovered(subnet: Subnet, covering: Sequence[Subnet]) -> set[Subnet]:
+    """The parts of `subnet` that no network in `covering` contains (CIDRs nest or are disjoint)."""
+    parts: set[Subnet] = {subnet}
+    for c in covering:
+        if c.version != subnet.version:
+            continue
+        nxt: set[Subnet] = set()
+        for p in parts:
+            if p.subnet_of(c):  # type: ignore[arg-type]
+                continue
+            if c.subnet_of(p):  # type: ignore[arg-type]
+                nxt |= set(p.address_exclude(c))  # type: ignore[arg-type]
+            else:
+                nxt.add(p)
+        parts = nxt
+    return parts

@@ -11,7 +11,16 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from leifur.announce.election import Advertisement, Announcement, Node, elect, eligible, parse_advertisement
+from leifur.announce.election import (
+    Advertisement,
+    Announcement,
+    Node,
+    elect,
+    eligible,
+    interfaces_of,
+    parse_advertisement,
+)
+from leifur.announce.interfaces import Lost
 from leifur.ipam.errors import PoolError
 from leifur.ipam.pool import Pool, parse_pool
 from leifur.model import names
@@ -75,16 +84,31 @@ def parse_pools(objs: Iterable[Object]) -> list[Pool]:
     return pools
 
 
+def interface_lists(cluster: Cluster, node: str) -> set[tuple[str, ...]]:
+    """The interface lists `node` would announce on if elected, pool by pool (interfaces.lost needs
+    them: only this node's links tell whether it has one of a list up)."""
+    me = [node_of(n, frozenset({node})) for n in cluster.nodes if n["metadata"]["name"] == node]
+    ads = [parse_advertisement(a) for a in cluster.advertisements]
+    out = set()
+    for obj in cluster.pools:
+        name = obj["metadata"]["name"]
+        for selecting in eligible(me, name, obj["metadata"].get("labels") or {}, ads).values():
+            if named := interfaces_of(selecting):
+                out.add(named)
+    return out
+
+
 def node_of(obj: Object, live: frozenset[str]) -> Node:
     meta = obj.get("metadata") or {}
     return Node(meta["name"], dict(meta.get("labels") or {}), alive=meta["name"] in live)
 
 
-def decide_announcements(cluster: Cluster, live: Iterable[str],
-                         load_balancer_class: str | None = None) -> dict[str, Decision]:
+def decide_announcements(cluster: Cluster, live: Iterable[str], load_balancer_class: str | None = None,
+                         lost: Mapping[str, Lost] | None = None) -> dict[str, Decision]:
     """IP -> Decision for every IP in the status of a LoadBalancer Service of ours.
 
-    `live` is the set of nodes whose agent is alive and ready (this node included if it is).
+    `live` is the set of nodes whose agent is alive and ready (this node included if it is);
+    `lost`, what links going down took from some of them (interfaces.Lost).
     """
     live = frozenset(live)
     pools = parse_pools(cluster.pools)
@@ -101,7 +125,7 @@ def decide_announcements(cluster: Cluster, live: Iterable[str],
         for ip in ingress_ips(svc):
             holders.setdefault(str(ip), []).append(svc)
 
-    return {ip: _decide_ip(ip, svcs, pools, broken, pool_labels, ads, nodes, ready)
+    return {ip: _decide_ip(ip, svcs, pools, broken, pool_labels, ads, nodes, ready, lost)
             for ip, svcs in sorted(holders.items())}
 
 
@@ -135,7 +159,7 @@ def _pool_of(ip: str, svcs: list[Object], pools: list[Pool], broken: set[str]) -
 
 def _decide_ip(ip: str, svcs: list[Object], pools: list[Pool], broken: set[str],
                pool_labels: Mapping[str, Mapping[str, str]], ads: list[Advertisement], nodes: list[Node],
-               ready: dict[str, set[str]]) -> Decision:
+               ready: dict[str, set[str]], lost: Mapping[str, Lost] | None) -> Decision:
     keys = tuple(sorted(key_of(s) for s in svcs))
     addr = ipaddress.ip_address(ip)
     if addr.is_multicast or addr.is_unspecified or addr.is_loopback or addr.is_link_local:
@@ -159,7 +183,7 @@ def _decide_ip(ip: str, svcs: list[Object], pools: list[Pool], broken: set[str],
         if (svc.get("spec") or {}).get("externalTrafficPolicy") == "Local":
             allowed = with_endpoints if allowed is None else allowed & with_endpoints
     candidates = [n for n in nodes if allowed is None or n.name in allowed]
-    announcement = elect(ip, candidates, pool, labels, ads)
+    announcement = elect(ip, candidates, pool, labels, ads, lost=lost)
     if announcement is None:
         return Decision(ip, keys, pool, None, NO_NODE, _no_node_message(ip, nodes, allowed, pool, labels, ads))
     return Decision(ip, keys, pool, announcement)

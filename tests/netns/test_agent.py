@@ -313,6 +313,30 @@ def test_a_node_that_stops_hearing_its_peers_does_not_answer_beside_them(stack):
     assert {mac for _t, mac in claims_in_capture(str(pcap), theirs)} <= {stack.lab.host(owner_name).mac}
 
 
+@pytest.mark.parametrize("stack", [{"node_count": 3, "backplane": True}], indirect=True)
+def test_an_owner_whose_lan_link_goes_down_hands_its_ip_over(stack):
+    """The nodes talk over a backplane (their InternalIPs are there), clients sit on the LAN. The
+    owner's LAN port goes down: it can no longer answer, yet its heartbeats still reach its peers,
+    which hear it alive. It must tell them, and one of them takes the IP. (The lab's eth0 is a
+    veth, which only a named interface list may use; the subnet rule is tested in unit tests.)"""
+    ns = start(stack)
+    ip = stack.service(ns, "web")
+    owner_name = wait_single_answer(stack, ip)
+    cut = stack.lab.host(owner_name)
+    rest = [h for h in stack.lab.nodes if h is not cut]
+    successor = expected_owner(stack, ip, rest)
+    stack.lab.set_lan_port(cut, up=False)
+    try:
+        assert wait_single_answer(stack, ip) == successor
+        for h in rest:  # a handover, not a failover: the cut node is alive to its peers throughout
+            assert stack.agents[h.name].metric("leifur_agent_peers", state="ready") == 2, h.name
+    finally:
+        stack.lab.set_lan_port(cut, up=True)
+    # Its carrier back, the IP returns to its owner, and stays with it alone.
+    wait_for(lambda: stack.who_answers(ip) == [cut.mac], 30, interval=0.2, what=f"{ip} back on {cut.name}")
+    assert stack.who_answers(ip, duration=2.0) == [cut.mac]
+
+
 def test_an_agent_with_a_stale_view_is_not_answered_over(stack):
     """Regression (chaos soak, seed 2): after an API outage each agent lists again at its own moment,
     and until then two agents decided from different views and both answered for an IP. Here the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import ipaddress
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from leifur.announce import election
 from leifur.announce.election import Advertisement, Node
+from leifur.announce.interfaces import Lost
 from leifur.model import names
 
 NODES = [f"node{i}" for i in range(1, 6)]
@@ -87,3 +89,19 @@ def test_elect_reports_interfaces_and_mode_and_skips_services_without_endpoints(
     assert election.elect("203.0.113.9", nodes, "p", {}, [ad()], ready_endpoint_nodes=[]) is None
     assert election.elect("203.0.113.9", nodes, "p", {}, []) is None
     assert election.elect("203.0.113.9", nodes, "p", {}, [ad()], ready_endpoint_nodes=["zzz"]).node == "a"
+
+
+def test_a_node_that_lost_its_link_is_passed_over_unless_every_node_did():
+    ip = "192.0.2.40"
+    nodes = [Node(n) for n in NODES]
+    first, second = election.rank(NODES, ip)[:2]
+    lan = Lost((ipaddress.ip_network("192.0.2.0/26"),))
+    elsewhere = Lost((ipaddress.ip_network("198.51.100.0/24"),))
+    assert election.elect(ip, nodes, "p", {}, [ad()], lost={first: lan}).node == second
+    assert election.elect(ip, nodes, "p", {}, [ad()], lost={first: elsewhere}).node == first
+    # Named interfaces: the list the node would announce on decides, not the subnet.
+    eth0 = Lost(named=(("eth0",),))
+    assert election.elect(ip, nodes, "p", {}, [ad(interfaces=["eth0"])], lost={first: eth0}).node == second
+    assert election.elect(ip, nodes, "p", {}, [ad(interfaces=["eth1"])], lost={first: eth0}).node == first
+    # Nobody can: the first ranked is elected all the same, and says why it cannot announce.
+    assert election.elect(ip, nodes, "p", {}, [ad()], lost=dict.fromkeys(NODES, lan)).node == first

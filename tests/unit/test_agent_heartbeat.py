@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import select
 import socket
 import time
@@ -14,6 +15,7 @@ from prometheus_client import REGISTRY
 from leifur.agent.heartbeat import HeartbeatService, Membership
 from leifur.agent.heartbeat_keys import KeyDirectory
 from leifur.agent.heartbeat_wire import Heartbeat, open_datagram
+from leifur.announce.interfaces import Lost
 from leifur.model.settings import HeartbeatSettings
 
 
@@ -175,6 +177,20 @@ def test_views_travel_and_a_changed_view_is_a_change():
     assert not m.heard(hb("b", 1, ready=False, view="v9"), 0.2).views
     assert m.views(0.2) == {"a": "v2"}
     assert m.views(0.8) == {}
+
+
+def test_what_a_peer_lost_travels_and_a_change_of_it_is_a_change():
+    lost = Lost((ipaddress.ip_network("192.0.2.0/26"),))
+    m = Membership("me", dead_after=0.5)
+    assert m.heard(hb("a", 1, view="v1"), 0.0).views
+    assert m.heard(Heartbeat("a", 1, 2, view="v1", lost=lost), 0.1).views
+    assert not m.heard(Heartbeat("a", 1, 3, view="v1", lost=lost), 0.2)
+    assert m.lost(0.2) == {"a": lost}
+    assert m.heard(hb("a", 4, view="v1"), 0.3).views  # its link back up
+    assert m.lost(0.3) == {}
+    # Only eligible peers' losses count: a dead one is not elected anyway.
+    m.heard(Heartbeat("a", 1, 5, view="v1", lost=lost), 0.4)
+    assert m.lost(1.0) == {}
 
 
 KEY = b"k" * 32

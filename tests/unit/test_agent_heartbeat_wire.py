@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 
 import pytest
 
 from leifur.agent import heartbeat_wire as wire
 from leifur.agent.heartbeat_wire import Heartbeat, Keyring, key_id, open_datagram
+from leifur.announce.interfaces import Lost
 
 K1, K2, K3 = b"1" * 32, b"2" * 32, b"3" * 32
 NOW = 1_800_000_000_000
 HB = Heartbeat("node-1", inc=7, seq=3, ready=True, leaving=False, view="abc", ts=NOW)
+
+
+LOST = Lost((ipaddress.ip_network("192.0.2.0/26"),), (("eth0",),))
 
 
 def forged_with(key: bytes, **body_changes: object) -> bytes:
@@ -45,6 +50,10 @@ CASES = {
     "signed-with-authentication-off": (HB.seal(K1), None, False, wire.UNKNOWN_KEY),
     "oversized": (HB.seal(K1) + b" " * 600, Keyring(K1, (K1,)), False, wire.MALFORMED),
     "another-protocol": (b"GET / HTTP/1.1\r\n", Keyring(K1, (K1,)), False, wire.MALFORMED),
+    "with-what-its-down-links-lost": (forged_with(K1, lost=LOST), Keyring(K1, (K1,)), False,
+                                      Heartbeat(**{**HB.__dict__, "lost": LOST})),
+    "with-a-malformed-lost": (HB.encode().replace(b'"view"', b'"lost":{"subnets":["x"]},"view"'), None, False,
+                              wire.MALFORMED),
 }
 
 
@@ -69,3 +78,16 @@ def test_the_unsigned_format_is_what_agents_before_authentication_send() -> None
 def test_the_signing_key_must_be_accepted() -> None:
     with pytest.raises(ValueError):
         Keyring(K1, (K2,))
+
+
+def test_what_does_not_fit_of_lost_is_left_out() -> None:
+    # A node name at its longest and 40 lost subnets: more than a datagram holds.
+    many = Lost(tuple(ipaddress.ip_network(f"2001:db8:{i:x}::/64") for i in range(40)), (("eth0", "eth1"),))
+    hb = Heartbeat("n" * 253, 7, 3, view="v" * 64, ts=NOW, lost=many)
+    for data, keys in ((hb.seal(K1), Keyring(K1, (K1,))), (hb.encode(), None)):
+        assert len(data) <= wire.MAX_DATAGRAM
+        got = open_datagram(data, keys, accept_unsigned=False, now_ms=NOW, max_age_ms=10_000)
+        assert isinstance(got, Heartbeat) and got.node == hb.node
+        # The lists, shortened from their ends: named ones go first, as the rarer loss.
+        assert got.lost.named == () and 0 < len(got.lost.subnets) < 40
+        assert got.lost.subnets == many.subnets[:len(got.lost.subnets)]

@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from leifur.announce.interfaces import Link, explain_no_interface, select_interfaces
+from leifur.announce.interfaces import Link, Lost, explain_no_interface, lost, select_interfaces
 
 
 def link(name: str, *addrs: str, kind: str = "", bridge_slave: bool = False, noarp: bool = False,
@@ -125,3 +125,68 @@ def test_bad_input_never_raises():
     assert "not an IP address" in explain_no_interface("not-an-ip", [ETH0])
     assert select_interfaces("192.0.2.40", []) == ()
     assert explain_no_interface("192.0.2.40", [])
+
+
+# What a node lost to its down links, as its peers elect around it (interfaces.lost / Lost.blocks).
+# Each case: the links, the L2Advertisements' interface lists, the subnets and lists lost.
+LOST_CASES = {
+    "all up: nothing lost": ([ETH0, ETH1], [["eth0"]], [], []),
+    "the only link in a subnet without carrier: its subnets": (
+        [link("eth0", "192.0.2.10/26", "2001:db8:0:1::10/64", "fe80::1/64", up=False), ETH1], [],
+        ["192.0.2.0/26", "2001:db8:0:1::/64"], []),
+    "another link up in the same subnet: nothing": (
+        [link("eth0", "192.0.2.10/26", up=False), link("eth1", "192.0.2.11/26", index=3)], [], [], []),
+    "an up link in a wider subnet covers it": (
+        [link("eth0", "192.0.2.10/26", up=False), link("bond0", "192.0.2.1/24", kind="bond", index=3)], [], [], []),
+    "an up link in a narrower subnet leaves the rest lost": (
+        [link("eth0", "192.0.2.10/26", up=False), link("eth1", "192.0.2.1/28", index=3)], [],
+        ["192.0.2.16/28", "192.0.2.32/27"], []),
+    "an up veth does not cover it": (
+        [link("eth0", "192.0.2.10/26", up=False), link("veth1", "192.0.2.11/26", kind="veth", index=3)], [],
+        ["192.0.2.0/26"], []),
+    "a down link that could not announce anyway: nothing": (
+        [link("eth0", "192.0.2.10/26", up=False, noarp=True),
+         link("br-port", "192.0.2.11/26", up=False, bridge_slave=True, index=3)], [], [], []),
+    "a named list whose only interface is down": (
+        [link("eth0", "192.0.2.10/26", up=False), ETH1], [["eth0"], ["eth1"], ["eth0", "eth1"]],
+        ["192.0.2.0/26"], [("eth0",)]),
+    "a named list with another interface up, or none down but absent: not lost": (
+        [link("eth0", up=False), link("eth2", index=3)], [["eth0", "eth2"], ["bond0"]], [], []),
+}
+
+
+@pytest.mark.parametrize("name", list(LOST_CASES))
+def test_what_down_links_lose(name):
+    links, named, subnets, lists = LOST_CASES[name]
+    lost_ = lost(links, named)
+    assert lost_.subnets == tuple(ipaddress.ip_network(s) for s in subnets)
+    assert lost_.named == tuple(lists)
+    # Never more than the node really lost: whatever it blocks, select_interfaces finds nothing for.
+    for ip in ["192.0.2.5", "192.0.2.12", "192.0.2.20", "192.0.2.40", "198.51.100.77", "2001:db8:0:1::40"]:
+        for n in [[], *named]:
+            if lost_.blocks(ip, n):
+                assert select_interfaces(ip, links, n) == (), (ip, n)
+
+
+def test_lost_blocks_by_subnet_and_by_named_list():
+    lost_ = Lost((ipaddress.ip_network("192.0.2.0/26"),), (("eth0",),))
+    assert lost_.blocks("192.0.2.40")
+    assert not lost_.blocks("192.0.2.64")
+    assert not lost_.blocks("2001:db8::1")
+    assert lost_.blocks("198.51.100.1", ["eth0"])  # named: the list decides, not the subnet
+    assert not lost_.blocks("192.0.2.40", ["eth0", "eth1"])
+    assert not Lost()
+
+
+@pytest.mark.parametrize("raw", [
+    "x", {"subnets": "192.0.2.0/26"}, {"subnets": ["nonsense"]}, {"subnets": [1]}, {"interfaces": [[]]},
+    {"interfaces": ["eth0"]}, {"interfaces": [[1]]},
+    {"subnets": ["192.0.2.1/24"]},  # host bits: not a subnet anyone sends
+], ids=repr)
+def test_a_malformed_lost_is_refused(raw):
+    assert Lost.from_dict(raw) is None
+
+
+def test_lost_survives_the_wire_and_the_record():
+    lost_ = Lost((ipaddress.ip_network("192.0.2.0/26"), ipaddress.ip_network("2001:db8::/64")), (("eth0", "eth1"),))
+    assert Lost.from_dict(lost_.as_dict()) == lost_
