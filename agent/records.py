@@ -14,10 +14,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from kubernetes import client
 
+from leifur.announce.interfaces import Lost
 from leifur.kube.backoff import Backoff
 from leifur.kube.client import request
 from leifur.model import names
@@ -66,10 +68,11 @@ class NodeState:
     records: tuple[Record, ...] = ()
     conflicts: tuple[ConflictRecord, ...] = ()
     macs: tuple[str, ...] = ()
+    lost: Lost = field(default_factory=Lost)  # what this node's down links keep it from announcing
 
 
 def status_body(node: str, node_uid: str | None, records: Sequence[Record],
-                conflicts: Sequence[ConflictRecord] = (), macs: Sequence[str] = ()) -> dict:
+                conflicts: Sequence[ConflictRecord] = (), macs: Sequence[str] = (), lost: Lost | None = None) -> dict:
     """The whole L2NodeStatus object for a server-side apply."""
     meta: dict = {"name": node}
     if node_uid:
@@ -81,7 +84,7 @@ def status_body(node: str, node_uid: str | None, records: Sequence[Record],
         "status": {"count": len(ordered), "ips": ",".join(r.ip for r in ordered),
                    "announcements": [r.as_dict() for r in ordered],
                    "conflicts": [c.as_dict() for c in sorted(conflicts, key=lambda c: c.ip)],
-                   "macs": sorted(macs)},
+                   "macs": sorted(macs), "lost": (lost or Lost()).as_dict()},
     }
 
 
@@ -109,22 +112,21 @@ class RecordWriter:
 
     def set(self, records: Sequence[Record]) -> None:
         with self._cond:
-            old = self._wanted or NodeState()
-            self._wanted = NodeState(tuple(sorted(records, key=lambda r: r.ip)), old.conflicts, old.macs)
+            self._wanted = replace(self._wanted or NodeState(), records=tuple(sorted(records, key=lambda r: r.ip)))
             self._cond.notify_all()
 
     def set_conflicts(self, conflicts: Sequence[ConflictRecord]) -> None:
-        with self._cond:
-            old = self._wanted or NodeState()
-            new = NodeState(old.records, tuple(sorted(conflicts, key=lambda c: c.ip)), old.macs)
-            if new != self._wanted:
-                self._wanted = new
-                self._cond.notify_all()
+        self._want(conflicts=tuple(sorted(conflicts, key=lambda c: c.ip)))
 
     def set_macs(self, macs: Sequence[str]) -> None:
+        self._want(macs=tuple(sorted(set(macs))))
+
+    def set_lost(self, lost: Lost) -> None:
+        self._want(lost=lost)
+
+    def _want(self, **changes: Any) -> None:
         with self._cond:
-            old = self._wanted or NodeState()
-            new = NodeState(old.records, old.conflicts, tuple(sorted(set(macs))))
+            new = replace(self._wanted or NodeState(), **changes)
             if new != self._wanted:
                 self._wanted = new
                 self._cond.notify_all()
@@ -183,7 +185,7 @@ class RecordWriter:
 
     def _write(self, state: NodeState) -> None:
         uid = self.node_uid()
-        body = status_body(self.node, uid, state.records, state.conflicts, state.macs)
+        body = status_body(self.node, uid, state.records, state.conflicts, state.macs, state.lost)
         request(self.api_client, "PATCH", f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}/{self.node}",
                 query=[("fieldManager", names.AGENT_NAME), ("force", "true")],
                 body=json.dumps(body), content_type="application/apply-patch+yaml", timeout=self.request_timeout)

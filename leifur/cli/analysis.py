@@ -14,6 +14,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from leifur.announce import plan
+from leifur.announce.interfaces import Lost
 from leifur.cli.snapshot import Snapshot
 from leifur.controller.reconcile import State
 from leifur.ipam.pool import Pool
@@ -80,6 +81,16 @@ def agents_seen(snap: Snapshot) -> list[str]:
     return sorted(o["metadata"]["name"] for o in snap.node_statuses)
 
 
+def links_lost(snap: Snapshot) -> dict[str, Lost]:
+    """Node -> what its down links keep it from announcing, as its record says (agents elect around it)."""
+    out = {}
+    for obj in snap.node_statuses:
+        lost = Lost.from_dict((obj.get("status") or {}).get("lost") or {})
+        if lost:
+            out[obj["metadata"]["name"]] = lost
+    return out
+
+
 def records(snap: Snapshot) -> dict[str, list[dict]]:
     """IP -> what the agents' L2NodeStatus objects say about it, one entry per node announcing it."""
     out: dict[str, list[dict]] = {}
@@ -108,8 +119,9 @@ def ip_states(snap: Snapshot, lb_class: str | None) -> tuple[dict[str, IPState],
     cluster = plan.Cluster(snap.services, snap.endpoint_slices, snap.nodes, snap.pools, snap.advertisements)
     seen = agents_seen(snap)
     all_nodes = [n["metadata"]["name"] for n in snap.nodes]
-    with_seen = plan.decide_announcements(cluster, seen, lb_class)
-    with_all = plan.decide_announcements(cluster, all_nodes, lb_class)
+    lost = links_lost(snap)
+    with_seen = plan.decide_announcements(cluster, seen, lb_class, lost)
+    with_all = plan.decide_announcements(cluster, all_nodes, lb_class, lost)
     recorded = records(snap)
     out: dict[str, IPState] = {}
     for ip, d in with_seen.items():
