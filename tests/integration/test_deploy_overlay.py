@@ -1,5 +1,6 @@
 """deploy/ installed through an overlay in another namespace and with a name prefix (the usual way to
-install elsewhere): the admission policy still keeps each agent to its own node's record."""
+install elsewhere): the admission policies still keep each agent to its own node's record, and the
+controller's writes to the leader of its Lease."""
 
 from __future__ import annotations
 
@@ -11,10 +12,20 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client, config
+from kubernetes.client.rest import ApiException
 
 from leifur.model import names
+from leifur.model.settings import ControllerSettings
 from leifur_dev import controlplane, gobuild
-from leifur_dev.cluster import REPO, apply_node_status, service_account_kubeconfig, wait_denied_another_record
+from leifur_dev.cluster import (
+    REPO,
+    ControllerProcess,
+    apply_node_status,
+    metrics_reader_token,
+    service_account_kubeconfig,
+    wait_denied_another_record,
+    wait_for,
+)
 
 pytestmark = pytest.mark.controlplane
 
@@ -74,3 +85,101 @@ def test_an_agent_installed_elsewhere_writes_its_own_nodes_record_and_no_other(c
 
     wait_denied_another_record(agent, api, other, "the overlay's admission policy denying another node's record")
     assert apply_node_status(agent, mine)["metadata"]["name"] == mine
+
+
+CONTROLLER = PREFIX + names.CONTROLLER_NAME
+LEASE = ControllerSettings().lease_name
+
+
+def as_controller_pod(cp, api: client.ApiClient, pod: str, path: Path) -> Path:
+    """A kubeconfig of the controller's ServiceAccount, its token bound to Pod `pod` as the kubelet's is."""
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(NAMESPACE, {"metadata": {"name": pod}, "spec": {
+        "serviceAccountName": CONTROLLER, "containers": [{"name": "controller", "image": "leifur:dev"}]}})
+    return service_account_kubeconfig(api, cp.server, cp.directory / "pki" / "ca.crt", NAMESPACE, CONTROLLER,
+                                      path, bound_pod=pod)
+
+
+def hold_lease(api: client.ApiClient, holder: str | None) -> None:
+    """Write the controller's Lease as an elector would on taking it over (None: released)."""
+    leases = client.CoordinationV1Api(api)
+    spec = {"holderIdentity": holder, "leaseDurationSeconds": 15}
+    try:
+        leases.patch_namespaced_lease(LEASE, NAMESPACE, {"spec": spec})
+    except ApiException as e:
+        if e.status != 404:
+            raise
+        leases.create_namespaced_lease(NAMESPACE, {"metadata": {"name": LEASE}, "spec": spec})
+
+
+def write(api: client.ApiClient, ns: str, name: str, value: str) -> str | None:
+    """Patch the Service's annotation and its status as the controller does; the refusal's text, or None."""
+    core = client.CoreV1Api(api)
+    try:
+        core.patch_namespaced_service(name, ns, {"metadata": {"annotations": {"leifur.io/test": value}}})
+        core.patch_namespaced_service_status(name, ns, {"status": {"conditions": [{
+            "type": "leifur.io/Test", "status": "True", "reason": "Test", "message": value,
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+    except ApiException as e:
+        assert e.status in (403, 422), e
+        return e.body or ""
+    return None
+
+
+def test_only_the_controller_holding_the_lease_writes_services(cp, installed, tmp_path):
+    """The fence of a PATCH in flight: once the Lease moved, the old leader's writes are refused
+    by the API server, whenever they arrive; the new leader's go through."""
+    api, _ = installed
+    paths = {pod: as_controller_pod(cp, api, pod, tmp_path / pod) for pod in ("ctl-a", "ctl-b")}
+    a, b = (config.new_client_from_config(str(p)) for p in paths.values())
+    core = client.CoreV1Api(api)
+    ns = f"fence-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": ns}})
+    core.create_namespaced_service(ns, {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}})
+
+    hold_lease(api, "ctl-a")
+    refusal = wait_for(lambda: write(b, ns, "web", "b"), 30, what="the fence refusing a controller not leading")
+    assert "Pod ctl-b does not hold Lease" in refusal and "held by ctl-a" in refusal
+    assert write(a, ns, "web", "a") is None
+
+    hold_lease(api, "ctl-b")  # ctl-a lost it; anything it still sends must not land
+    refusal = wait_for(lambda: write(a, ns, "web", "a-late"), 30, what="the fence refusing the old leader")
+    assert "held by ctl-b" in refusal
+    assert write(b, ns, "web", "b") is None
+    annotations = core.read_namespaced_service("web", ns).metadata.annotations
+    assert annotations["leifur.io/test"] == "b"
+
+    hold_lease(api, None)
+    refusal = wait_for(lambda: write(b, ns, "web", "b-late"), 30, what="the fence refusing all when released")
+    assert "(released)" in refusal
+    # People and other accounts are not the controller: not fenced.
+    assert write(api, ns, "web", "admin") is None
+
+
+def test_the_controller_does_its_job_behind_the_fence(cp, installed, tmp_path):
+    """The real controller, as its Pod with the overlay's RBAC, takes the Lease and writes."""
+    api, _ = installed
+    client.CoordinationV1Api(api).delete_collection_namespaced_lease(NAMESPACE)
+    kubeconfig = as_controller_pod(cp, api, "ctl-real", tmp_path / "ctl-real")
+    ctl = ControllerProcess(kubeconfig, tmp_path / "controller.log", token=metrics_reader_token(api),
+                            identity="ctl-real", lease_namespace=NAMESPACE)
+    ctl.start().wait_ready()
+    try:
+        custom = client.CustomObjectsApi(api)
+        custom.create_cluster_custom_object(names.GROUP, names.VERSION, names.POOLS, {
+            "apiVersion": names.API_VERSION, "kind": "IPAddressPool", "metadata": {"name": "fenced"},
+            "spec": {"addresses": ["203.0.113.200/29"]}})
+        core = client.CoreV1Api(api)
+        ns = f"fenced-{uuid.uuid4().hex[:6]}"
+        core.create_namespace({"metadata": {"name": ns}})
+        core.create_namespaced_service(ns, {"metadata": {"name": "web"},
+                                            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}})
+
+        def ip() -> str | None:
+            svc = core.read_namespaced_service("web", ns)
+            ingress = (svc.status.load_balancer and svc.status.load_balancer.ingress) or []
+            return ingress[0].ip if ingress and names.SERVICE_FINALIZER in (svc.metadata.finalizers or []) else None
+
+        assert wait_for(ip, 60, what="an IP written by the leader through the fence").startswith("203.0.113.20")
+    finally:
+        ctl.stop()
