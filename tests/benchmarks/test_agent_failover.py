@@ -1,10 +1,11 @@
-"""Failover blackout seen from the client, after SIGKILL and after SIGTERM of the owning agent;
-then the agents' steady-state API requests with 100 Services, and their peak memory.
+"""Failover blackout seen from the client, after SIGKILL and after SIGTERM of the owning agent,
+and after the owner's LAN link goes down while its heartbeats still flow; then the agents'
+steady-state API requests with 100 Services, and their peak memory.
 
 LEIFUR_BENCHMARKS=1 pytest tests/benchmarks/test_agent_failover.py -s
 
 The failover runs twice, with signed heartbeats (the default) and with unsigned ones as the
-baseline.
+baseline; the link-down handover has a crash on the same lab as its baseline.
 """
 
 from __future__ import annotations
@@ -64,6 +65,40 @@ def test_failover_blackout(stack, auth):
     print(f"\nfailover blackout from the client, {auth} heartbeats (ARP probe every 10 ms), {RUNS} runs:")
     for name, gaps in results.items():
         print(f"  {auth} {name}: median {statistics.median(gaps) * 1000:.0f} ms, "
+              f"min {min(gaps) * 1000:.0f} ms, max {max(gaps) * 1000:.0f} ms")
+
+
+@pytest.mark.parametrize("stack", [{"node_count": 3, "backplane": True}], indirect=True)
+def test_lan_link_down_blackout(stack):
+    """Heartbeats over the backplane, clients on the LAN: the owner's LAN switch port goes down (it
+    tells its peers, which stay hearing it); the baseline is a crash (SIGKILL) on the same lab."""
+    ns = _setup(stack)
+    ip = stack.service(ns, "web")
+    results: dict[str, list[float]] = {"link down": [], "SIGKILL": []}
+    for run in range(RUNS):
+        for fault, gaps in results.items():
+            first = _owner_host(stack, ip, stack.lab.nodes)
+            second = _owner_host(stack, ip, [h for h in stack.lab.nodes if h != first])
+            wait_for(lambda f=first: stack.who_answers(ip) == [f.mac], 30, what="the owner answering alone")
+            probe = stack.probe(ip, duration=60.0, interval=0.01)
+            assert stack.probe_first_answer(probe) == first.mac
+            if fault == "link down":
+                stack.lab.set_lan_port(first, up=False)
+            else:
+                stack.agents[first.name].signal(signal.SIGKILL)
+                stack.agents[first.name].wait_exit(10)
+            wait_for(lambda s=second: stack.who_answers(ip) == [s.mac], 30, what="the new owner answering alone")
+            result = stack.stop_probe(probe)
+            assert result["last_mac"] == second.mac, result["changes"]
+            gaps.append(result["longest_gap"])
+            print(f"run {run + 1} {fault}: blackout {result['longest_gap'] * 1000:.0f} ms")
+            if fault == "link down":
+                stack.lab.set_lan_port(first, up=True)
+            else:
+                stack.start_agent(first).wait_ready()
+    print(f"\nblackout from the client (ARP probe every 10 ms), {RUNS} runs:")
+    for fault, gaps in results.items():
+        print(f"  {fault}: median {statistics.median(gaps) * 1000:.0f} ms, "
               f"min {min(gaps) * 1000:.0f} ms, max {max(gaps) * 1000:.0f} ms")
 
 
