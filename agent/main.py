@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = AgentSettings()
     hb = defaults.heartbeat
     p = argparse.ArgumentParser(prog="leifur-agent", description=__doc__)
+    observability.add_version_flag(p)
     observability.add_common_flags(p, defaults.metrics_port, defaults.health_address)
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node's name (env NODE_NAME)")
     p.add_argument("--load-balancer-class", default=os.environ.get("LEIFUR_LOAD_BALANCER_CLASS") or None,
@@ -100,7 +101,8 @@ def settings_from(args: argparse.Namespace) -> AgentSettings | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not args.node_name:
         print("leifur-agent: --node-name (or env NODE_NAME) is required", file=sys.stderr)
         return 2
@@ -108,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings is None:
         return 2
     observability.setup_logging(args.log_level)
+    observability.started(parser.prog)
     from .app import Agent
     from .heartbeat_keys import KeyDirectory, KeyProblem
 

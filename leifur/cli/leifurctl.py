@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+import leifur
 from leifur.cli import output
 
 
@@ -137,6 +138,7 @@ examples:
 def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(prog="leifurctl", description=__doc__, formatter_class=raw)
+    p.add_argument("--version", action="version", version=leifur.version_line(p.prog))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     status = sub.add_parser("status", help="pools with their usage, Services with IPs and nodes; problems first",

@@ -25,6 +25,7 @@ DEFAULTS = ControllerSettings()
 def build_parser() -> argparse.ArgumentParser:
     d = DEFAULTS
     p = argparse.ArgumentParser(prog="leifur-controller", description=__doc__)
+    observability.add_version_flag(p)
     observability.add_common_flags(p, d.metrics_port, d.health_address)
     p.add_argument("--load-balancer-class", default=os.environ.get("LEIFUR_LOAD_BALANCER_CLASS") or None,
                    help="handle exactly this spec.loadBalancerClass and nothing else "
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = settings_from(parser, args)
     observability.setup_logging(args.log_level)
+    observability.started(parser.prog)
     try:
         tls = observability.serving_certificate(args, [args.identity])
     except CertificateProblem as e:

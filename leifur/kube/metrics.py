@@ -28,6 +28,8 @@ def _metric(cls: type[_M], name: str, documentation: str, labelnames: tuple[str,
     return cls(name, documentation, labelnames, **kwargs)
 
 
+BUILD_INFO = _metric(Gauge, "leifur_build_info", "Always 1: the version and revision of the running program.",
+                     ("program", "version", "revision"))
 WORKQUEUE_DEPTH = _metric(Gauge, "leifur_workqueue_depth", "Keys waiting in the work queue (ready, not delayed).",
                           ("name",))
 WORKQUEUE_ADDS = _metric(Counter, "leifur_workqueue_adds_total", "Keys added to the work queue (after dedup).",

@@ -19,7 +19,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from leifur.kube import certificate, metrics_auth
+import leifur
+from leifur.kube import certificate, metrics, metrics_auth
 
 log = logging.getLogger("leifur.observability")
 
@@ -57,6 +58,16 @@ def add_common_flags(parser: argparse.ArgumentParser, metrics_port: int, health_
                         choices=["debug", "info", "warning", "error"])
 
 
+def started(program: str) -> None:
+    """The first log line, and leifur_build_info: which build is running."""
+    metrics.BUILD_INFO.labels(program, leifur.__version__, leifur.revision()).set(1)
+    logging.getLogger(program).info("%s starting", leifur.version_line(program))
+
+
+def add_version_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=leifur.version_line(parser.prog))
+
+
 def setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter())
@@ -68,6 +79,8 @@ def setup_logging(level: str) -> None:
     root.setLevel(level.upper())
     # The client logs every retried request at WARNING; keep it for real trouble only.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+    # pyroute2's event loop announces its selector at DEBUG on every netlink socket it opens.
+    logging.getLogger("asyncio").setLevel(logging.INFO)
 
 
 def parse_address(address: str) -> tuple[str, int]:

@@ -197,7 +197,7 @@ def env_reads(program: str) -> set[str]:
 
 
 def options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {opt: a for a in parser._actions for opt in a.option_strings if opt not in ("-h", "--help")}
+    return {opt: a for a in parser._actions for opt in a.option_strings if opt not in ("-h", "--help", "--version")}
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
+import leifur
+
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 SCRIPTS: dict[str, str] = PYPROJECT["project"]["scripts"]
@@ -275,7 +277,7 @@ def test_the_wheel_installs_from_the_constraints_into_a_clean_environment_and_ho
     # Exactly the pins (and leifur): nothing resolved outside constraints.txt, and no stale pin
     # (a dependency dropped from pyproject.toml must leave constraints.txt and the image too).
     installed = {canonicalize_name(d["name"]): d["version"] for d in json.loads(run(*pip, "list", "--format=json"))}
-    assert installed.pop("leifur") == PYPROJECT["project"]["version"]
+    assert installed.pop("leifur") == leifur.__version__
     assert installed == read_constraints()
     # The pinned build backend built the wheel (pip applied --build-constraint).
     wheel = next((venv / "lib").glob("python3.*/site-packages/leifur-*.dist-info/WHEEL")).read_text()

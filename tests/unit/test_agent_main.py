@@ -50,7 +50,8 @@ def test_a_large_dead_after_is_accepted_and_widens_the_start_reserve():
 def test_without_a_key_the_agent_refuses_to_start(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main.main(["--node-name", "n1", "--heartbeat-key-dir", str(tmp_path / "absent")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"leifur-agent: no heartbeat key: {tmp_path}/absent/current does not exist.")
+    # After the log line that says which build starts.
+    assert f"\nleifur-agent: no heartbeat key: {tmp_path}/absent/current does not exist." in err
     assert "--insecure-heartbeats" in err
 
 

@@ -77,4 +77,5 @@ def test_a_missing_certificate_directory_stops_it_before_anything_starts(monkeyp
 
     monkeypatch.delenv("POD_NAMESPACE", raising=False)
     assert main(["--metrics-cert-dir", str(tmp_path / "absent")]) == 2
-    assert capsys.readouterr().err.startswith(f"leifur-controller: --metrics-cert-dir {tmp_path}/absent: cannot load")
+    # After the log line that says which build starts.
+    assert f"\nleifur-controller: --metrics-cert-dir {tmp_path}/absent: cannot load" in capsys.readouterr().err
