@@ -2,7 +2,8 @@
 
 Run inside the client namespace: `python -m leifur_dev.probe --interface eth0 --ip IP
 --interval 0.01 --duration 5`. It sends one ARP request (IPv4) or Neighbor Solicitation
-(IPv6) per interval, bounded by `duration`, records every answer with its MAC and the kernel's
+(IPv6) per interval and IP (`--ip` takes several, comma-separated), bounded by `duration`,
+records every answer with its MAC and the kernel's
 receive time, and prints one JSON object at the end (or when it gets SIGTERM/SIGINT). Before
 that, the first answer is reported at once on a line of its own, `{"first": MAC}`, so that a
 caller can wait until the probe sees who answers now instead of guessing how long it takes to
@@ -87,12 +88,23 @@ def _parse_answer(frame: bytes, target: bytes, version: int) -> str | None:
 
 
 def probe(ifname: str, ip: str, interval: float, duration: float) -> dict:
-    addr = ipaddress.ip_address(ip)
-    version = addr.version
+    """Probe one IP; its summary (see `summarize`) and when the probe started (wall clock)."""
+    result = probe_many(ifname, [ip], interval, duration)
+    return {**result["ips"][ip], "start": result["start"]}
+
+
+def probe_many(ifname: str, ips: list[str], interval: float, duration: float) -> dict:
+    """Probe every IP (one family) each interval: {"ips": {ip: summary}, "start": wall clock}.
+    `{"first": MAC}` is printed once every IP has answered (the first answer, with one IP)."""
+    addrs = [ipaddress.ip_address(ip) for ip in ips]
+    version = addrs[0].version
+    if any(a.version != version for a in addrs):
+        raise ValueError("probe one family at a time")
     mac = _mac_bytes(_own_mac(ifname))
     src_ip = _own_address(ifname, version)
     # The agent's own frame builders: one implementation of the wire format.
-    frame = arp.build_request(mac, src_ip, ip) if version == 4 else ndp.build_solicit(mac, src_ip, ip)
+    build = arp.build_request if version == 4 else ndp.build_solicit
+    frames = [build(mac, src_ip, str(a)) for a in addrs]
     proto = bpf.ETH_P_ARP if version == 4 else bpf.ETH_P_IPV6
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -108,7 +120,8 @@ def probe(ifname: str, ip: str, interval: float, duration: float) -> dict:
     start = time.monotonic()
     start_wall = time.time()
     sent: list[float] = []
-    answers: list[Answer] = []
+    answers: dict[bytes, list[Answer]] = {a.packed: [] for a in addrs}
+    unanswered = set(answers)
 
     def receive() -> None:
         """Everything queued on the socket, stamped with when the kernel received it."""
@@ -117,12 +130,15 @@ def probe(ifname: str, ip: str, interval: float, duration: float) -> dict:
                 data, ancillary, _flags, _addr = sock.recvmsg(2048, 64)
             except BlockingIOError:
                 return
-            who = _parse_answer(data, addr.packed, version)
+            target = _target(data, version)
+            who = _parse_answer(data, target, version) if target in answers else None
             if who is None:
                 continue
-            answers.append(Answer(_receive_time(ancillary) - start_wall, who))
-            if len(answers) == 1:
-                print(json.dumps({"first": who}), flush=True)
+            answers[target].append(Answer(_receive_time(ancillary) - start_wall, who))
+            if unanswered:
+                unanswered.discard(target)
+                if not unanswered:
+                    print(json.dumps({"first": who}), flush=True)
 
     next_send = start
     deadline = start + duration
@@ -131,7 +147,8 @@ def probe(ifname: str, ip: str, interval: float, duration: float) -> dict:
         if now >= deadline:
             break
         if now >= next_send:
-            sock.send(frame)
+            for frame in frames:
+                sock.send(frame)
             sent.append(now - start)
             next_send += interval
             if next_send < now:
@@ -143,9 +160,12 @@ def probe(ifname: str, ip: str, interval: float, duration: float) -> dict:
     # a probe descheduled past its deadline must not report them as missing.
     receive()
     sock.close()
-    result = summarize(sent, answers)
-    result["start"] = start_wall
-    return result
+    return {"ips": {str(a): summarize(sent, answers[a.packed]) for a in addrs}, "start": start_wall}
+
+
+def _target(frame: bytes, version: int) -> bytes:
+    """The IP an ARP reply or Neighbor Advertisement is about (garbage for other frames)."""
+    return frame[28:32] if version == 4 else frame[62:78]
 
 
 def summarize(sent: list[float], answers: list[Answer]) -> dict:
@@ -169,13 +189,17 @@ def summarize(sent: list[float], answers: list[Answer]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--interface", default="eth0")
-    p.add_argument("--ip", required=True)
+    p.add_argument("--ip", required=True, help="an IP, or several of one family, comma-separated")
     p.add_argument("--interval", type=float, default=0.01)
     p.add_argument("--duration", type=float, default=10.0)
     args = p.parse_args(argv)
-    if args.interval < 0.001 or args.duration > 600:
-        p.error("interval must be >= 1 ms and duration <= 600 s: every sending loop is bounded")
-    print(json.dumps(probe(args.interface, args.ip, args.interval, args.duration)), flush=True)
+    ips = args.ip.split(",")
+    # Bounded: at most 1,000 frames per interval, an interval of 1 ms or more, at most 600 s.
+    if args.interval < 0.001 or args.duration > 600 or len(ips) > 1000:
+        p.error("interval must be >= 1 ms, duration <= 600 s and at most 1000 IPs: every sending loop is bounded")
+    result = (probe(args.interface, ips[0], args.interval, args.duration) if len(ips) == 1
+              else probe_many(args.interface, ips, args.interval, args.duration))
+    print(json.dumps(result), flush=True)
     return 0
 
 

@@ -313,8 +313,9 @@ class Stack:
         return res.stdout.strip() or None
 
     def probe(self, ip: str, duration: float, interval: float = 0.01) -> subprocess.Popen:
-        """Start the ARP/NDP prober in the client namespace; `probe_result` collects it (or
-        `stop_probe`, before its duration is over); `probe_first_answer` waits until it runs."""
+        """Start the ARP/NDP prober in the client namespace (`ip`: one, or several comma-separated);
+        `probe_result` collects it (or `stop_probe`, before its duration is over);
+        `probe_first_answer` waits until it runs (with several IPs, until every one answered)."""
         assert self.lab.client is not None
         return self.lab.popen(self.lab.client.netns, [
             sys.executable, "-m", "leifur_dev.probe", "--ip", ip, "--interval", str(interval),
@@ -400,6 +401,11 @@ class Stack:
     def who_answers(self, ip: str, duration: float = 0.5) -> list[str]:
         """The MACs that answered ARP/NDP for `ip` from the client over `duration`."""
         return self.probe_result(self.probe(ip, duration, interval=0.05))["macs"]
+
+    def answers(self, ips: list[str], duration: float = 1.0, interval: float = 0.25) -> dict[str, list[str]]:
+        """IP -> the MACs that answered ARP/NDP for it from the client over `duration` (one family)."""
+        result = self.probe_result(self.probe(",".join(ips), duration, interval))
+        return {ip: r["macs"] for ip, r in result["ips"].items()}
 
     def mac_owner(self, mac: str) -> str | None:
         for h in self.lab.nodes:
