@@ -41,18 +41,20 @@ class Caches:
         return all(inf.has_synced() for inf in self.all)
 
     def cluster(self) -> plan.Cluster:
-        return plan.Cluster(self.services.objects(), self.slices.objects(), self.nodes.objects(),
-                            self.pools.objects(), self.ads.objects())
+        """The objects as the informers hold them, not copies: the agent only reads them (the
+        decisions are pure functions of them)."""
+        return plan.Cluster(self.services.shared(), self.slices.shared(), self.nodes.shared(),
+                            self.pools.shared(), self.ads.shared())
 
     def recorded_ips(self) -> frozenset[str]:
         """Every IP any node's record says it announces."""
-        return frozenset(a.get("ip") for r in self.record.objects()
+        return frozenset(a.get("ip") for r in self.record.shared()
                          for a in (r.get("status") or {}).get("announcements") or [] if a.get("ip"))
 
     def peer_macs(self) -> frozenset[bytes]:
         """The MACs every other node's record lists (malformed entries skipped)."""
         out = set()
-        for r in self.record.objects():
+        for r in self.record.shared():
             if r["metadata"]["name"] == self.node:
                 continue
             for mac in (r.get("status") or {}).get("macs") or []:
