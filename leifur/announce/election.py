@@ -120,18 +120,22 @@ def elect(
     local_traffic: bool = False,
     ready_endpoint_nodes: Iterable[str] | None = None,
     lost: Mapping[str, Lost] | None = None,
+    eligible_nodes: Mapping[str, list[Advertisement]] | None = None,
 ) -> Announcement | None:
     """The announcement for one IP, or None when no node may announce it.
 
     A Service with no ready endpoint anywhere is not announced: `ready_endpoint_nodes` is the
     set of nodes with a ready endpoint (None when endpoints are not considered). A node whose
     `lost` links would leave it no interface for the IP is passed over, unless every candidate is:
-    the one elected then reports why it cannot announce it.
+    the one elected then reports why it cannot announce it. `eligible_nodes`: what `eligible`
+    returns for these arguments, when the caller computed it already (it is the same for every IP
+    of a pool).
     """
     ready = None if ready_endpoint_nodes is None else set(ready_endpoint_nodes)
     if ready is not None and not ready:
         return None
-    candidates = eligible(nodes, pool, pool_labels, advertisements, local_traffic, ready or ())
+    candidates = (eligible_nodes if eligible_nodes is not None
+                  else eligible(nodes, pool, pool_labels, advertisements, local_traffic, ready or ()))
     if lost:
         able = {n: ads for n, ads in candidates.items()
                 if n not in lost or not lost[n].blocks(ip, interfaces_of(ads))}

@@ -7,7 +7,6 @@ node, which interfaces, which mode) or a reason why nobody announces it.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -25,7 +24,7 @@ from leifur.ipam.errors import PoolError
 from leifur.ipam.pool import Pool, parse_pool
 from leifur.model import names
 from leifur.model.objects import Object, key_of
-from leifur.model.service import ingress_ips, is_ours
+from leifur.model.service import IP, ingress_ips, is_ours
 
 # Why an IP is not announced (also shown by leifurctl explain).
 OUTSIDE_POOLS = "OutsidePools"
@@ -119,17 +118,22 @@ def decide_announcements(cluster: Cluster, live: Iterable[str], load_balancer_cl
     ready = ready_endpoint_nodes(cluster.endpoint_slices)
 
     holders: dict[str, list[Object]] = {}
+    parsed: dict[str, IP] = {}
     for svc in cluster.services:
         if not is_ours(svc, load_balancer_class):
             continue
         for ip in ingress_ips(svc):
             holders.setdefault(str(ip), []).append(svc)
+            parsed[str(ip)] = ip
 
-    return {ip: _decide_ip(ip, svcs, pools, broken, pool_labels, ads, nodes, ready, lost)
+    # Which nodes may announce an IP depends on its pool and its Services' endpoints only: worked
+    # out once per pool (and Local set), not once per IP (most of a sync's work at 5,000 Services).
+    eligibility: dict[tuple[str, frozenset[str] | None], dict[str, list[Advertisement]]] = {}
+    return {ip: _decide_ip(parsed[ip], svcs, pools, broken, pool_labels, ads, nodes, ready, lost, eligibility)
             for ip, svcs in sorted(holders.items())}
 
 
-def _pool_of(ip: str, svcs: list[Object], pools: list[Pool], broken: set[str]) -> str | None:
+def _pool_of(addr: IP, svcs: list[Object], pools: list[Pool], broken: set[str]) -> str | None:
     """The name of the pool the controller allocated `ip` from, by the annotation it writes on the Service.
 
     Without the annotation the IP was not allocated by Leifur (another implementation, or a hand
@@ -140,7 +144,6 @@ def _pool_of(ip: str, svcs: list[Object], pools: list[Pool], broken: set[str]) -
     not take the IPs off the LAN. An IP that its named pools no longer contain but another pool
     does (an overlapping pool deleted) counts as that pool's, as the controller credits it.
     """
-    addr = ipaddress.ip_address(ip)
     named: set[str] = set()
     for s in svcs:
         value = (s["metadata"].get("annotations") or {}).get(names.ANN_ALLOCATED_FROM_POOL) or ""
@@ -157,15 +160,16 @@ def _pool_of(ip: str, svcs: list[Object], pools: list[Pool], broken: set[str]) -
     return containing or next((p.name for p in candidates if addr.version in p.families()), None)
 
 
-def _decide_ip(ip: str, svcs: list[Object], pools: list[Pool], broken: set[str],
+def _decide_ip(addr: IP, svcs: list[Object], pools: list[Pool], broken: set[str],
                pool_labels: Mapping[str, Mapping[str, str]], ads: list[Advertisement], nodes: list[Node],
-               ready: dict[str, set[str]], lost: Mapping[str, Lost] | None) -> Decision:
+               ready: dict[str, set[str]], lost: Mapping[str, Lost] | None,
+               eligibility: dict[tuple[str, frozenset[str] | None], dict[str, list[Advertisement]]]) -> Decision:
+    ip = str(addr)
     keys = tuple(sorted(key_of(s) for s in svcs))
-    addr = ipaddress.ip_address(ip)
     if addr.is_multicast or addr.is_unspecified or addr.is_loopback or addr.is_link_local:
         return Decision(ip, keys, None, None, UNUSABLE, f"{ip} cannot be announced on a LAN (multicast, "
                         "loopback, link-local or unspecified)")
-    pool = _pool_of(ip, svcs, pools, broken)
+    pool = _pool_of(addr, svcs, pools, broken)
     if pool is None:
         return Decision(ip, keys, None, None, OUTSIDE_POOLS,
                         f"{ip} was not allocated from an IPAddressPool by Leifur; it is not announced")
@@ -183,7 +187,10 @@ def _decide_ip(ip: str, svcs: list[Object], pools: list[Pool], broken: set[str],
         if (svc.get("spec") or {}).get("externalTrafficPolicy") == "Local":
             allowed = with_endpoints if allowed is None else allowed & with_endpoints
     candidates = [n for n in nodes if allowed is None or n.name in allowed]
-    announcement = elect(ip, candidates, pool, labels, ads, lost=lost)
+    scope = (pool, None if allowed is None else frozenset(allowed))
+    if scope not in eligibility:
+        eligibility[scope] = eligible(candidates, pool, labels, ads)
+    announcement = elect(ip, candidates, pool, labels, ads, lost=lost, eligible_nodes=eligibility[scope])
     if announcement is None:
         return Decision(ip, keys, pool, None, NO_NODE, _no_node_message(ip, nodes, allowed, pool, labels, ads))
     return Decision(ip, keys, pool, announcement)

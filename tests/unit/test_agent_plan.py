@@ -169,3 +169,26 @@ def test_broken_objects_do_not_stop_the_others():
     odd["status"]["loadBalancer"]["ingress"] = [{"ip": "garbage"}, {"hostname": "x"}, {"ip": "192.0.2.46"}]
     out = plan.decide_announcements(cluster([odd], pools=[broken_pool, POOL]), LIVE)
     assert list(out) == ["192.0.2.46"] and out["192.0.2.46"].announcement is not None
+
+
+def test_in_one_decision_each_ip_is_elected_among_its_own_nodes():
+    """Eligibility is worked out once per pool and set of Local endpoints: IPs of different pools,
+    and Local Services of one pool with different endpoints, must each get their own."""
+    other = {"metadata": {"name": "rack2"}, "spec": {"addresses": ["192.0.2.50-192.0.2.59"]}}
+    nodes = [node("n1", rack="r1"), node("n2", rack="r1"), node("n3", rack="r2")]
+    ads = [{"metadata": {"name": "r1"}, "spec": {"ipAddressPools": ["lan"],
+                                                 "nodeSelectors": [{"matchLabels": {"rack": "r1"}}]}},
+           {"metadata": {"name": "r2"}, "spec": {"ipAddressPools": ["rack2"], "interfaces": ["eth1"],
+                                                 "nodeSelectors": [{"matchLabels": {"rack": "r2"}}]}}]
+    services = [svc(f"c{i}", [f"192.0.2.{40 + i}"]) for i in range(4)]
+    services += [svc(f"l{i}", [f"192.0.2.{44 + i}"], policy="Local") for i in range(4)]
+    services += [svc(f"o{i}", [f"192.0.2.{50 + i}"], pool="rack2") for i in range(4)]
+    slices = [slice_(f"c{i}", ["n1", "n2", "n3"]) for i in range(4)]
+    slices += [slice_(f"l{i}", [["n1"], ["n2"], ["n1"], ["n3", "n2"]][i]) for i in range(4)]
+    slices += [slice_(f"o{i}", ["n1", "n2", "n3"]) for i in range(4)]
+    out = plan.decide_announcements(cluster(services, slices, nodes, (POOL, other), ads), LIVE)
+    for i in range(4):
+        assert out[f"192.0.2.{40 + i}"].announcement.node == owner(["n1", "n2"], f"192.0.2.{40 + i}")
+        assert out[f"192.0.2.{50 + i}"].announcement == plan.Announcement(
+            f"192.0.2.{50 + i}", "n3", ("eth1",), "Responder")
+    assert [out[f"192.0.2.{44 + i}"].announcement.node for i in range(4)] == ["n1", "n2", "n1", "n2"]
