@@ -43,7 +43,8 @@ def _announce(stack: Stack, count: int, *, started: bool = False) -> list[str]:
     t0 = time.monotonic()
 
     def create(i: int) -> None:
-        stack.cluster.create_service(ns, f"s{i}", ipFamilies=["IPv6"], ipFamilyPolicy="SingleStack")
+        stack.cluster.create_service(ns, f"s{i}", ipFamilies=["IPv6"], ipFamilyPolicy="SingleStack",
+                                     allocateLoadBalancerNodePorts=False)  # 5,000 exceed the NodePort range
         stack.endpoints(ns, f"s{i}", stack.lab.nodes)
 
     with ThreadPoolExecutor(8) as pool_:
