@@ -47,6 +47,7 @@ COMPONENTS = {
         Component("kube-apiserver", "kubernetes", "k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kube-apiserver"),
         Component("kubectl", "kubernetes", "k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kubectl"),
         Component("etcd", "etcd", "go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3"),
+        Component("metallb-controller", "metallb", "go.universe.tf/metallb", "go.universe.tf/metallb/controller"),
     )
 }
 
