@@ -1,4 +1,4 @@
-"""Build kube-apiserver and etcd from the wrapper Go modules under tests/controlplane/.
+"""Build kube-apiserver, kubectl, etcd and helm from the wrapper Go modules under tests/controlplane/.
 
 Binaries go into a cache outside the checkout, keyed by component version and a hash of
 the wrapper module, so a second run (or a second checkout) reuses them.
@@ -48,6 +48,8 @@ COMPONENTS = {
         Component("kubectl", "kubernetes", "k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kubectl"),
         Component("etcd", "etcd", "go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3"),
         Component("metallb-controller", "metallb", "go.universe.tf/metallb", "go.universe.tf/metallb/controller"),
+        # The chart's tests (tests/integration/test_helm_*.py): helm lint, template, install, uninstall.
+        Component("helm", "helm", "helm.sh/helm/v4", "helm.sh/helm/v4/cmd/helm"),
     )
 }
 
@@ -120,6 +122,9 @@ def _build(comp: Component, out: Path, log) -> None:
     ldflags = ["-s", "-w"]
     if comp.module == "k8s.io/kubernetes":
         ldflags += list(_kube_ldflags(version))
+    if comp.module == "helm.sh/helm/v4":
+        # What helm's own Makefile stamps for a release (`helm version` says v4.x.y, not "v4.3").
+        ldflags += [f"-X helm.sh/helm/v4/internal/version.version={version}"]
     env = dict(os.environ, CGO_ENABLED="0")
     go = _go()
     log(f"[build] {comp.name} {version}: resolving packages (first build takes several minutes)")
