@@ -119,8 +119,14 @@ class AgentProcess(ServedProcess):
 
 class Stack:
     def __init__(self, control_plane: ControlPlane, api_client: client.ApiClient, lab: netlab.Lab, workdir: Path,
-                 agent_args: tuple[str, ...] = ()) -> None:
+                 agent_args: tuple[str, ...] = (), namespace: str = "leifur-system",
+                 agent_rbac: Path | None = REPO / "deploy" / "agent" / "rbac.yaml") -> None:
+        """`namespace` (system_namespace) is where the programs run: their ServiceAccounts, the
+        agents' Pods, the Lease. `agent_rbac` is applied at start() unless None (when something
+        else, such as the Helm chart, installed the agent's identity)."""
         self.cp = control_plane
+        self.system_namespace = namespace
+        self.agent_rbac = agent_rbac
         self.api_client = api_client
         self.lab = lab
         self.workdir = workdir
@@ -168,14 +174,15 @@ class Stack:
     # -- bring-up ---------------------------------------------------------------------------------
 
     def start(self, agents: bool = True, controller: bool = True) -> Stack:
-        self.cluster.ensure_namespace("leifur-system")
-        self.apply(REPO / "deploy" / "agent" / "rbac.yaml")
+        self.cluster.ensure_namespace(self.system_namespace)
+        if self.agent_rbac is not None:
+            self.apply(self.agent_rbac)
         for host in self.lab.nodes:
             self.create_node(host)
         if controller:
             self.controller = ControllerProcess(self.controller_kubeconfig, self.workdir / "controller.log",
                                                 token=self.metrics_token, identity=f"ctl-{self.lab.id}",
-                                                lease_namespace="leifur-system")
+                                                lease_namespace=self.system_namespace)
             self.controller.start().wait_ready()
         if agents:
             for host in self.lab.nodes:
@@ -216,17 +223,17 @@ class Stack:
                 "spec": {"nodeName": self.node_name(host), "serviceAccountName": names.AGENT_NAME,
                          "containers": [{"name": "agent", "image": "leifur:dev"}]}}
         with contextlib.suppress(ApiException):
-            self.core.delete_namespaced_pod(pod, "leifur-system", grace_period_seconds=0)
+            self.core.delete_namespaced_pod(pod, self.system_namespace, grace_period_seconds=0)
         wait_for(lambda: not self._pod_exists(pod), 30, what=f"old pod {pod} gone")
-        self.core.create_namespaced_pod("leifur-system", body)
+        self.core.create_namespaced_pod(self.system_namespace, body)
         return service_account_kubeconfig(
             self.api_client, f"https://{self.lab.host_ip}:{self.api_port}",
-            self.cp.directory / "pki" / "ca.crt", "leifur-system", names.AGENT_NAME,
+            self.cp.directory / "pki" / "ca.crt", self.system_namespace, names.AGENT_NAME,
             self.workdir / f"kubeconfig-{host.name}", bound_pod=pod)
 
     def _pod_exists(self, name: str) -> bool:
         try:
-            self.core.read_namespaced_pod(name, "leifur-system")
+            self.core.read_namespaced_pod(name, self.system_namespace)
             return True
         except ApiException as e:
             if e.status == 404:
@@ -421,7 +428,8 @@ class Stack:
         for e in self.cp.audit_entries():
             user = e.get("user") or {}
             node = ((user.get("extra") or {}).get("authentication.kubernetes.io/node-name") or [""])[0]
-            if user.get("username") != f"system:serviceaccount:leifur-system:{names.AGENT_NAME}" or node not in ours:
+            agent = f"system:serviceaccount:{self.system_namespace}:{names.AGENT_NAME}"
+            if user.get("username") != agent or node not in ours:
                 continue
             ref = e.get("objectRef") or {}
             seen.setdefault(e.get("auditID"), {"node": node, "verb": e.get("verb"), "resource": ref.get("resource"),
@@ -465,7 +473,7 @@ class Stack:
                 self.core.delete_namespace(ns)
         for host in self.lab.nodes:
             with contextlib.suppress(ApiException):
-                self.core.delete_namespaced_pod(f"agent-{self.node_name(host)}", "leifur-system",
+                self.core.delete_namespaced_pod(f"agent-{self.node_name(host)}", self.system_namespace,
                                                 grace_period_seconds=0)
             with contextlib.suppress(ApiException):
                 self.core.delete_node(self.node_name(host))
