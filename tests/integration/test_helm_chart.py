@@ -213,3 +213,17 @@ def test_the_heartbeat_key_secret_is_left_to_the_controller():
     _, daemonset = _workloads(rendered)
     (volume,) = daemonset["spec"]["template"]["spec"]["volumes"]
     assert volume["secret"]["secretName"] == names.HEARTBEAT_SECRET and volume["secret"]["optional"] is False
+
+
+def test_a_misspelt_or_wrong_value_is_refused():
+    # values.schema.json refuses unknown keys and values the programs would refuse at start.
+    for flags, words in ((("--set", "heartbeat.deadafter=1"), "additional properties 'deadafter'"),
+                         (("--set", "agent.logLevel=verbose"), "/agent/logLevel"),
+                         (("--set", "agent.addressConflictPolicy=fight"), "/agent/addressConflictPolicy"),
+                         (("--set", "heartbeat.secret.name=Not_A_Name"), "/heartbeat/secret/name")):
+        try:
+            template(*flags)
+        except AssertionError as e:
+            assert "don't meet the specifications of the schema" in str(e) and words in str(e), (flags, e)
+        else:
+            raise AssertionError(f"helm template {flags} was not refused")
