@@ -18,6 +18,31 @@ HELM_LABELS = frozenset({"helm.sh/chart", "app.kubernetes.io/managed-by", "app.k
                          "app.kubernetes.io/version"})
 Key = tuple[str, str, str]  # kind, namespace ("" if cluster-scoped), name
 
+# Every value changed from its default, each to something a test can find in the objects. (helm
+# merges maps into the defaults: resources and nodeSelector are given whole.)
+OTHER_VALUES = {
+    "image": {"repository": "registry.example.com/leifur", "tag": "9.9.9", "pullPolicy": "Always"},
+    "imagePullSecrets": [{"name": "pull-secret"}],
+    "namespace": {"name": "lb-system"},
+    "loadBalancerClass": "example.com/lan",
+    "heartbeat": {"port": 17474, "interval": 0.2, "deadAfter": 1.5, "maxAge": 20, "acceptUnauthenticated": True,
+                  "secret": {"name": "my-heartbeat-key", "create": False}},
+    "controller": {"replicas": 3, "logLevel": "debug", "metricsPort": 17472, "healthPort": 17475,
+                   "extraArgs": ["--workers=8"],
+                   "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+                   "priorityClassName": "system-cluster-critical", "nodeSelector": {"node-role/infra": "true"},
+                   "tolerations": [{"key": "infra", "operator": "Exists"}],
+                   "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                       "nodeSelectorTerms": [{"matchExpressions": [{"key": "a", "operator": "Exists"}]}]}}},
+                   "podDisruptionBudget": {"minAvailable": 2}},
+    "agent": {"logLevel": "warning", "metricsPort": 17473, "healthPort": 17476, "addressConflictPolicy": "yield",
+              "extraArgs": ["--address-probe-count=0"],
+              "resources": {"requests": {"cpu": "20m", "memory": "80Mi"}, "limits": {"memory": "160Mi"}},
+              "priorityClassName": "system-node-critical", "nodeSelector": {"kubernetes.io/os": "linux", "lan": "a"},
+              "tolerations": [{"key": "lan", "operator": "Exists", "effect": "NoSchedule"}],
+              "terminationGracePeriodSeconds": 20},
+}
+
 
 def helm(*args: str, kubeconfig: Path | None = None, timeout: float = 120) -> str:
     """Run helm; its stdout. Fails with helm's own words. helm keeps its caches and its

@@ -11,32 +11,7 @@ import tarfile
 import yaml
 
 from leifur.model import names
-from leifur_dev.chart import CHART, DEPLOY, helm, kustomize, objects, template, without_helm_labels
-
-# Every value changed from its default, each to something the assertions below can find. (helm
-# merges maps into the defaults: resources and nodeSelector are given whole.)
-OTHER_VALUES = {
-    "image": {"repository": "registry.example.com/leifur", "tag": "9.9.9", "pullPolicy": "Always"},
-    "imagePullSecrets": [{"name": "pull-secret"}],
-    "namespace": {"name": "lb-system"},
-    "loadBalancerClass": "example.com/lan",
-    "heartbeat": {"port": 17474, "interval": 0.2, "deadAfter": 1.5, "maxAge": 20, "acceptUnauthenticated": True,
-                  "secret": {"name": "my-heartbeat-key", "create": False}},
-    "controller": {"replicas": 3, "logLevel": "debug", "metricsPort": 17472, "healthPort": 17475,
-                   "extraArgs": ["--workers=8"],
-                   "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
-                   "priorityClassName": "system-cluster-critical", "nodeSelector": {"node-role/infra": "true"},
-                   "tolerations": [{"key": "infra", "operator": "Exists"}],
-                   "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                       "nodeSelectorTerms": [{"matchExpressions": [{"key": "a", "operator": "Exists"}]}]}}},
-                   "podDisruptionBudget": {"minAvailable": 2}},
-    "agent": {"logLevel": "warning", "metricsPort": 17473, "healthPort": 17476, "addressConflictPolicy": "yield",
-              "extraArgs": ["--address-probe-count=0"],
-              "resources": {"requests": {"cpu": "20m", "memory": "80Mi"}, "limits": {"memory": "160Mi"}},
-              "priorityClassName": "system-node-critical", "nodeSelector": {"kubernetes.io/os": "linux", "lan": "a"},
-              "tolerations": [{"key": "lan", "operator": "Exists", "effect": "NoSchedule"}],
-              "terminationGracePeriodSeconds": 20},
-}
+from leifur_dev.chart import CHART, DEPLOY, OTHER_VALUES, helm, kustomize, objects, template, without_helm_labels
 
 
 def test_helm_lint_finds_nothing(tmp_path):

@@ -21,7 +21,7 @@ from kubernetes.client.rest import ApiException
 
 from leifur.model import names
 from leifur_dev import controlplane, gobuild, netlab
-from leifur_dev.chart import CHART, DEPLOY, helm, objects
+from leifur_dev.chart import CHART, DEPLOY, OTHER_VALUES, helm, objects, template
 from leifur_dev.cluster import (
     Cluster,
     ControllerProcess,
@@ -252,6 +252,26 @@ def test_the_charts_admission_policy_keeps_an_agent_to_its_own_nodes_record(inst
             installed.remove_agent_pod(n)
 
 
+def test_the_api_server_accepts_the_chart_at_other_values(installed, tmp_path):
+    # Every value changed (test_helm_chart.py checks that each reaches its object): the API server
+    # validates what that renders, as a server-side dry run over the installed release.
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({**OTHER_VALUES, "namespace": {"name": NAMESPACE}}))
+    rendered = objects(template("--values", str(values), "--set", "metrics.serviceMonitor.enabled=true",
+                                "--set", "metrics.reader.enabled=true",
+                                "--set", "metrics.grafanaDashboard.enabled=true",
+                                release=RELEASE, namespace=NAMESPACE, crds=False))
+    # (The ServiceMonitor needs the Prometheus Operator's CRDs, which this cluster does not have.)
+    plain = [o for k, o in rendered.items() if k[0] != "ServiceMonitor"]
+    # As helm's own field manager (helm 4 installs by server-side apply): the changed ports replace
+    # the installed ones rather than join them.
+    deployment = client.AppsV1Api(installed.api).read_namespaced_deployment("leifur-controller", NAMESPACE)
+    (manager,) = {m.manager for m in deployment.metadata.managed_fields if m.operation == "Apply"}
+    out = kubectl(installed, "apply", "--server-side", f"--field-manager={manager}", "--force-conflicts",
+                  "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(plain))
+    assert out.count("(server dry run)") == len(plain), out
+
+
 @pytest.mark.netns
 def test_the_charts_agents_announce_a_service_ip_on_the_lan(installed, controller, tmp_path):
     """Two node namespaces, each running the real agent with the DaemonSet's flags and a token of
@@ -278,9 +298,13 @@ def test_the_charts_agents_announce_a_service_ip_on_the_lan(installed, controlle
             assert wait_for(lambda: stack.connect(ip), 15, what="a TCP answer") == answering
             for host in lab.nodes:
                 node = stack.node_name(host)
-                record = wait_for(lambda node=node: stack.cluster.custom.get_cluster_custom_object(
-                    names.GROUP, names.VERSION, names.L2NODESTATUSES, node), 15, what=f"{node}'s record")
-                assert record["status"]["count"] == (1 if host.name == answering else 0)
+                count = 1 if host.name == answering else 0
+
+                def record(node=node, count=count) -> bool:
+                    return stack.cluster.custom.get_cluster_custom_object(
+                        names.GROUP, names.VERSION, names.L2NODESTATUSES, node)["status"]["count"] == count
+
+                wait_for(record, 15, what=f"{node}'s record, written by its agent, with {count} IP(s)")
                 # Its peer is heard: the heartbeats are signed with the controller's key.
                 agent = stack.agents[host.name]
                 wait_for(lambda agent=agent: agent.metric("leifur_agent_peers", state="ready") == 1, 15,
