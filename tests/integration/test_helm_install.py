@@ -96,6 +96,8 @@ def installed(tmp_path_factory) -> Iterator[Installed]:
         out = helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
                    kubeconfig=cp.kubeconfig)
         assert "STATUS: deployed" in out, out
+        # The notes say where it went and what comes next.
+        assert f"installed in the namespace {NAMESPACE}" in out and "IPAddressPool" in out, out
         inst = Installed(cp, objects(helm("get", "manifest", RELEASE, "--namespace", NAMESPACE,
                                           kubeconfig=cp.kubeconfig)))
         yield inst
