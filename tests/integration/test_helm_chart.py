@@ -81,6 +81,12 @@ def test_the_charts_crds_are_deploys_crds(tmp_path):
             file = tar.extractfile(member)
             assert file is not None and file.read() == path.read_bytes()
         assert "leifur/files/monitoring/prometheusrule.yaml" in members
+        assert "leifur/files/monitoring/kustomization.yaml" not in members  # .helmignore
+    # The archive renders what the directory renders, monitoring included.
+    everything = ("--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.prometheusRule.enabled=true",
+                  "--set", "metrics.grafanaDashboard.enabled=true")
+    packaged = helm("template", "leifur", str(archive), "--namespace", "leifur-system", "--include-crds", *everything)
+    assert objects(packaged) == objects(template(*everything))
 
 
 def test_nothing_optional_is_rendered_by_default():
