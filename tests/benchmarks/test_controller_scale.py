@@ -444,7 +444,9 @@ def print_writes(what: str, writes: Counter, n: int) -> None:
 
 
 def _summary(record: dict) -> None:
-    """One JSON line per run, for the tables in docs/benchmarks.md."""
+    """One JSON line per run, for the tables in docs/benchmarks.md; with the machine's load, since
+    the machine may be shared (the bare client's rate in the same run is the other yardstick)."""
+    record["loadavg_1m"] = round(os.getloadavg()[0], 1)
     print("SCALE-RESULT " + json.dumps(record))
 
 
@@ -455,7 +457,7 @@ def _summary(record: dict) -> None:
 def test_backlog_throughput(n, tmp_path):
     """N Services created first, the controller started after: time until every one has its IPs."""
     with world() as (cp, api):
-        print(f"\nbacklog of {n} Services:")
+        print(f"\nbacklog of {n} Services (load average {os.getloadavg()[0]:.1f}):")
         rates = baseline(api)
         created, create_rate = create_services(api, list(range(n)))
         print(f"  created {n} Services at {create_rate:.0f}/s ({CREATE_THREADS} threads), no controller running")
@@ -499,7 +501,7 @@ def test_live_creation_then_restart(tmp_path):
     time to ready and to quiet, and not one IP changed."""
     n = LIVE
     with world() as (cp, api):
-        print(f"\nlive creation of {n} Services, then a restart:")
+        print(f"\nlive creation of {n} Services, then a restart (load average {os.getloadavg()[0]:.1f}):")
         rates = baseline(api)
         watch = IPWatch(api).start()
         proc = start_controller(cp, api, tmp_path, "controller")
@@ -507,7 +509,8 @@ def test_live_creation_then_restart(tmp_path):
         try:
             started = time.monotonic()
             ready = wait_health_ready(proc)
-            print(f"  controller ready {ready - started:.1f} s after start (no Services)")
+            empty = memory_kb(proc.proc.pid)[1]
+            print(f"  controller ready {ready - started:.1f} s after start (no Services), RSS {empty / 1024:.0f} MB")
             before = api_writes(api)
             t0 = time.monotonic()
             created, create_rate = create_services(api, list(range(n)))
@@ -532,7 +535,7 @@ def test_live_creation_then_restart(tmp_path):
             _summary({"run": "live", "n": n, "create_rate": round(create_rate, 1),
                       "baseline": {k: round(v, 1) for k, v in rates.items()},
                       "all_s": round(done - t0, 2), "p50_s": round(p50, 3), "p99_s": round(p99, 3),
-                      "max_s": round(latencies[-1], 3),
+                      "max_s": round(latencies[-1], 3), "empty_rss_mb": round(empty / 1024, 1),
                       "server_p50_s": statistics.median(server), "server_p99_s": server[int(0.99 * (len(server) - 1))],
                       "writes": write_kinds(writes),
                       "writes_per_service": round(foreground(writes) / n, 2), "peak_rss_mb": round(peak / 1024, 1)})
