@@ -152,6 +152,30 @@ def test_listers_return_copies_and_late_handlers_get_a_replay(api_client, namesp
     assert late.seen() == [("add", key)]
 
 
+def test_the_cache_holds_no_managed_fields(api_client, namespace, informers):
+    """managedFields (who set which field) is read by no one and was a large share of the
+    controller's memory at 5,000 Services: neither a LIST nor a watch event brings it into the
+    store, the handlers or the listers' copies; everything else is kept."""
+    created = create_service(api_client, namespace, "listed", tier="front")
+    assert created["metadata"]["managedFields"]  # the API server does record them
+    rec = Recorder(f"{namespace}/")
+    inf = start_informer(informers, Informer(api_client, f"/api/v1/namespaces/{namespace}/services",
+                                             "services-trim"), rec)
+    create_service(api_client, namespace, "watched")
+    request(api_client, "PATCH", f"/api/v1/namespaces/{namespace}/services/watched",
+            body={"metadata": {"labels": {"tier": "back"}}}, content_type="application/merge-patch+json")
+    rec.wait_for("update", f"{namespace}/watched", check=lambda o: o["metadata"].get("labels") == {"tier": "back"})
+
+    for key in (f"{namespace}/listed", f"{namespace}/watched"):
+        stored = inf.get(key)
+        assert "managedFields" not in stored["metadata"]
+        assert stored["metadata"]["resourceVersion"] and stored["spec"]["ports"]
+    assert inf.get(f"{namespace}/listed")["metadata"]["labels"] == {"tier": "front"}
+    assert inf.get(f"{namespace}/watched")["metadata"]["labels"] == {"tier": "back"}
+    assert not any("managedFields" in o["metadata"] for _, _, o in rec.calls)
+    assert not any("managedFields" in o["metadata"] for o in inf.objects())
+
+
 def test_cluster_scoped_custom_objects(api_client, gizmo_crd, informers):
     path = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
     rec = Recorder("g-")
