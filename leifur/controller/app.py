@@ -61,7 +61,7 @@ class Controller:
         may_write = self._may_write
         self.service_reconciler = ServiceReconciler(
             self.state, self.services, self.namespaces, ServiceWriter(api_client, may_write), self.recorder,
-            load_balancer_class, self.pool_queue.add, self.service_queue.add, self.records,
+            load_balancer_class, self._touch_pool, self.service_queue.add, self.records,
         )
         self.pool_reconciler = PoolReconciler(
             self.state, self.pools, self.services, PoolWriter(api_client, may_write), self.recorder,
@@ -73,6 +73,13 @@ class Controller:
                 api_client, settings.lease_namespace, settings.lease_name, identity, settings.leader,
                 on_started_leading=self._start_leading, on_stopped_leading=self._stop_leading,
             )
+
+    def _touch_pool(self, name: str) -> None:
+        """A Service took or let go of an IP of this pool: its status (usage) is due, but not at once.
+        However many Services change, the pool is synced at most once per `pool_status_delay`, and
+        its status writes and usage counts (over every holder) stay off the Services' path. A change
+        to the pool itself is still synced at once (its informer handler)."""
+        self.pool_queue.add_after(name, self.settings.pool_status_delay)
 
     def _may_write(self) -> bool:
         return self.elector is None or self.elector.is_leader()

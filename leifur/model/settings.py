@@ -51,6 +51,9 @@ class ControllerSettings:
     # the kubelet reaches it at the Pod's IP.
     health_address: str = ":7475"
     workers: int = 4
+    # A pool's status (addresses in use) follows the Services' allocations this many seconds late
+    # at most: one pool sync and one status write per interval, not one per Service allocated.
+    pool_status_delay: float = 1.0
     lease_namespace: str = "leifur-system"
     lease_name: str = "leifur-controller"
     leader: LeaderSettings = LeaderSettings()
