@@ -23,6 +23,12 @@ from leifur.model.settings import ControllerSettings
 log = logging.getLogger(__name__)
 
 
+def _without_status(obj: dict) -> tuple:
+    """An object's content but its status and what every write changes (resourceVersion)."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in ("resourceVersion", "managedFields")}
+    return meta, {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
 class Controller:
     """`leader_elect=False` writes without a Lease: for a single replica only."""
 
@@ -95,7 +101,16 @@ class Controller:
         def pool_key(obj: dict) -> None:
             self.pool_queue.add(key_of(obj))
 
-        self.pools.add_handler(pool_key, lambda _old, new: pool_key(new), pool_key)
+        def pool_update(old: dict, new: dict) -> None:
+            if _without_status(old) == _without_status(new):
+                # Only the status changed: mostly our own write coming back. What it shows is
+                # checked with the next touch, at most a second later, not at once: syncing at
+                # once would double the status writes of a burst of allocations.
+                self._touch_pool(key_of(new))
+            else:
+                pool_key(new)
+
+        self.pools.add_handler(pool_key, pool_update, pool_key)
 
         def ns_services(ns: dict) -> None:
             prefix = ns["metadata"]["name"] + "/"

@@ -45,7 +45,28 @@ def test_many_allocations_touch_a_pool_once_and_late(controller):
     controller.pool_queue.done("lan")
 
 
+def pool(rv: str, addresses: list[str], in_use: int = 0, **meta) -> dict:
+    return {"metadata": {"name": "lan", "resourceVersion": rv, "generation": 1, **meta},
+            "spec": {"addresses": addresses}, "status": {"ipv4": {"inUse": in_use}}}
+
+
 def test_a_change_to_the_pool_itself_is_synced_at_once(controller):
-    controller.pools._dispatch("add", {"metadata": {"name": "lan"}})
+    controller.pools._dispatch("add", pool("1", ["192.0.2.0/28"]))
     assert controller.pool_queue.get(timeout=0.05) == "lan"
+    controller.pool_queue.done("lan")
+    for change in ({"spec": {"addresses": ["192.0.2.0/27"]}},
+                   {"metadata": {**pool("3", [])["metadata"], "deletionTimestamp": "2026-12-02T00:00:00Z"}},
+                   {"metadata": {**pool("3", [])["metadata"], "labels": {"zone": "b"}}}):
+        controller.pools._dispatch("update", {**pool("3", ["192.0.2.0/28"]), **change}, pool("2", ["192.0.2.0/28"]))
+        assert controller.pool_queue.get(timeout=0.05) == "lan", change
+        controller.pool_queue.done("lan")
+
+
+def test_a_status_only_update_waits_for_the_next_touch(controller):
+    """Our own status write comes back through the informer: syncing it at once would write again
+    in a burst of allocations. It is looked at within the delay, so a status someone else
+    changed is still put right."""
+    controller.pools._dispatch("update", pool("3", ["192.0.2.0/28"], in_use=5), pool("2", ["192.0.2.0/28"]))
+    assert controller.pool_queue.get(timeout=DELAY / 3) is None
+    assert controller.pool_queue.get(timeout=5) == "lan"
     controller.pool_queue.done("lan")
