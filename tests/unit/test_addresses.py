@@ -20,8 +20,12 @@ def documentation(addr: str) -> bool:
 
 @pytest.mark.parametrize("slot", range(netlab.SLOTS))
 def test_lab_addresses_are_documentation_addresses_and_slots_do_not_overlap(slot):
-    lab = netlab.Lab(netlab.MAX_NODES, slot=slot)
+    lab = netlab.Lab(netlab.MAX_NODES, slot=slot, backplane=True)
     hosts = [lab._host(f"node{i}", i) for i in range(1, netlab.MAX_NODES + 1)] + [lab._host("client", 0)]
+    backplane = ipaddress.ip_network(netlab.slot_addresses(slot)["backplane4"])
+    nodes = hosts[:-1]
+    assert all(documentation(h.backplane4) and ipaddress.ip_address(h.backplane4) in backplane for h in nodes)
+    assert len({h.backplane4 for h in nodes}) == len(nodes) and not hosts[-1].backplane4
     addrs = netlab.slot_addresses(slot)
     subnet4, subnet6 = ipaddress.ip_network(addrs["subnet4"]), ipaddress.ip_network(addrs["subnet6"])
     for h in hosts:
@@ -32,8 +36,10 @@ def test_lab_addresses_are_documentation_addresses_and_slots_do_not_overlap(slot
     assert len({h.mac for h in hosts}) == len(hosts)
     # Locally administered unicast MACs only.
     assert all(int(h.mac.split(":")[0], 16) & 0b11 == 0b10 for h in hosts)
-    others = [ipaddress.ip_network(netlab.slot_addresses(s)["subnet4"]) for s in range(netlab.SLOTS) if s != slot]
-    assert not any(subnet4.overlaps(o) for o in others)
+    others = [ipaddress.ip_network(netlab.slot_addresses(s)[k]) for s in range(netlab.SLOTS) if s != slot
+              for k in ("subnet4", "backplane4")]
+    assert not any(subnet4.overlaps(o) or backplane.overlaps(o) for o in others)
+    assert not backplane.overlaps(subnet4)
 
 
 def test_lab_host_addresses_are_in_the_serving_certificate_list():
