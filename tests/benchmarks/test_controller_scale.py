@@ -9,9 +9,9 @@ backlog of that size. The live run creates LEIFUR_SCALE_LIVE Services (default 5
 controller running, then SIGKILLs it and starts a new one.
 
 Every test gets an API server of its own, so that one run's Services are not in the next one's
-caches. Its ClusterIP range is 198.18.0.0/16 and the IPv4 pools come from 198.19.0.0/16 (the
-benchmarking range of RFC 2544): 5,000 IPv4 Services do not fit a /24 documentation range, and
-nothing here reaches a wire. IPv6 comes from 2001:db8::/32 as everywhere else.
+caches. Addresses come from the documentation ranges only, as everywhere: an IPv4 Service needs
+an IPv4 ClusterIP from the API server's /24 (198.51.100.0/24), so the first V4_SERVICES Services
+are the IPv4 and dual-stack mix and the rest are IPv6 (ClusterIPs from 2001:db8:ffff::/112).
 
 Correctness is asserted (every Service gets the IPs it asks for, no IP is held twice except by
 Services that may share it, a restart changes none); times are printed, with the targets of
@@ -56,9 +56,11 @@ BASELINE_THREADS = (1, 4, 8, 16)
 BASELINE_SECONDS = float(os.environ.get("LEIFUR_SCALE_BASELINE_SECONDS", "4"))
 NAMESPACES = 10
 
-SERVICE_CIDRS = ("198.18.0.0/16", "2001:db8:ffff::/112")
-POOLS = {"bench-v4": ["198.19.0.0/17"], "bench-v4-b": ["198.19.128.0/18"], "bench-v6": ["2001:db8:1::/112"]}
-REQUESTED_V4 = ipaddress.ip_address("198.19.120.0")  # far above what the lowest-free search reaches
+# The IPv4 ClusterIPs of the default /24 hold about 250 Services: the mix with IPv4 is the first 200.
+V4_SERVICES = 200
+POOLS = {"bench-v4": ["203.0.113.0/24"], "bench-v4-b": ["192.0.2.0/24"], "bench-v6": ["2001:db8:1::/112"],
+         "bench-v6-b": ["2001:db8:2::/112"]}
+REQUESTED_V4 = ipaddress.ip_address("203.0.113.200")  # far above what the lowest-free search reaches
 REQUESTED_V6 = ipaddress.ip_address("2001:db8:1::8000")
 MERGE = "application/merge-patch+json"
 WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"}
@@ -80,12 +82,28 @@ def service_name(i: int) -> tuple[str, str]:
 
 
 def service_body(i: int) -> dict:
-    """A mix in blocks of 20: 12 IPv4 (one with a requested IP, four sharing one IP, one from a named
-    pool), 6 IPv6 (one requested, two sharing), one PreferDualStack, one RequireDualStack."""
+    """A mix in blocks of 20. The first V4_SERVICES: 12 IPv4 (one with a requested IP, four sharing
+    one IP, one from a named pool), 6 IPv6 (one requested, two sharing), one PreferDualStack, one
+    RequireDualStack. The rest: IPv6, one requested, four sharing one IP, one from a named pool."""
     ns, name = service_name(i)
     r, block = i % 20, i // 20
     annotations: dict[str, str] = {}
     port = 80
+    if i >= V4_SERVICES:
+        if r == 0:
+            annotations[names.ANN_LOAD_BALANCER_IPS] = str(REQUESTED_V6 + block)
+        elif r in (1, 2, 3, 4):
+            annotations[names.ANN_ALLOW_SHARED_IP] = f"v6-{block}"
+            port = 1000 + r
+        elif r == 5:
+            annotations[names.ANN_ADDRESS_POOL] = "bench-v6-b"
+        return {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+            "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": False, "selector": {"app": name},
+                     "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
+                     "ports": [{"name": "p", "port": port, "protocol": "TCP"}]},
+        }
     if r < 12:
         families, policy = ["IPv4"], "SingleStack"
     elif r < 18:
@@ -117,6 +135,8 @@ def service_body(i: int) -> dict:
 
 def expected_families(i: int) -> list[int]:
     r = i % 20
+    if i >= V4_SERVICES:
+        return [6]
     return [4] if r < 12 else [6] if r < 18 else [4, 6]
 
 
@@ -142,7 +162,7 @@ def api_client_for(kubeconfig: Path, pool: int = 48) -> client.ApiClient:
 @contextlib.contextmanager
 def world() -> Iterator[tuple[controlplane.ControlPlane, client.ApiClient]]:
     """A fresh API server with Leifur's CRDs, the benchmark's pools and namespaces."""
-    cp = controlplane.start(service_cidrs=SERVICE_CIDRS)
+    cp = controlplane.start()
     try:
         api = api_client_for(cp.kubeconfig)
         install_crds(api)
@@ -365,6 +385,7 @@ def baseline_body(i: int) -> dict:
             # Another class: no controller of ours would touch them.
             "spec": {"type": "LoadBalancer", "loadBalancerClass": "example.com/not-leifur",
                      "allocateLoadBalancerNodePorts": False, "selector": {"app": "b"},
+                     "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
                      "ports": [{"name": "p", "port": 80, "protocol": "TCP"}]}}
 
 
@@ -386,7 +407,7 @@ def baseline(api: client.ApiClient) -> dict[str, float]:
             while time.monotonic() < stop_at:
                 name = mine[n % len(mine)]
                 body = {"status": {"loadBalancer": {"ingress": [
-                    {"ip": f"203.0.113.{(n // len(mine)) % 250 + 1}", "ipMode": "VIP"}]}}}
+                    {"ip": f"2001:db8:3::{(n // len(mine)) % 250 + 1:x}", "ipMode": "VIP"}]}}}
                 if typed:
                     core.patch_namespaced_service_status(name, "bench-baseline", body, _content_type=MERGE)
                 else:
