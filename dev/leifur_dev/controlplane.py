@@ -50,8 +50,6 @@ class ControlPlane:
     apiserver_port: int
     persistent: bool = False
     binaries: dict[str, Path] = field(default_factory=dict)
-    # IPv4 and IPv6 ranges for ClusterIPs; the scale benchmark needs more than a /24 of IPv4.
-    service_cidrs: tuple[str, ...] = SERVICE_CIDRS
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     startup_seconds: float = 0.0
 
@@ -99,7 +97,7 @@ class ControlPlane:
             f"--service-account-key-file={p / 'sa.key'}",
             f"--service-account-signing-key-file={p / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-cluster-ip-range={','.join(self.service_cidrs)}",
+            f"--service-cluster-ip-range={','.join(SERVICE_CIDRS)}",
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
             # No controller-manager creates default ServiceAccounts, so Pods could not be created.
@@ -281,8 +279,7 @@ def reap_orphans() -> list[str]:
     return runtime.Registry(_REGISTRY).reap_orphans(_teardown_record)
 
 
-def start(directory: Path | None = None, persistent: bool = False, log=None,
-          service_cidrs: tuple[str, ...] = SERVICE_CIDRS) -> ControlPlane:
+def start(directory: Path | None = None, persistent: bool = False, log=None) -> ControlPlane:
     """Build (once) and start etcd and kube-apiserver; return when /readyz says ok.
 
     persistent=True leaves the servers running after this process exits (``leifur-dev up``);
@@ -298,7 +295,7 @@ def start(directory: Path | None = None, persistent: bool = False, log=None,
         directory.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     cp = ControlPlane(directory, free_port(), free_port(), free_port(), persistent, binaries,
-                      service_cidrs=service_cidrs, owns_directory=owns)
+                      owns_directory=owns)
     try:
         cp._write_pki()
         cp._write_audit_policy()
