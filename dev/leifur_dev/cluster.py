@@ -299,13 +299,12 @@ class Cluster:
                 raise
 
 
-class ServedProcess:
+class ServedProcess(runtime.ChildProcess):
     """A program of ours run as a child process, with its metrics port: /metrics, /healthz and /readyz
     over HTTPS, read with the metrics reader's token (metrics_reader_token) as Prometheus would."""
 
     what = "process"
     log_path: Path
-    proc: subprocess.Popen | None = None
     token: str
 
     def base_url(self) -> str:
@@ -389,13 +388,3 @@ class ControllerProcess(ServedProcess):
         self.proc = runtime.spawn(self.argv, self.log_path, persistent=False)
         return self
 
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self, timeout: float = 20) -> int | None:
-        if self.proc is None:
-            return None
-        runtime.stop_child(self.proc, timeout)
-        return self.proc.returncode

@@ -109,7 +109,7 @@ def read_status_kib(pid: int, field: str) -> int | None:
     return None
 
 
-class MetalLBController:
+class MetalLBController(runtime.ChildProcess):
     """MetalLB's controller (the IP allocator; no speaker), run as a child process of ours.
 
     Flags, from v0.15.3's controller/main.go:
@@ -178,19 +178,6 @@ class MetalLBController:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self, timeout: float = 20) -> int | None:
-        """SIGTERM (SIGKILL after `timeout`) and reap; returns its exit code."""
-        if self.proc is None:
-            return None
-        runtime.stop_child(self.proc, timeout)
-        return self.proc.returncode
 
     def restart(self) -> MetalLBController:
         self.stop()

@@ -105,6 +105,25 @@ def stop_child(proc: subprocess.Popen, grace: float = 10.0) -> None:
         proc.wait()
 
 
+class ChildProcess:
+    """A program we started as a child process (`proc`): stopped or killed by its own PID only."""
+
+    proc: subprocess.Popen | None = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash, and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 20) -> int | None:
+        """SIGTERM (SIGKILL after `timeout`) and reap; its exit code."""
+        if self.proc is None:
+            return None
+        stop_child(self.proc, timeout)
+        return self.proc.returncode
+
+
 def die_with_parent() -> None:
     """preexec_fn: the child gets SIGTERM when the process that started it dies."""
     libc = ctypes.CDLL(None, use_errno=True)
