@@ -90,6 +90,7 @@ def service_body(i: int) -> dict:
     annotations: dict[str, str] = {}
     port = 80
     if i >= V4_SERVICES:
+        families, policy = ["IPv6"], "SingleStack"
         if r == 0:
             annotations[names.ANN_LOAD_BALANCER_IPS] = str(REQUESTED_V6 + block)
         elif r in (1, 2, 3, 4):
@@ -97,13 +98,20 @@ def service_body(i: int) -> dict:
             port = 1000 + r
         elif r == 5:
             annotations[names.ANN_ADDRESS_POOL] = "bench-v6-b"
-        return {
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": ns, "annotations": annotations},
-            "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": False, "selector": {"app": name},
-                     "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
-                     "ports": [{"name": "p", "port": port, "protocol": "TCP"}]},
-        }
+    else:
+        families, policy, port = _v4_mix(r, block, annotations)
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+        "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": False, "selector": {"app": name},
+                 "ipFamilies": families, "ipFamilyPolicy": policy,
+                 "ports": [{"name": "p", "port": port, "protocol": "TCP"}]},
+    }
+
+
+def _v4_mix(r: int, block: int, annotations: dict[str, str]) -> tuple[list[str], str, int]:
+    """Families, policy and port of the `r`th Service of a block of the IPv4 mix; its annotations."""
+    port = 80
     if r < 12:
         families, policy = ["IPv4"], "SingleStack"
     elif r < 18:
@@ -124,13 +132,7 @@ def service_body(i: int) -> dict:
         port = 1000 + r
     elif r == 5:
         annotations[names.ANN_ADDRESS_POOL] = "bench-v4-b"
-    return {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": ns, "annotations": annotations},
-        "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": False, "selector": {"app": name},
-                 "ipFamilies": families, "ipFamilyPolicy": policy,
-                 "ports": [{"name": "p", "port": port, "protocol": "TCP"}]},
-    }
+    return families, policy, port
 
 
 def expected_families(i: int) -> list[int]:
