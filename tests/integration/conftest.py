@@ -11,6 +11,7 @@ from kubernetes.client.rest import ApiException
 
 from leifur.model import names
 from leifur_dev.cluster import Cluster, ControllerProcess, install_crds, metrics_reader_token, wait_for
+from leifur_dev.pytest_plugin import failure_of
 
 
 @pytest.fixture(scope="session")
@@ -96,15 +97,9 @@ class Env:
 def env(cluster, control_plane, tmp_path, request):
     e = Env(cluster, control_plane, tmp_path)
     yield e
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
+    if failure_of(request.node):
         for c in e.controllers:
             print(f"--- {c.log_path.name} ---\n{c.log_tail(80)}")
     e.teardown()
 
 
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)

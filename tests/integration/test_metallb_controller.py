@@ -19,6 +19,7 @@ from kubernetes.client.rest import ApiException
 
 from leifur_dev import gobuild, metallb
 from leifur_dev.cluster import Cluster, wait_for
+from leifur_dev.pytest_plugin import failure_of
 
 pytestmark = pytest.mark.controlplane
 
@@ -84,8 +85,7 @@ class MetalLBWorld:
 def mlb(api_client, control_plane, metallb_crds, tmp_path, request):
     world = MetalLBWorld(api_client, control_plane.kubeconfig, tmp_path)
     yield world
-    report = getattr(request.node, "leifur_call_report", None)
-    if report is not None and report.failed:
+    if failure_of(request.node):
         for c in world.controllers:
             print(f"--- {c.log_path.name} ---\n{c.log_tail(60)}")
     world.teardown()
