@@ -169,9 +169,9 @@ class Lost:
 
 
 def lost(links: Sequence[Link], named_lists: Sequence[Sequence[str]] = ()) -> Lost:
-    """What this node lost to its down links: `select_interfaces` finds nothing for an IP exactly
-    when `blocks` says so, for every IP in a lost subnet and every list in `named_lists` that a
-    down link belongs to."""
+    """What this node lost to its down links: the subnets only they carry, and the lists of
+    `named_lists` with a down interface and none up. Never more than it lost: wherever the result
+    `blocks` an IP, `select_interfaces` finds no interface for it."""
     up_subnets = [n.network for link in links if not _exclusions(link) for n in link.networks
                   if not (n.version == 6 and n.ip.is_link_local)]
     down = [link for link in links if not link.up]
