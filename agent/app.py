@@ -27,7 +27,7 @@ from leifur.kube.events import EventRecorder
 from leifur.model import names
 from leifur.model.settings import AgentSettings
 
-from . import conflicts, metrics, prober, step
+from . import conflicts, heartbeat_wire, metrics, prober, step
 from .caches import Caches, peer_addresses
 from .heartbeat import Change, HeartbeatService
 from .heartbeat_keys import KeyDirectory
@@ -238,7 +238,7 @@ class Agent:
 
     def _lost(self, cluster: plan.Cluster, links: tuple[interfaces.Link, ...]) -> dict[str, interfaces.Lost]:
         """What down links keep nodes from announcing, ours told to the peers: they elect around it."""
-        mine = interfaces.lost(links, sorted(plan.interface_lists(cluster, self.node)))
+        mine = heartbeat_wire.fit(self.node, interfaces.lost(links, sorted(plan.interface_lists(cluster, self.node))))
         if mine != self._own_lost:
             if mine:
                 log.warning("links down: this node cannot announce in %s; its peers take those IPs over",

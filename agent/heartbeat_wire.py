@@ -72,15 +72,7 @@ class Heartbeat:
         return head + hmac.new(key, head, hashlib.sha256).digest()
 
     def _fitting(self) -> Heartbeat:
-        """This heartbeat with as much of `lost` as fits in MAX_DATAGRAM, signed or not (agents
-        refuse longer ones). What is left out is elected as if still usable: the node elected
-        then reports that it cannot announce the IP, as when nothing is said."""
-        hb, room = self, MAX_DATAGRAM - len(MAGIC2) - KEY_ID_BYTES - TAG_BYTES - len(f',"ts":{self.ts}')
-        while hb.lost and len(_json(hb._body())) > room:
-            subnets, named = hb.lost.subnets, hb.lost.named
-            smaller = Lost(subnets, named[:-1]) if named else Lost(subnets[:-1], named)
-            hb = dataclasses.replace(hb, lost=smaller)
-        return hb
+        return dataclasses.replace(self, lost=fit(self.node, self.lost))
 
 
 @dataclass(frozen=True)
@@ -101,6 +93,21 @@ class Keyring:
 
     def by_id(self, kid: bytes) -> tuple[bytes, ...]:
         return self._by_id.get(kid, ())
+
+
+def fit(node: str, lost: Lost) -> Lost:
+    """As much of `lost` as every heartbeat of `node` holds within MAX_DATAGRAM (agents refuse
+    longer ones), whatever its other fields: the agent elects with this, so that it decides about
+    itself as its peers do. What is left out is elected as if still usable: the node elected then
+    reports that it cannot announce the IP, as when nothing is said."""
+    def size(candidate: Lost) -> int:
+        longest = {"node": node, "inc": 2**63, "seq": 2**63, "ready": False, "leaving": False, "view": "v" * 64,
+                   "lost": candidate.as_dict(), "ts": 2**63}
+        return len(MAGIC2) + KEY_ID_BYTES + len(_json(longest)) + TAG_BYTES
+
+    while lost and size(lost) > MAX_DATAGRAM:
+        lost = Lost(lost.subnets, lost.named[:-1]) if lost.named else Lost(lost.subnets[:-1])
+    return lost
 
 
 def key_id(key: bytes) -> bytes:

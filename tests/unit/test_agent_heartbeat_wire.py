@@ -81,13 +81,17 @@ def test_the_signing_key_must_be_accepted() -> None:
 
 
 def test_what_does_not_fit_of_lost_is_left_out() -> None:
-    # A node name at its longest and 40 lost subnets: more than a datagram holds.
+    # A long node name and 40 lost subnets: more than a datagram holds.
     many = Lost(tuple(ipaddress.ip_network(f"2001:db8:{i:x}::/64") for i in range(40)), (("eth0", "eth1"),))
-    hb = Heartbeat("n" * 253, 7, 3, view="v" * 64, ts=NOW, lost=many)
+    fitting = wire.fit("n" * 63, many)
+    # The lists, shortened from their ends: named ones go first, as the rarer loss.
+    assert fitting.named == () and 0 < len(fitting.subnets) < 40
+    assert fitting.subnets == many.subnets[:len(fitting.subnets)]
+    assert wire.fit("n" * 63, fitting) == fitting and wire.fit("short", LOST) == LOST
+    assert wire.fit("n" * 253, many) == Lost()  # a name at its longest leaves no room
+    hb = Heartbeat("n" * 63, 7, 3, view="v" * 64, ts=NOW, lost=many)
     for data, keys in ((hb.seal(K1), Keyring(K1, (K1,))), (hb.encode(), None)):
         assert len(data) <= wire.MAX_DATAGRAM
         got = open_datagram(data, keys, accept_unsigned=False, now_ms=NOW, max_age_ms=10_000)
-        assert isinstance(got, Heartbeat) and got.node == hb.node
-        # The lists, shortened from their ends: named ones go first, as the rarer loss.
-        assert got.lost.named == () and 0 < len(got.lost.subnets) < 40
-        assert got.lost.subnets == many.subnets[:len(got.lost.subnets)]
+        # Exactly what the sender elects with (fit): it decides about itself as its peers do.
+        assert isinstance(got, Heartbeat) and got.node == hb.node and got.lost == fitting
