@@ -97,18 +97,6 @@ def l2_advertisement(name: str, namespace: str, **spec) -> dict:
             "spec": spec}
 
 
-def read_status_kib(pid: int, field: str) -> int | None:
-    """A `kB` field of /proc/PID/status (VmHWM, VmRSS, ...) in KiB, or None if the process is gone."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    return None
-
-
 class MetalLBController(runtime.ChildProcess):
     """MetalLB's controller (the IP allocator; no speaker), run as a child process of ours.
 
@@ -185,12 +173,12 @@ class MetalLBController(runtime.ChildProcess):
 
     def peak_rss_bytes(self) -> int | None:
         """Its peak resident memory so far (VmHWM), or None once it has exited."""
-        kib = read_status_kib(self.proc.pid, "VmHWM") if self.alive() and self.proc else None
+        kib = runtime.status_kib(self.proc.pid, "VmHWM") if self.alive() and self.proc else None
         return None if kib is None else kib * 1024
 
     def rss_bytes(self) -> int | None:
         """Its resident memory now (VmRSS), or None once it has exited."""
-        kib = read_status_kib(self.proc.pid, "VmRSS") if self.alive() and self.proc else None
+        kib = runtime.status_kib(self.proc.pid, "VmRSS") if self.alive() and self.proc else None
         return None if kib is None else kib * 1024
 
     def log_tail(self, lines: int = 40, width: int = 400) -> str:

@@ -105,6 +105,26 @@ def stop_child(proc: subprocess.Popen, grace: float = 10.0) -> None:
         proc.wait()
 
 
+def status_kib(pid: int, field: str) -> int | None:
+    """A `kB` field of /proc/PID/status (VmHWM, VmRSS, ...) in KiB, or None if the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return None
+
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """(peak, current) resident memory of a running process in KiB: VmHWM and VmRSS."""
+    peak, now = status_kib(pid, "VmHWM"), status_kib(pid, "VmRSS")
+    if peak is None or now is None:
+        raise ProcessLookupError(f"no memory figures for pid {pid}: has it exited?")
+    return peak, now
+
+
 class ChildProcess:
     """A program we started as a child process (`proc`): stopped or killed by its own PID only."""
 

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from leifur.announce.election import owner
+from leifur_dev import runtime
 from leifur_dev.cluster import wait_for
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.netns, pytest.mark.controlplane]
@@ -125,6 +126,5 @@ def test_steady_state_api_requests_and_memory_with_100_services(stack):
               f"({len(writes) * 60 / window:.1f} writes/min): {sorted({(r['verb'], r['resource']) for r in mine})}")
     for host in stack.lab.nodes:
         pid = stack.agents[host.name].proc.pid
-        with open(f"/proc/{pid}/status") as f:
-            fields = dict(line.split(":", 1) for line in f)
-        print(f"  {host.name}: peak RSS {fields['VmHWM'].strip()}, now {fields['VmRSS'].strip()}")
+        peak, now = runtime.memory_kib(pid)
+        print(f"  {host.name}: peak RSS {peak} kB, now {now} kB")

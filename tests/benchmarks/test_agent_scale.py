@@ -21,6 +21,7 @@ import pytest
 
 from leifur.announce.election import owner
 from leifur.model.settings import HeartbeatSettings
+from leifur_dev import runtime
 from leifur_dev.cluster import wait_for
 from leifur_dev.stack import Stack
 
@@ -160,12 +161,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def _rss(pid: int) -> tuple[str, str]:
-    with open(f"/proc/{pid}/status") as f:
-        fields = dict(line.split(":", 1) for line in f)
-    return fields["VmHWM"].strip(), fields["VmRSS"].strip()
-
-
 def _cpu_over(stack: Stack, window: float) -> dict[str, float]:
     pids = {h.name: stack.agents[h.name].proc.pid for h in stack.lab.nodes}
     before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
@@ -179,7 +174,7 @@ def test_agents_memory_and_cpu_with_thousands_of_services(stack):
     window = float(os.environ.get("LEIFUR_STEADY_SECONDS", "60"))
     stack.start()
     idle = _cpu_over(stack, window)
-    idle_rss = {h.name: _rss(stack.agents[h.name].proc.pid)[1] for h in stack.lab.nodes}
+    idle_rss = {h.name: runtime.memory_kib(stack.agents[h.name].proc.pid)[1] for h in stack.lab.nodes}
     pids = {h.name: stack.agents[h.name].proc.pid for h in stack.lab.nodes}
     before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
     t0 = time.monotonic()
@@ -195,5 +190,5 @@ def test_agents_memory_and_cpu_with_thousands_of_services(stack):
     print(f"  CPU per agent, {BIG} Services: median {statistics.median(busy.values()) * 100:.1f} % "
           f"of a core, max {max(busy.values()) * 100:.1f} %")
     for h in stack.lab.nodes:
-        peak, now = _rss(stack.agents[h.name].proc.pid)
-        print(f"  {h.name}: RSS without Services {idle_rss[h.name]}; with them: peak {peak}, now {now}")
+        peak, now = runtime.memory_kib(stack.agents[h.name].proc.pid)
+        print(f"  {h.name}: RSS without Services {idle_rss[h.name]} kB; with them: peak {peak} kB, now {now} kB")

@@ -42,7 +42,7 @@ from leifur.kube.client import request, send
 from leifur.kube.informer import Informer
 from leifur.model import names
 from leifur.model.objects import key_of
-from leifur_dev import controlplane
+from leifur_dev import controlplane, runtime
 from leifur_dev.cluster import ControllerProcess, install_crds, metrics_reader_token, wait_for
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.controlplane]
@@ -277,12 +277,6 @@ def rounded(t: float | None) -> float | None:
     return None if t is None else round(t, 2)
 
 
-def memory_kb(pid: int) -> tuple[int, int]:
-    """(peak RSS, current RSS) in kB, from /proc."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmHWM"].split()[0]), int(fields["VmRSS"].split()[0])
-
-
 # -- watching for IPs -------------------------------------------------------------------------
 
 class IPWatch:
@@ -494,7 +488,7 @@ def test_backlog_throughput(n, tmp_path):
             done = watch.wait_all(set(created), timeout=max(600, n / 5), proc=proc)
             first = min(watch.first.values())
             quiet_after, after = wait_quiet(api, started)
-            peak, rss = memory_kb(proc.proc.pid)
+            peak, rss = runtime.memory_kib(proc.proc.pid)
             ips = all_ips(api)
         finally:
             watch.stop()
@@ -532,7 +526,7 @@ def test_live_creation_then_restart(tmp_path):
         try:
             started = time.monotonic()
             ready = wait_health_ready(proc)
-            empty = memory_kb(proc.proc.pid)[1]
+            empty = runtime.memory_kib(proc.proc.pid)[1]
             print(f"  controller ready {ready - started:.1f} s after start (no Services), RSS {empty / 1024:.0f} MB")
             before = api_writes(api)
             t0 = time.monotonic()
@@ -540,7 +534,7 @@ def test_live_creation_then_restart(tmp_path):
             done = watch.wait_all(set(created), timeout=max(600, n / 5), proc=proc)
             latencies = sorted(watch.first[k] - created[k] for k in created)
             _, after = wait_quiet(api, t0)
-            peak, rss = memory_kb(proc.proc.pid)
+            peak, rss = runtime.memory_kib(proc.proc.pid)
             ips = all_ips(api)
             check_allocation(ips, n)
             writes = after - before
@@ -571,7 +565,7 @@ def test_live_creation_then_restart(tmp_path):
             ready = wait_health_ready(restarted)
             _, synced = wait_synced(restarted, n)
             quiet_after, after = wait_quiet(api, started)
-            peak, rss = memory_kb(restarted.proc.pid)
+            peak, rss = runtime.memory_kib(restarted.proc.pid)
             again = all_ips(api)
             changed = sorted(k for k in ips if again.get(k) != ips[k])
             writes = after - before
