@@ -17,6 +17,7 @@ from leifur.controller.reconcile import address_conflict
 from leifur.ipam.allocator import AllocationError
 from leifur.ipam.pool import Pool
 from leifur.ipam.selectors import candidate_pools
+from leifur.model import annotations as ann
 from leifur.model import names, service
 from leifur.model.objects import key_of
 
@@ -49,10 +50,11 @@ def _request(req: service.ServiceRequest, svc: dict) -> dict:
     spec = svc.get("spec") or {}
     source = None
     if req.requested:
-        source = "spec.loadBalancerIP" if spec.get("loadBalancerIP") else names.ANN_LOAD_BALANCER_IPS
+        source = ("spec.loadBalancerIP" if spec.get("loadBalancerIP")
+                  else ann.read(svc["metadata"].get("annotations"), names.ANN_LOAD_BALANCER_IPS).source)
     return {"families": [f"IPv{v}" for v in req.families], "ipFamilyPolicy": req.policy,
             "requestedIPs": [str(ip) for _, ip in sorted(req.requested.items())], "requestedIPsFrom": source,
-            "pool": req.pool, "sharingKey": req.traits.sharing_key,
+            "pool": req.pool, "poolFrom": req.pool_from if req.pool else None, "sharingKey": req.traits.sharing_key,
             "externalTrafficPolicy": req.traits.traffic_policy}
 
 
@@ -65,13 +67,13 @@ def _pool_hints(snap: Snapshot, rb: analysis.Rebuilt, req: service.ServiceReques
     if req.pool is not None:
         if req.pool not in parsed:
             close = difflib.get_close_matches(req.pool, list(parsed), n=1)
-            hints.append(f"the annotation {names.ANN_ADDRESS_POOL} names pool {req.pool!r}, which does not exist"
+            hints.append(f"the annotation {req.pool_from} names pool {req.pool!r}, which does not exist"
                          + (f"; did you mean {close[0]!r}?" if close else "")
                          + f" (pools: {', '.join(sorted(parsed)) or 'none'})")
         elif not isinstance(parsed[req.pool], Pool):
-            hints.append(f"pool {req.pool} (named by {names.ANN_ADDRESS_POOL}) is invalid: {parsed[req.pool]}")
+            hints.append(f"pool {req.pool} (named by {req.pool_from}) is invalid: {parsed[req.pool]}")
         elif req.pool in deleting:
-            hints.append(f"pool {req.pool} (named by {names.ANN_ADDRESS_POOL}) is being deleted: no new IPs come "
+            hints.append(f"pool {req.pool} (named by {req.pool_from}) is being deleted: no new IPs come "
                          "from it")
         return hints
     if candidates:
@@ -239,7 +241,7 @@ def _request_text(req: dict) -> str:
     if req["requestedIPs"]:
         parts.append(f"IPs {', '.join(req['requestedIPs'])} (from {req['requestedIPsFrom']})")
     if req["pool"]:
-        parts.append(f"pool {req['pool']} (from {names.ANN_ADDRESS_POOL})")
+        parts.append(f"pool {req['pool']} (from {req['poolFrom']})")
     if req["sharingKey"]:
         parts.append(f"sharing key {req['sharingKey']!r}")
     if req["externalTrafficPolicy"] != "Cluster":

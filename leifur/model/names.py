@@ -13,6 +13,13 @@ ANN_LOAD_BALANCER_IPS = "leifur.io/load-balancer-ips"
 ANN_ALLOW_SHARED_IP = "leifur.io/allow-shared-ip"
 # ...and the one we write.
 ANN_ALLOCATED_FROM_POOL = "leifur.io/ip-allocated-from-pool"
+# MetalLB's spellings of the three we read, in MetalLB's own order of precedence (it reads
+# metallb.io before the deprecated metallb.universe.tf). Ours win over both.
+METALLB_ALIASES: dict[str, tuple[str, ...]] = {
+    ANN_ADDRESS_POOL: ("metallb.io/address-pool", "metallb.universe.tf/address-pool"),
+    ANN_LOAD_BALANCER_IPS: ("metallb.io/loadBalancerIPs", "metallb.universe.tf/loadBalancerIPs"),
+    ANN_ALLOW_SHARED_IP: ("metallb.io/allow-shared-ip", "metallb.universe.tf/allow-shared-ip"),
+}
 
 SERVICE_FINALIZER = "leifur.io/load-balancer"
 POOL_FINALIZER = "leifur.io/pool-protection"

@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from leifur.model import annotations as ann
 from leifur.model import names
 from leifur.model.objects import Object, key_of
 
@@ -57,6 +58,9 @@ class ServiceRequest:
     pool: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     allocated_from: tuple[str, ...] = ()  # the pools our annotation says its IPs came from
+    pool_from: str = names.ANN_ADDRESS_POOL  # the annotation that named `pool` (ours or MetalLB's)
+    shown: tuple[IP, ...] = ()  # the IPs its status shows, whoever wrote them
+    notes: tuple[str, ...] = ()  # annotations ignored because another spelling wins
 
     @property
     def required_families(self) -> tuple[int, ...]:
@@ -86,7 +90,7 @@ def traits_of(svc: Object) -> ServiceTraits:
     annotations = svc["metadata"].get("annotations") or {}
     return ServiceTraits(
         key=key_of(svc),
-        sharing_key=annotations.get(names.ANN_ALLOW_SHARED_IP) or None,
+        sharing_key=ann.read(annotations, names.ANN_ALLOW_SHARED_IP).value or None,
         ports=ports,
         traffic_policy=policy,
         selector=frozenset(selector.items()) if isinstance(selector, dict) and selector else None,
@@ -124,21 +128,20 @@ def _parse_ip(text: str, where: str) -> IP:
 
 
 def requested_ips(svc: Object) -> list[IP]:
-    """IPs asked for by spec.loadBalancerIP or the leifur.io/load-balancer-ips annotation."""
+    """IPs asked for by spec.loadBalancerIP or the leifur.io/load-balancer-ips annotation (or MetalLB's)."""
     spec = svc.get("spec") or {}
-    annotations = svc["metadata"].get("annotations") or {}
+    asked = ann.read(svc["metadata"].get("annotations"), names.ANN_LOAD_BALANCER_IPS)
     from_spec = spec.get("loadBalancerIP") or ""
-    from_annotation = annotations.get(names.ANN_LOAD_BALANCER_IPS) or ""
+    from_annotation = asked.value or ""
     if from_spec and from_annotation:
         raise ServiceSpecError(
-            f"both spec.loadBalancerIP and the {names.ANN_LOAD_BALANCER_IPS} annotation are set; "
-            "use only the annotation"
+            f"both spec.loadBalancerIP and the {asked.source} annotation are set; use only the annotation"
         )
     if from_spec:
         return [_parse_ip(from_spec, "spec.loadBalancerIP")]
-    ips = [_parse_ip(t, names.ANN_LOAD_BALANCER_IPS) for t in from_annotation.split(",") if t.strip()]
+    ips = [_parse_ip(t, asked.source) for t in from_annotation.split(",") if t.strip()]
     if len({ip.version for ip in ips}) != len(ips):
-        raise ServiceSpecError(f"{names.ANN_LOAD_BALANCER_IPS}: at most one IP per family, got {from_annotation!r}")
+        raise ServiceSpecError(f"{asked.source}: at most one IP per family, got {from_annotation!r}")
     return ips
 
 
@@ -164,9 +167,10 @@ def parse(svc: Object) -> ServiceRequest:
             "ipFamilyPolicy RequireDualStack: request one IP of each family, or none and let the pools choose"
         )
     annotations = meta.get("annotations") or {}
-    pool = annotations.get(names.ANN_ADDRESS_POOL)
+    named = ann.read(annotations, names.ANN_ADDRESS_POOL)
+    pool = named.value
     if pool is not None and not pool.strip():
-        raise ServiceSpecError(f"{names.ANN_ADDRESS_POOL} is empty; name an IPAddressPool or remove it")
+        raise ServiceSpecError(f"{named.source} is empty; name an IPAddressPool or remove it")
     return ServiceRequest(
         key=key_of(svc),
         namespace=meta["namespace"],
@@ -175,7 +179,10 @@ def parse(svc: Object) -> ServiceRequest:
         policy=policy,
         requested=requested,
         pool=pool.strip() if pool else None,
+        pool_from=named.source,
         labels=dict(meta.get("labels") or {}),
         allocated_from=tuple(p.strip() for p in (annotations.get(names.ANN_ALLOCATED_FROM_POOL) or "").split(",")
                              if p.strip()),
+        shown=tuple(ingress_ips(svc)),
+        notes=tuple(ann.disagreements(annotations)),
     )

@@ -157,11 +157,12 @@ def test_every_crd_field_is_in_the_reference_and_nothing_else(crd_file: Path, re
 
 def test_every_service_annotation_is_in_the_reference_and_nothing_else(reference: str) -> None:
     in_code = {value for name, value in vars(names).items() if name.startswith("ANN_")}
+    in_code |= {alias for aliases in names.METALLB_ALIASES.values() for alias in aliases}
     heading = "### Annotations"
     documented = {a for a in column(table_rows(section(reference, heading)), "annotation") if "/" in a}
     missing = sorted(in_code - documented)
     assert not missing, (f"{REF}, table under {heading!r}: add a row for the annotations of leifur/model/names.py "
-                         f"that are not documented: {', '.join(missing)}")
+                         f"(ANN_* and METALLB_ALIASES) that are not documented: {', '.join(missing)}")
     unknown = sorted(documented - in_code)
     assert not unknown, (f"{REF}, table under {heading!r} documents annotations that leifur/model/names.py does not "
                          f"define (ANN_*): {', '.join(unknown)}; remove or rename those rows")
