@@ -2,15 +2,16 @@
 
 The allocator is the only state touched; the caller holds its lock and writes the outcome
 to the API afterwards. Rules: never renumber a Service unless its user asked (requested
-IPs, pool annotation, families); RequireDualStack gets both families or nothing;
-PreferDualStack takes what it can.
+IPs, pool annotation, families); an IP a Service shows when it becomes ours (MetalLB's, or a
+hand edit) is adopted, and one that cannot be is reported and left where it is, never replaced;
+RequireDualStack gets both families or nothing; PreferDualStack takes what it can.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from leifur.ipam.allocator import AllocationError, Allocator
+from leifur.ipam.allocator import NOT_IN_POOL, AllocationError, Allocator
 from leifur.ipam.selectors import candidate_pools
 from leifur.model.service import IP, ServiceRequest, ServiceTraits
 
@@ -21,9 +22,19 @@ REASON_PARTIAL = "PartiallyAllocated"
 @dataclass
 class Outcome:
     ips: list[tuple[IP, str | None]] = field(default_factory=list)  # (ip, pool), in the Service's family order
+    adopted: list[IP] = field(default_factory=list)  # shown in its status before it was ours, now held
+    kept: list[IP] = field(default_factory=list)  # shown in its status, not held (adoption refused): left there
     ok: bool = True
     reason: str = REASON_ALLOCATED
     message: str = ""
+    families: tuple[int, ...] = (4, 6)  # the Service's order, for the status
+    notes: tuple[str, ...] = ()  # annotations ignored because another spelling wins (also in the message)
+
+    @property
+    def shown(self) -> list[IP]:
+        """What its status shows: what it holds and what it keeps, in the Service's family order."""
+        ips = [ip for ip, _ in self.ips] + self.kept
+        return sorted(ips, key=lambda ip: self.families.index(ip.version) if ip.version in self.families else 9)
 
     @property
     def pools(self) -> list[str]:
@@ -62,22 +73,47 @@ def apply_traits(alloc: Allocator, traits: ServiceTraits) -> None:
                 alloc.release_ip(traits.key, ip)
 
 
+def _adoptable(req: ServiceRequest, held_before: list[IP], wanted: tuple[int, ...]) -> dict[int, IP]:
+    """Per family, the IP its status shows that we did not give it: one of a Service that just
+    became ours, or one we lost at a restart to an older claim. Not one we released ourselves in
+    this sync (it now conflicts), and not where the user requests an exact IP."""
+    out: dict[int, IP] = {}
+    for ip in req.shown:
+        if ip.version in wanted and ip.version not in req.requested and ip not in held_before:
+            out.setdefault(ip.version, ip)
+    return out
+
+
 def allocate(alloc: Allocator, req: ServiceRequest, namespace_labels: dict[str, str]) -> Outcome:
     """Bring the allocator in line with what the Service asks for, and say what it got."""
     key = req.key
-    apply_traits(alloc, req.traits)
     snapshot = alloc.ips_of(key)
+    apply_traits(alloc, req.traits)
 
     wanted = tuple(f for f in req.families if not req.requested or f in req.requested)
     for ip in alloc.ips_of(key):
         if ip.version not in wanted:
             alloc.release_ip(key, ip)
+    adoptable = _adoptable(req, snapshot, wanted)
 
     candidates = candidate_pools(alloc.pools.values(), req.namespace, namespace_labels, req.labels, req.pool)
     got: dict[int, tuple[IP, str | None]] = {}
     failures: list[AllocationError] = []
+    adopted: list[IP] = []
     for version in wanted:
         held = [ip for ip in alloc.ips_of(key) if ip.version == version]
+        if not held and version in adoptable:
+            shown = adoptable[version]
+            try:
+                alloc.adopt(req.traits, shown)
+            except AllocationError as e:
+                # Another Service holds it: the conflict is reported, and neither Service moves.
+                failures.append(AllocationError(e.reason, f"its status shows {shown}, but {e}; it is left "
+                                                f"there and not replaced until the conflict is resolved",
+                                                e.holders))
+                continue
+            adopted.append(shown)
+            held = [shown]
         try:
             if version in req.requested:
                 ip = req.requested[version]
@@ -105,11 +141,19 @@ def allocate(alloc: Allocator, req: ServiceRequest, namespace_labels: dict[str, 
         for ip in snapshot:
             alloc.adopt(req.traits, ip)
         got = {ip.version: (ip, _origin(alloc, ip, req.allocated_from)) for ip in alloc.ips_of(key)}
-    out = Outcome(ips=[got[v] for v in wanted if v in got])
+    out = Outcome(ips=[got[v] for v in wanted if v in got], families=wanted)
+    out.adopted = [ip for ip in adopted if any(ip == g for g, _ in out.ips)]
+    out.kept = [ip for v, ip in adoptable.items() if v not in got]
+    if not req.allocated_from:
+        # Never allocated from one of our pools: shown before it was ours, outside all of them. It
+        # keeps it (nobody else gets it), but no agent announces it.
+        failures += [AllocationError(NOT_IN_POOL, f"its status shows {ip}, which no IPAddressPool contains: "
+                                     "kept, but not announced; add it to a pool, or request another IP")
+                     for ip, pool in out.ips if pool is None and ip not in req.requested.values()]
     if failures:
         detail = "; ".join(str(e) for e in failures)
         # PreferDualStack is satisfied by any family; every other policy wants them all.
-        out.ok = bool(got) and req.policy == "PreferDualStack"
+        out.ok = bool(got) and req.policy == "PreferDualStack" and not out.kept
         out.reason = REASON_PARTIAL if out.ok else failures[0].reason
         if req.required_families and not got:
             out.message = f"RequireDualStack needs an IP of every family and none was assigned: {detail}"
@@ -121,4 +165,7 @@ def allocate(alloc: Allocator, req: ServiceRequest, namespace_labels: dict[str, 
         out.message = "assigned " + ", ".join(
             f"{ip}" + (f" from pool {p}" if p else " (outside every pool)") for ip, p in out.ips
         )
+    if req.notes:
+        out.notes = req.notes
+        out.message += "; " + "; ".join(req.notes)
     return out

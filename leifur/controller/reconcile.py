@@ -84,14 +84,17 @@ class State:
             return before != self.allocator.pools
 
     def adopt_all(self, services: list[dict], lb_class: str | None) -> list[tuple[str, list[str], str]]:
-        """Load every IP our Services hold from their status, oldest Service first: if two claim one
-        IP they may not share (a hand edit), the older keeps it. Returns what the younger ones lost:
-        (Service key, the holders, why). Pure bookkeeping: no API calls."""
+        """Load every IP our Services show in their status, before anything new is allocated: those
+        we numbered, and those that became ours showing IPs someone else gave them (MetalLB's, before
+        their first sync). If two claim one IP they may not share, ours wins over a newcomer's, then
+        the older Service. Returns what the others lost: (Service key, the holders, why). Pure
+        bookkeeping: no API calls."""
         lost = []
-        svcs = sorted(services, key=lambda s: (s["metadata"].get("creationTimestamp", ""), key_of(s)))
+        svcs = sorted(services, key=lambda s: (not holds_ours(s, lb_class),
+                                               s["metadata"].get("creationTimestamp", ""), key_of(s)))
         with self.lock:
             for svc in svcs:
-                if not holds_ours(svc, lb_class):
+                if not (holds_ours(svc, lb_class) or service.is_ours(svc, lb_class)):
                     continue
                 try:
                     traits = service.traits_of(svc)
@@ -245,7 +248,9 @@ class ServiceReconciler:
                 with contextlib.suppress(service.ServiceSpecError):
                     allocation.apply_traits(alloc, service.traits_of(svc))
                 held = [(ip, alloc.pool_of(ip)) for ip in alloc.ips_of(key)]
-                outcome = allocation.Outcome(ips=held, ok=False, reason=e.reason, message=str(e))
+                # One that was never ours keeps what its status shows, untouched, until it is readable.
+                kept = [] if held else service.ingress_ips(svc)
+                outcome = allocation.Outcome(ips=held, kept=kept, ok=False, reason=e.reason, message=str(e))
             else:
                 outcome = allocation.allocate(alloc, req, ns_labels)
             freed = held_before - set(alloc.ips_of(key))
@@ -262,7 +267,7 @@ class ServiceReconciler:
         key = key_of(svc)
         meta = svc["metadata"]
         before = [str(ip) for ip in service.ingress_ips(svc)]
-        after = [str(ip) for ip, _ in outcome.ips]
+        after = [str(ip) for ip in outcome.shown]
         current = (meta.get("annotations") or {}).get(names.ANN_ALLOCATED_FROM_POOL)
         origin = set(outcome.pools)
         if current and any(p is None for _, p in outcome.ips):
@@ -288,6 +293,12 @@ class ServiceReconciler:
             if after != before and after:
                 self.recorder.event(svc, "Normal", "IPAllocated", outcome.message)
                 metrics.ALLOCATIONS.inc()
+            if outcome.adopted:
+                self.recorder.event(svc, "Normal", "IPAdopted",
+                                    f"kept {', '.join(map(str, outcome.adopted))}, which its status showed before "
+                                    f"Leifur handled it: {outcome.message}")
+            for note in outcome.notes:
+                self.recorder.event(svc, "Warning", "AnnotationIgnored", note)
             if not outcome.ok or outcome.reason != allocation.REASON_ALLOCATED:
                 self.recorder.event(svc, "Warning", "AllocationFailed", f"{outcome.reason}: {outcome.message}")
                 metrics.ALLOCATION_FAILURES.labels(outcome.reason).inc()

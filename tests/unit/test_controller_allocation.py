@@ -159,3 +159,73 @@ def test_a_held_ip_keeps_the_pool_it_came_from_when_an_overlapping_pool_appears(
     # With the pool it came from gone, the IP is credited to the pool that still contains it.
     alloc.set_pools([parse_pool("a-overlap", {"addresses": ["192.0.2.0/30"]})])
     assert allocation.allocate(alloc, service.parse(held), {}).pools == ["a-overlap"]
+
+
+# -- adoption: a Service that becomes ours showing IPs someone else gave it (MetalLB, a hand edit) --
+
+
+def showing(obj: dict, *ips: str) -> dict:
+    obj["status"] = {"loadBalancer": {"ingress": [{"ip": i} for i in ips]}}
+    return obj
+
+
+DUAL = {"ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "PreferDualStack"}
+ADOPTION_CASES = [
+    # name, a Service already holding .1 (its annotations), the newcomer, held after, kept in status, reason
+    ("in-a-pool-kept-as-it-is", None, showing(svc(), "192.0.2.2"), [("192.0.2.2", "v4")], [], "Allocated"),
+    ("not-the-lowest-free-address", None, showing(svc(), "192.0.2.3"), [("192.0.2.3", "v4")], [], "Allocated"),
+    ("dual-stack-both-kept", None, showing(svc(**DUAL), "192.0.2.2", "2001:db8::2"),
+     [("192.0.2.2", "v4"), ("2001:db8::2", "v6")], [], "Allocated"),
+    ("outside-every-pool-kept-and-reported", None, showing(svc(), "198.51.100.9"), [("198.51.100.9", None)], [],
+     "NotInPool"),
+    ("held-by-one-it-may-not-share-with-left-there-and-reported", {},
+     showing(svc(), "192.0.2.1"), [], ["192.0.2.1"], "Taken"),
+    ("shared-under-metallbs-sharing-key", {"metallb.io/allow-shared-ip": "k"},
+     showing(svc(annotations={"metallb.universe.tf/allow-shared-ip": "k"}, ports=[{"port": 81}]), "192.0.2.1"),
+     [("192.0.2.1", "v4")], [], "Allocated"),
+    ("one-family-refused-the-other-kept", {},
+     showing(svc(**DUAL), "192.0.2.1", "2001:db8::2"), [("2001:db8::2", "v6")], ["192.0.2.1"], "Taken"),
+    ("require-dual-stack-one-refused-holds-neither-and-keeps-both-shown", {},
+     showing(svc(ipFamilies=["IPv4", "IPv6"], ipFamilyPolicy="RequireDualStack"), "192.0.2.1", "2001:db8::2"),
+     [], ["192.0.2.1", "2001:db8::2"], "Taken"),
+    ("a-requested-ip-is-the-users-choice", None,
+     showing(svc(annotations={names.ANN_LOAD_BALANCER_IPS: "192.0.2.3"}), "192.0.2.2"), [("192.0.2.3", "v4")], [],
+     "Allocated"),
+    ("a-pool-named-that-does-not-contain-it-moves-it", None,
+     showing(svc(annotations={names.ANN_ADDRESS_POOL: "v4b"}), "192.0.2.2"), [("198.51.100.0", "v4b")], [],
+     "Allocated"),
+    ("a-family-no-longer-wanted-is-not-adopted", None, showing(svc(), "192.0.2.2", "2001:db8::2"),
+     [("192.0.2.2", "v4")], [], "Allocated"),
+]
+
+
+@pytest.mark.parametrize(("holder", "newcomer", "held", "kept", "reason"), [c[1:] for c in ADOPTION_CASES],
+                         ids=[c[0] for c in ADOPTION_CASES])
+def test_what_a_service_showing_ips_keeps_when_it_becomes_ours(holder, newcomer, held, kept, reason):
+    alloc = Allocator([parse_pool("v4", {"addresses": ["192.0.2.0/30"]}),
+                       parse_pool("v4b", {"addresses": ["198.51.100.0/31"], "autoAssign": False}),
+                       parse_pool("v6", {"addresses": ["2001:db8::/126"]})])
+    if holder is not None:
+        allocation.allocate(alloc, service.parse(svc("holder", annotations={names.ANN_LOAD_BALANCER_IPS: "192.0.2.1",
+                                                                            **holder})), {})
+    out = allocation.allocate(alloc, service.parse(newcomer), {})
+    assert [(str(i), p) for i, p in out.ips] == held
+    assert [str(i) for i in out.kept] == kept
+    assert out.reason == reason and out.ok == (reason == "Allocated")
+    assert [str(i) for i in alloc.ips_of("ns/web")] == [i for i, _ in held]
+    # What the status will show: nothing the Service showed is dropped unless it got what it asked for.
+    assert {str(i) for i in out.shown} == {i for i, _ in held} | set(kept)
+    if holder is not None:
+        assert [str(i) for i in alloc.ips_of("ns/holder")] == ["192.0.2.1"]  # the healthy one never moves
+
+
+def test_an_ip_given_up_in_this_sync_is_not_adopted_back():
+    # The user changed ports so that it may no longer share: it gives its IP up and gets another,
+    # although its status still shows the old one.
+    alloc = Allocator([parse_pool("v4", {"addresses": ["192.0.2.0/30"]})])
+    share = {names.ANN_ALLOW_SHARED_IP: "k"}
+    allocation.allocate(alloc, service.parse(svc("a", annotations=share)), {})
+    allocation.allocate(alloc, service.parse(svc("b", annotations=share, ports=[{"port": 81}])), {})
+    changed = showing(svc("b", annotations=share), "192.0.2.0")  # now port 80 too: a clash
+    out = allocation.allocate(alloc, service.parse(changed), {})
+    assert out.ok and [str(i) for i, _ in out.ips] == ["192.0.2.1"] and out.kept == []

@@ -379,6 +379,73 @@ def test_ips_shown_in_status_are_adopted_before_anything_new_is_allocated():
     assert w.sync(o) == []  # the adopted Service is already what it should be
 
 
+# -- adoption: Services another implementation numbered (MetalLB) become ours --------------------
+
+
+def numbered_elsewhere(name: str, ip: str, created: str = "2026-01-01T00:00:00Z", **kw) -> dict:
+    """A Service as MetalLB leaves it: its IP in the status, MetalLB's annotation, none of ours."""
+    obj = svc(name, **kw)
+    obj["metadata"]["creationTimestamp"] = created
+    obj["metadata"]["annotations"]["metallb.io/ip-allocated-from-pool"] = "lan"
+    obj["status"] = {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}
+    return obj
+
+
+def test_a_service_numbered_elsewhere_keeps_its_ip_and_its_status_ip_is_never_rewritten():
+    w = World({"lan": ["192.0.2.10-192.0.2.12"]})
+    a = w.add(numbered_elsewhere("a", "192.0.2.11"))
+    lines = w.sync(a)
+    assert writes(lines) == [
+        f"metadata ns/a: +{FIN}",
+        f"metadata ns/a: {FROM_POOL}=lan",  # from now on the agents announce it
+        "status ns/a: 192.0.2.11 [True Allocated]",  # the condition only: the same IP
+    ]
+    assert "event ns/a Normal IPAdopted" in lines and "event ns/a Normal IPAllocated" not in lines
+    assert w.held(a) == ["192.0.2.11"] and w.sync(a) == []
+
+
+def test_an_adoption_survives_a_restart_halfway_and_nothing_new_takes_an_adopted_ip():
+    w = World({"lan": ["192.0.2.10-192.0.2.13"]})
+    olds = [w.add(numbered_elsewhere(n, ip)) for n, ip in (("a", "192.0.2.12"), ("b", "192.0.2.10"))]
+    w.reconciler.rebuild(w.services.objects())
+    w.sync(olds[0])  # a is adopted, then the controller dies before b's turn
+    fresh = w.add(svc("new"))
+
+    restarted = World({"lan": ["192.0.2.10-192.0.2.13"]})
+    restarted.services.store = w.services.store
+    restarted.reconciler.rebuild(restarted.services.objects())
+    restarted.sync(fresh)  # the newcomer comes first, and must not get b's IP
+    for key in olds:
+        restarted.sync(key)
+    assert [restarted.shown(k) for k in (*olds, fresh)] == [["192.0.2.12"], ["192.0.2.10"], ["192.0.2.11"]]
+    assert all(restarted.condition(k)["status"] == "True" for k in (*olds, fresh))
+
+
+def test_two_services_shown_one_ip_they_may_not_share_neither_moves_and_the_newcomer_is_told():
+    w = World({"lan": ["192.0.2.10-192.0.2.12"]})
+    ours, theirs = w.add(svc("ours")), w.add(numbered_elsewhere("theirs", "192.0.2.10"))
+    w.sync(ours)
+    assert w.shown(ours) == ["192.0.2.10"]
+    w.sync(theirs)
+    assert w.shown(ours) == w.shown(theirs) == ["192.0.2.10"] and w.held(theirs) == []
+    cond = w.condition(theirs)
+    assert cond["status"] == "False" and cond["reason"] == "Taken" and "ns/ours" in cond["message"]
+    assert FROM_POOL not in w.services.store[theirs]["metadata"]["annotations"]  # so no agent announces it
+    # The user resolves it by asking for another IP: now it moves, because it was asked to.
+    w.edit(theirs, lambda o: o["metadata"]["annotations"].update({"metallb.io/loadBalancerIPs": "192.0.2.12"}))
+    w.sync(theirs)
+    assert w.shown(theirs) == ["192.0.2.12"] and w.shown(ours) == ["192.0.2.10"]
+
+
+def test_metallbs_annotation_disagreeing_with_ours_is_reported_and_ours_wins():
+    w = World({"lan": ["192.0.2.10-192.0.2.11"], "dmz": ["198.51.100.10"]})
+    a = w.add(svc("a", annotations={names.ANN_ADDRESS_POOL: "dmz", "metallb.io/address-pool": "lan"}))
+    lines = w.sync(a)
+    assert w.shown(a) == ["198.51.100.10"] and "event ns/a Warning AnnotationIgnored" in lines
+    assert "metallb.io/address-pool='lan' is ignored" in w.condition(a)["message"]
+    assert w.sync(a) == []  # reported once, not at every sync
+
+
 # -- what others wrote -------------------------------------------------------------------------
 
 
