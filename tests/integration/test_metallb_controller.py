@@ -7,88 +7,20 @@ handle in the same session, nor they its Services."""
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from leifur_dev import gobuild, metallb
-from leifur_dev.cluster import Cluster, wait_for
-from leifur_dev.pytest_plugin import failure_of
+from leifur_dev.cluster import wait_for
 
 pytestmark = pytest.mark.controlplane
 
 POOL_V4 = "203.0.113.224/29"
 POOL_V6 = "2001:db8:4d4c::/125"
-
-
-@pytest.fixture(scope="module")
-def metallb_crds(api_client) -> list[str]:
-    return metallb.install_crds(api_client)
-
-
-class MetalLBWorld:
-    """One test's MetalLB: its configuration namespace, its class, its controller(s)."""
-
-    def __init__(self, api_client: client.ApiClient, kubeconfig: Path, tmp: Path) -> None:
-        self.cluster = Cluster(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
-        self.kubeconfig = kubeconfig
-        self.tmp = tmp
-        suffix = uuid.uuid4().hex[:8]
-        self.ns = f"mlb-{suffix}"
-        self.lb_class = f"metallb.io/test-{suffix}"
-        self.cluster.ensure_namespace(self.ns)
-        self.controllers: list[metallb.MetalLBController] = []
-
-    def controller(self) -> metallb.MetalLBController:
-        c = metallb.MetalLBController(self.kubeconfig, self.tmp / f"metallb-{len(self.controllers) + 1}.log",
-                                      self.ns, lb_class=self.lb_class, log_level="debug")
-        self.controllers.append(c)
-        return c.start().wait_ready()
-
-    def create(self, body: dict) -> dict:
-        plural = {"IPAddressPool": metallb.POOLS, "L2Advertisement": metallb.L2ADVERTISEMENTS}[body["kind"]]
-        return self.custom.create_namespaced_custom_object(metallb.GROUP, metallb.VERSION, self.ns, plural, body)
-
-    def svc(self, name: str, lb_class: str | None = "", **spec) -> dict:
-        """A LoadBalancer Service in MetalLB's namespace, of its class unless told otherwise."""
-        cls = self.lb_class if lb_class == "" else lb_class
-        if cls:
-            spec["loadBalancerClass"] = cls
-        return self.cluster.create_service(self.ns, name, **spec)
-
-    def ips(self, name: str) -> list[str]:
-        return self.cluster.ips(self.ns, name)
-
-    def wait_ips(self, name: str, n: int = 1, timeout: float = 60) -> list[str]:
-        return wait_for(lambda: len(ips := self.ips(name)) == n and ips, timeout, what=f"{n} IP(s) on {name}")
-
-    def teardown(self) -> None:
-        for c in self.controllers:
-            c.stop()
-        for s in self.cluster.core.list_namespaced_service(self.ns).items:
-            self.cluster.delete_service(self.ns, s.metadata.name)
-        for plural in (metallb.POOLS, metallb.L2ADVERTISEMENTS):
-            with contextlib.suppress(ApiException):
-                self.custom.delete_collection_namespaced_custom_object(metallb.GROUP, metallb.VERSION, self.ns, plural)
-        with contextlib.suppress(ApiException):
-            self.cluster.core.delete_namespace(self.ns)
-
-
-@pytest.fixture
-def mlb(api_client, control_plane, metallb_crds, tmp_path, request):
-    world = MetalLBWorld(api_client, control_plane.kubeconfig, tmp_path)
-    yield world
-    if failure_of(request.node):
-        for c in world.controllers:
-            print(f"--- {c.log_path.name} ---\n{c.log_tail(60)}")
-    world.teardown()
 
 
 def in_pool(ip: str, cidr: str) -> bool:
