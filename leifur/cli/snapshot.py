@@ -76,7 +76,7 @@ def connect(kubeconfig: str | None, context: str | None = None) -> client.ApiCli
         raise CtlError(f"cannot use kubeconfig {path}: {e}") from None
 
 
-def _list(api: client.ApiClient, path: str, query: list[tuple[str, Any]] | None = None) -> list[dict]:
+def list_all(api: client.ApiClient, path: str, query: list[tuple[str, Any]] | None = None) -> list[dict]:
     """Every item of a LIST, page by page."""
     items: list[dict] = []
     cont = None
@@ -97,7 +97,7 @@ class _Reader:
     def list(self, what: str, path: str, *, required: bool = False,
              query: list[tuple[str, Any]] | None = None) -> list[dict]:
         try:
-            return _list(self.api, path, query)
+            return list_all(self.api, path, query)
         except ApiException as e:
             if e.status == 404 and path.startswith(_LEIFUR):
                 problem = (f"the API server does not serve {what}: are Leifur's CRDs installed "

@@ -187,6 +187,12 @@ def _inputs(paths: Iterable[str], report: Report) -> Iterator[tuple[str, str]]:
                 report.add(ERROR, None, f"cannot read: {e}", file=shown)
 
 
+def read(paths: Iterable[str], report: Report) -> Iterator[Document]:
+    """Every document of the files named, read as validate reads them; what cannot be read is an error in `report`."""
+    for file, text in _inputs(paths, report):
+        yield from _documents(file, text, report)
+
+
 def _duplicate_keys(node: yaml.Node, out: list[tuple[str, int, int]]) -> None:
     """(key, first line, repeated line) for every mapping key given twice: YAML would keep only the last."""
     if isinstance(node, yaml.MappingNode):
@@ -424,10 +430,19 @@ def _check_overlaps(report: Report, pools: dict[str, tuple[Document, Pool | None
 def validate(paths: Iterable[str]) -> Report:
     """Read every file and check every pool and advertisement in them, alone and together."""
     report = Report()
+    return _check(_inputs(paths, report), report)
+
+
+def validate_text(text: str, file: str = "<text>") -> Report:
+    """Check manifests given as text (what another command is about to print), as if read from `file`."""
+    return _check([(file, text)], Report(files=[file]))
+
+
+def _check(inputs: Iterable[tuple[str, str]], report: Report) -> Report:
     pools: dict[str, tuple[Document, Pool | None]] = {}
     ads: list[Document] = []
     seen: dict[tuple[str, str], Document] = {}
-    for file, text in _inputs(paths, report):
+    for file, text in inputs:
         for doc in _documents(file, text, report):
             if not isinstance(doc.data, dict):
                 report.add(ERROR, doc, f"not a Kubernetes object: a document must be a mapping with apiVersion, "
