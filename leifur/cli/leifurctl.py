@@ -1,6 +1,7 @@
 """leifurctl: the operator's tool for Leifur.
 
-status and explain read the cluster (read-only); validate checks manifests offline.
+status and explain read the cluster (read-only); validate checks manifests offline;
+migrate translates another load balancer's configuration (MetalLB's) into Leifur's.
 The development environment (control plane, demo) is not part of it: see leifur-dev.
 """
 
@@ -11,7 +12,7 @@ import os
 import sys
 
 import leifur
-from leifur.cli import output
+from leifur.cli import migrate, output
 
 
 def _emit(text: str) -> None:
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("-o", "--output", choices=output.FORMATS, default="table", help=_OUTPUT_HELP)
     validate.set_defaults(func=_validate)
 
+    migrate.register(sub)
     return p
 
 

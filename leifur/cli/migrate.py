@@ -1,0 +1,183 @@
+"""`leifurctl migrate`: moving a cluster's load-balancer configuration over to Leifur.
+
+`migrate from-metallb` reads MetalLB's objects (files, or the cluster), prints Leifur's on
+stdout and the report on stderr. The translation itself is leifur/cli/metallb.py; this module
+reads, prints and picks the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+
+from leifur.cli import metallb, output
+
+EXIT_OK = 0
+EXIT_UNREADABLE = 1  # a file or the cluster could not be read, or held no MetalLB object: nothing written
+EXIT_USAGE = 2
+EXIT_UNTRANSLATED = 3  # something could not be translated: nothing written, unless --allow-untranslated
+
+OUTPUT_FORMATS = ("yaml", "json")
+
+# What is read from the cluster: (kind, version, plural). BGPPeer's storage version is v1beta2.
+CLUSTER_KINDS = (
+    (metallb.POOL, "v1beta1", "ipaddresspools"),
+    (metallb.ADVERTISEMENT, "v1beta1", "l2advertisements"),
+    ("BGPPeer", "v1beta2", "bgppeers"),
+    ("BGPAdvertisement", "v1beta1", "bgpadvertisements"),
+    ("BFDProfile", "v1beta1", "bfdprofiles"),
+    ("Community", "v1beta1", "communities"),
+)
+_FROM_CLUSTER = "cluster"
+
+
+class Unreadable(RuntimeError):
+    """The input could not be read; the message is for the operator."""
+
+
+def read_files(paths: Iterable[str]) -> list[metallb.Source]:
+    """Every object in the files (YAML documents, JSON, Lists; directories one level deep; '-' is stdin)."""
+    from leifur.cli import validate
+
+    report = validate.Report()
+    sources = [metallb.Source(doc.data, f"{doc.file}:{doc.line}") for doc in validate.read(paths, report)]
+    problems = [f"{f.location}: {f.message}" for f in report.findings if f.level == validate.ERROR]
+    if problems:
+        raise Unreadable("cannot read the input:\n  " + "\n  ".join(problems))
+    return sources
+
+
+def read_cluster(kubeconfig: str | None, context: str | None, namespace: str) -> list[metallb.Source]:
+    """MetalLB's configuration objects in its namespace. A BGP kind whose CRD is missing is simply absent."""
+    import urllib3
+    from kubernetes.client.exceptions import ApiException
+
+    from leifur.cli import snapshot
+
+    api = snapshot.connect(kubeconfig, context)
+    sources = []
+    for kind, version, plural in CLUSTER_KINDS:
+        api_version = f"{metallb.GROUP}/{version}"
+        try:
+            items = snapshot.list_all(api, f"/apis/{api_version}/namespaces/{namespace}/{plural}")
+        except ApiException as e:
+            if e.status == 404 and kind not in metallb.TRANSLATED_KINDS:
+                continue
+            if e.status == 404:
+                raise Unreadable(f"the API server does not serve {api_version} {kind}: is MetalLB (v0.13 or "
+                                 "later) installed?") from None
+            raise Unreadable(f"listing {api_version} {kind} in {namespace} failed: {e.status} {e.reason}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise Unreadable(f"cannot reach the API server at {api.configuration.host}: {e}") from None
+        for item in items:
+            # A LIST's items carry no kind of their own in every API server version; the request says it.
+            sources.append(metallb.Source({**item, "apiVersion": api_version, "kind": kind}, _FROM_CLUSTER))
+    return sources
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def render(result: metallb.Translation, namespace: str, written: bool) -> str:
+    """The report for people: every finding, then what was translated and whether it was written."""
+    lines = []
+    if result.findings:
+        lines.append(output.table(
+            ("SOURCE", "OBJECT", "FIELD", "RESULT", "WHY"),
+            [(f.origin, f"{f.kind} {f.name}", f.field, f.level, f.message) for f in result.findings]))
+        lines.append("")
+    translated = ", ".join(_plural(result.count(k), k) for k in metallb.TRANSLATED_KINDS) or "nothing"
+    summary = f"translated {translated} from {namespace}"
+    if result.untranslated:
+        summary += f"; {result.untranslated} not translated"
+    if result.notes:
+        summary += f"; {_plural(result.notes, 'note')}"
+    lines.append(summary)
+    if result.skipped:
+        what = sorted({f"{s.api_version or '?'} {s.kind or '?'}" for s in result.skipped})
+        lines.append(f"skipped {_plural(len(result.skipped), 'object')} that MetalLB does not read "
+                     f"({', '.join(what)})")
+    if result.untranslated and not written:
+        lines.append(f"FAILED: nothing written. Check what is not translated above; --allow-untranslated writes the "
+                     f"{_plural(len(result.objects), 'object')} translated and exits 0")
+    elif result.untranslated:
+        lines.append("written without what is not translated (--allow-untranslated)")
+    return "\n".join(lines)
+
+
+def from_metallb(args: argparse.Namespace) -> int:
+    """`leifurctl migrate from-metallb`."""
+    if args.sources and (args.kubeconfig or args.context):
+        print("leifurctl: --kubeconfig and --context read MetalLB's objects from the cluster; with files given "
+              "they have no effect", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        sources = (read_files(args.sources) if args.sources
+                   else read_cluster(args.kubeconfig, args.context, args.namespace))
+    except Unreadable as e:
+        print(f"leifurctl: {e}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    result = metallb.translate(sources, args.namespace)
+    if not result.objects and not result.findings:
+        where = "in the files given" if args.sources else f"in namespace {args.namespace}"
+        print(f"leifurctl: no MetalLB object {where}; is MetalLB's namespace {args.namespace} (--namespace)?",
+              file=sys.stderr)
+        return EXIT_UNREADABLE
+    write = not result.untranslated or args.allow_untranslated
+    if write and result.objects:
+        text = metallb.dump(result.objects, args.output)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    print(render(result, args.namespace, write), file=sys.stderr)
+    return EXIT_OK if write else EXIT_UNTRANSLATED
+
+
+_DESCRIPTION = "Move a cluster's load-balancer configuration over to Leifur."
+
+_FROM_METALLB_DESCRIPTION = f"""\
+Translate MetalLB's configuration (metallb.io IPAddressPool and L2Advertisement) into Leifur's
+(leifur.io, cluster-scoped, same names and labels), and report, object by object and field by
+field, what could not be translated and why: BGP objects (Leifur has no BGP mode yet), fields
+MetalLB does not have, objects outside MetalLB's namespace. Notes say what is translated but
+behaves differently.
+
+Reads the files given, or, with none, MetalLB's objects in --namespace from the cluster. MetalLB
+reads its configuration only from its own namespace; so only objects there (or with no namespace,
+in files) are translated, and names cannot clash once cluster-scoped.
+
+Writes Leifur's objects on stdout (they pass `leifurctl validate`), the report on stderr.
+Exit codes: {EXIT_OK} everything translated (or --allow-untranslated); {EXIT_UNREADABLE} the input could not
+be read or held no MetalLB object; {EXIT_USAGE} wrong arguments; {EXIT_UNTRANSLATED} something could not be
+translated: then nothing is written, so that a pipe into kubectl applies nothing half-done."""
+
+_FROM_METALLB_EPILOG = """\
+examples:
+  leifurctl migrate from-metallb > leifur-config.yaml
+  leifurctl migrate from-metallb metallb/ --allow-untranslated -o json
+  kubectl get ipaddresspools,l2advertisements -n metallb-system -o yaml | leifurctl migrate from-metallb -"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `migrate` and its subcommands to leifurctl's parser."""
+    raw = argparse.RawDescriptionHelpFormatter
+    migrate = sub.add_parser("migrate", help="move configuration over from MetalLB", description=_DESCRIPTION,
+                             formatter_class=raw)
+    steps = migrate.add_subparsers(dest="migrate_command", required=True, title="steps")
+
+    p = steps.add_parser("from-metallb", help="translate MetalLB's pools and L2 advertisements into Leifur's",
+                         description=_FROM_METALLB_DESCRIPTION, epilog=_FROM_METALLB_EPILOG, formatter_class=raw)
+    p.add_argument("sources", nargs="*", metavar="FILE",
+                   help="YAML or JSON files (several objects per file, '---' or a List); a directory means its "
+                        ".yaml, .yml and .json files; '-' reads standard input. None: read the cluster")
+    p.add_argument("--kubeconfig", default=None, metavar="PATH",
+                   help="kubeconfig file, when reading the cluster (default: env KUBECONFIG, else ~/.kube/config)")
+    p.add_argument("--context", default=None, help="kubeconfig context to use (default: its current-context)")
+    p.add_argument("-n", "--namespace", default=metallb.DEFAULT_NAMESPACE,
+                   help=f"MetalLB's namespace, where it reads its configuration (default: "
+                        f"{metallb.DEFAULT_NAMESPACE})")
+    p.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="yaml",
+                   help="yaml (default: documents separated by '---') or json (one List)")
+    p.add_argument("--allow-untranslated", action="store_true",
+                   help="write what could be translated and exit 0 even if something could not be")
+    p.set_defaults(func=from_metallb)
