@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -137,3 +139,16 @@ def test_migrate_needs_a_step(capsys):
         leifurctl.main(["migrate"])
     assert exit_.value.code == migrate.EXIT_USAGE
     assert "from-metallb" in capsys.readouterr().err
+
+
+def test_the_example_of_the_migration_page_is_what_the_command_does(tmp_path, capsys):
+    page = (Path(__file__).resolve().parents[2] / "docs/operations/migration.md").read_text()
+    given = re.search(r"```yaml\n# metallb.yaml\n(.*?)```", page, re.S)
+    written = re.search(r"With `--allow-untranslated` it exits 0 and writes:\n\n```yaml\n(.*?)```", page, re.S)
+    assert given and written
+    path = write(tmp_path, "metallb.yaml", given.group(1))
+    code, out, err = run(capsys, path)
+    assert (code, out) == (migrate.EXIT_UNTRANSLATED, "")
+    assert "translated 1 IPAddressPool, 1 L2Advertisement from metallb-system; 1 not translated; 3 notes" in err
+    code, out, _ = run(capsys, path, "--allow-untranslated")
+    assert (code, out) == (migrate.EXIT_OK, written.group(1))
