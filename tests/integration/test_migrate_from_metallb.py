@@ -109,8 +109,8 @@ def test_an_l2_configuration_converts_from_the_cluster_validates_applies_and_all
         # Same name in another namespace, which MetalLB does not read: never seen by the converter.
         metallb.pool(first, "default", ["192.0.2.0/24"]),
     ]
-    config.apply(mlb_objects)
     try:
+        config.apply(mlb_objects)
         res = config.migrate()
         assert res.returncode == migrate.EXIT_OK, res.stderr
         converted = list(yaml.safe_load_all(res.stdout))
