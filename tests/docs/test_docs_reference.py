@@ -140,6 +140,9 @@ def test_every_crd_field_is_in_the_reference_and_nothing_else(crd_file: Path, re
     for version in crd["spec"]["versions"]:
         paths.update(schema_paths(version["schema"]["openAPIV3Schema"]))
     heading = f"### {kind}"
+    shorts = ", ".join(f"`{n}`" for n in crd["spec"]["names"].get("shortNames", []))
+    assert f"Short name {shorts}." in section(reference, heading), (
+        f"{REF}, under {heading!r}: say 'Short name {shorts}.', as {crd_file.relative_to(ROOT)} has it")
     documented = column(table_rows(section(reference, heading)), "field")
 
     missing = sorted(p for p, leaf in paths.items() if leaf and p not in documented)
