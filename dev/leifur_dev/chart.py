@@ -38,7 +38,7 @@ OTHER_VALUES = {
     "agent": {"logLevel": "warning", "metricsPort": 17473, "healthPort": 17476, "addressConflictPolicy": "yield",
               "extraArgs": ["--address-probe-count=0"],
               "resources": {"requests": {"cpu": "20m", "memory": "80Mi"}, "limits": {"memory": "160Mi"}},
-              "priorityClassName": "system-node-critical", "nodeSelector": {"kubernetes.io/os": "linux", "lan": "a"},
+              "priorityClassName": "system-cluster-critical", "nodeSelector": {"kubernetes.io/os": "linux", "lan": "a"},
               "tolerations": [{"key": "lan", "operator": "Exists", "effect": "NoSchedule"}],
               "terminationGracePeriodSeconds": 20},
 }
