@@ -1,21 +1,25 @@
 """Leifur's controller takes over from the real MetalLB controller (v0.15, built from its Go module)
-without renumbering a single Service: MetalLB numbers them, stops, its configuration is converted,
-and Leifur's controller adopts every IP, also when it is killed halfway through the adoption."""
+without renumbering a single Service: MetalLB numbers them, stops, its configuration is converted
+(`leifurctl migrate from-metallb`, applied with kubectl), and Leifur's controller adopts every IP,
+also when it is killed halfway through the adoption."""
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import subprocess
+import sys
 import threading
 import time
 import uuid
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from leifur.model import names
-from leifur_dev import metallb
+from leifur_dev import gobuild, metallb
 from leifur_dev.cluster import wait_for
 
 pytestmark = pytest.mark.controlplane
@@ -168,12 +172,19 @@ def test_every_service_metallb_numbered_keeps_its_ips_through_the_takeover(mlb, 
     watch = Watch(mlb.cluster, [ns_a, ns_b, ns_c])
     watch.start()
     try:
-        # The configuration converted (the same specs: Leifur speaks MetalLB's pool language).
-        for body in sources:
-            if body["kind"] == "IPAddressPool":
-                mlb.cluster.create_pool(body["metadata"]["name"], body["spec"]["addresses"],
-                                        **{k: v for k, v in body["spec"].items() if k != "addresses"})
-                env.pools.append(body["metadata"]["name"])
+        # The configuration converted by the real command, and applied as an operator would.
+        kubeconfig = str(env.cp.kubeconfig)
+        converted = subprocess.run([sys.executable, "-m", "leifur.cli.leifurctl", "migrate", "from-metallb",
+                                    "--kubeconfig", kubeconfig, "-n", mlb.ns], capture_output=True, text=True,
+                                   timeout=60)
+        assert converted.returncode == 0, converted.stderr
+        objects = [o for o in yaml.safe_load_all(converted.stdout) if o]
+        env.pools += [o["metadata"]["name"] for o in objects if o["kind"] == "IPAddressPool"]
+        assert sorted(env.pools) == sorted([hi, web, gen, manual])
+        applied = subprocess.run([str(gobuild.ensure_built("kubectl")), "--kubeconfig", kubeconfig, "apply",
+                                  "--server-side", "-f", "-"], input=converted.stdout, capture_output=True,
+                                 text=True, timeout=60)
+        assert applied.returncode == 0, applied.stderr
 
         def adopted(ns: str) -> set[str]:
             return {f"{ns}/{o.metadata.name}" for o in mlb.cluster.core.list_namespaced_service(ns).items
@@ -207,3 +218,6 @@ def test_every_service_metallb_numbered_keeps_its_ips_through_the_takeover(mlb, 
     finally:
         watch.stop()
         mlb.delete_services()  # while Leifur's controller runs, so that it lets go of them
+        with contextlib.suppress(ApiException):
+            mlb.cluster.custom.delete_cluster_custom_object(names.GROUP, names.VERSION, names.L2ADVERTISEMENTS,
+                                                            f"l2-{sfx}")

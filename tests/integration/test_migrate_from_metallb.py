@@ -26,11 +26,6 @@ from leifur_dev.cluster import wait_for
 pytestmark = pytest.mark.controlplane
 
 
-@pytest.fixture(scope="module")
-def metallb_crds(api_client) -> list[str]:
-    return metallb.install_crds(api_client)
-
-
 class MetalLBConfig:
     """A namespace of MetalLB configuration, and the Leifur objects made from it, removed afterwards."""
 
