@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("-o", "--output", choices=output.FORMATS, default="table", help=_OUTPUT_HELP)
     validate.set_defaults(func=_validate)
 
-    migrate.register(sub)
+    migrate.register(sub, _cluster_flags)
     return p
 
 

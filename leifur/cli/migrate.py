@@ -2,14 +2,15 @@
 
 `migrate from-metallb` reads MetalLB's objects (files, or the cluster), prints Leifur's on
 stdout and the report on stderr. The translation itself is leifur/cli/metallb.py; this module
-reads, prints and picks the exit code.
+reads, prints and picks the exit code. `migrate check` says what Leifur's controller and agents
+would do to the cluster's Services if they took over now (leifur/cli/takeover.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from leifur.cli import metallb, output
 
@@ -17,6 +18,7 @@ EXIT_OK = 0
 EXIT_UNREADABLE = 1  # a file or the cluster could not be read, or held no MetalLB object: nothing written
 EXIT_USAGE = 2
 EXIT_UNTRANSLATED = 3  # something could not be translated: nothing written, unless --allow-untranslated
+EXIT_WOULD_CHANGE = 3  # check: a Service would change IPs, keep them with a problem, or not be announced
 
 OUTPUT_FORMATS = ("yaml", "json")
 
@@ -158,8 +160,36 @@ examples:
   kubectl get ipaddresspools,l2advertisements -n metallb-system -o yaml | leifurctl migrate from-metallb -"""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add `migrate` and its subcommands to leifurctl's parser."""
+def check(args: argparse.Namespace) -> int:
+    """`leifurctl migrate check`."""
+    from leifur.cli import snapshot, takeover
+
+    snap = snapshot.fetch(snapshot.connect(args.kubeconfig, args.context))
+    rep = takeover.report(snap, args.load_balancer_class)
+    text = takeover.render(rep) if args.output == "table" else output.dump(rep, args.output)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK if rep["ok"] else EXIT_WOULD_CHANGE
+
+
+_CHECK_DESCRIPTION = f"""\
+Say what Leifur would do to the cluster's LoadBalancer Services if its controller and agents took
+over now, before they do: for every Service of the class (--load-balancer-class, as the
+controller will run), whether it keeps the IPs its status shows (Keeps), would get new ones (New:
+it shows none), would show others (Changes: a requested IP or a named pool says so), or keeps
+them with a problem the controller would report (Reported: no Leifur pool contains the IP, or
+another Service holds it and they may not share); and which node's agent would announce each IP,
+or why none would. Decided with the controller's and the agents' own code, from Leifur's pools
+and advertisements (apply the output of `migrate from-metallb` first) and the cluster's Services,
+Nodes and EndpointSlices, as if every Node ran an agent.
+
+Exit codes: {EXIT_OK} every Service keeps its IPs and every IP with ready endpoints would be announced;
+{EXIT_WOULD_CHANGE} something would change or not be announced (listed first); 1 the cluster could not be read."""
+
+
+def register(sub: argparse._SubParsersAction,
+             cluster_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add `migrate` and its subcommands to leifurctl's parser (`cluster_flags`: leifurctl's
+    --kubeconfig, --context, --load-balancer-class and -o, for the steps that read the cluster)."""
     raw = argparse.RawDescriptionHelpFormatter
     migrate = sub.add_parser("migrate", help="move configuration over from MetalLB", description=_DESCRIPTION,
                              formatter_class=raw)
@@ -181,3 +211,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-untranslated", action="store_true",
                    help="write what could be translated and exit 0 even if something could not be")
     p.set_defaults(func=from_metallb)
+
+    c = steps.add_parser("check", help="would every Service keep its IPs, and which node would announce them",
+                         description=_CHECK_DESCRIPTION, formatter_class=raw)
+    cluster_flags(c)
+    c.set_defaults(func=check)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import subprocess
 import sys
 import threading
@@ -185,6 +186,13 @@ def test_every_service_metallb_numbered_keeps_its_ips_through_the_takeover(mlb, 
                                   "--server-side", "-f", "-"], input=converted.stdout, capture_output=True,
                                  text=True, timeout=60)
         assert applied.returncode == 0, applied.stderr
+        # Before the switch: every Service would keep its IPs (the newcomer would get one).
+        checked = subprocess.run([sys.executable, "-m", "leifur.cli.leifurctl", "migrate", "check", "--kubeconfig",
+                                  kubeconfig, "--load-balancer-class", mlb.lb_class, "-o", "json"],
+                                 capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        states = {s["service"]: s["state"] for s in json.loads(checked.stdout)["services"]}
+        assert states == {**{k: "Keeps" for k in keys}, newcomer: "New"}
 
         def adopted(ns: str) -> set[str]:
             return {f"{ns}/{o.metadata.name}" for o in mlb.cluster.core.list_namespaced_service(ns).items
