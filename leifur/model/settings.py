@@ -122,7 +122,9 @@ class ConflictSettings:
 
 @dataclass(frozen=True)
 class AgentSettings:
-    metrics_port: int = 7473
+    # Not 7472, 7473 or 7946: MetalLB's speaker opens those on the node's network, and a cutover
+    # runs both on the same nodes (tests/integration/test_deploy_beside_metallb.py).
+    metrics_port: int = 7476
     # Plain HTTP, /healthz and /readyz only, for the kubelet's probes. The agent shares the node's
     # network, and so does the kubelet: loopback keeps the unauthenticated port off the LAN.
     health_address: str = "127.0.0.1:7475"
