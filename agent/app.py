@@ -24,6 +24,7 @@ from leifur.announce import interfaces, plan
 from leifur.announce.agreement import Agreement, Verdict, digest, owners
 from leifur.kube import timestamps
 from leifur.kube.events import EventRecorder
+from leifur.kube.metrics import family
 from leifur.model import names
 from leifur.model.settings import AgentSettings
 
@@ -301,9 +302,9 @@ class Agent:
             log.info("stopped announcing %s", ip)
         self.announced = after
         for mode in ("Responder", "Netlink"):
-            for family, version in (("ipv4", "."), ("ipv6", ":")):
-                metrics.ANNOUNCED.labels(family, mode).set(
-                    sum(1 for ip, a in after.items() if a.claim.mode == mode and version in ip))
+            for version, separator in ((4, "."), (6, ":")):
+                metrics.ANNOUNCED.labels(family(version), mode).set(
+                    sum(1 for ip, a in after.items() if a.claim.mode == mode and separator in ip))
         if after != before:
             self.records.set([Record(ip, a.claim.decision.services, a.claim.decision.pool, a.claim.interfaces,
                                      a.claim.mode, a.since) for ip, a in after.items()])

@@ -53,6 +53,6 @@ class InterfaceCounters:
 
 
 def for_interface(family: str, interface: str) -> InterfaceCounters:
-    """`family` is "ipv4" or "ipv6"."""
+    """`family` is leifur.kube.metrics.family(4) or family(6)."""
     return InterfaceCounters(*(m.labels(family, interface) for m in (REQUESTS, REPLIES, GRATUITOUS, MALFORMED,
                                                                       CONFLICTS)))

@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client import Counter
 
+from leifur.kube.metrics import family
+
 from . import arp, bpf, metrics, ndp
 from .arp import MalformedFrame
 
@@ -113,10 +115,10 @@ class Responder:
         self._count = gratuitous_count
         self._interval = gratuitous_interval
         self._on_conflict = on_conflict
-        self._m4 = metrics.for_interface("ipv4", ifname)
-        self._m6 = metrics.for_interface("ipv6", ifname)
-        self._err4 = metrics.PACKET_ERRORS.labels("ipv4", ifname)
-        self._err6 = metrics.PACKET_ERRORS.labels("ipv6", ifname)
+        self._m4 = metrics.for_interface(family(4), ifname)
+        self._m6 = metrics.for_interface(family(6), ifname)
+        self._err4 = metrics.PACKET_ERRORS.labels(family(4), ifname)
+        self._err6 = metrics.PACKET_ERRORS.labels(family(6), ifname)
         # _lock guards what the packet path reads (the answer sets) and the timer heap; it is held
         # from the last ownership check to the send, so nothing is sent for an IP once set_ips has
         # swapped it out. _config serializes set_ips/announce/start/close.

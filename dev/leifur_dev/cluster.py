@@ -321,6 +321,19 @@ class ServedProcess(runtime.ChildProcess):
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        for line in self.get("/metrics")[1].splitlines():
+            if not line.startswith(name) or line.startswith("#"):
+                continue
+            head, value = line.rsplit(" ", 1)
+            if head.split("{")[0] != name:
+                continue
+            if all(f'{k}="{v}"' in head for k, v in labels.items()):
+                total += float(value)
+        return total
+
     def wait_ready(self, timeout: float = 30):
         deadline = time.monotonic() + timeout
 

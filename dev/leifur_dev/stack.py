@@ -90,19 +90,6 @@ class AgentProcess(ServedProcess):
         status, _, body = res.stdout.partition("\n")
         return int(status), body
 
-    def metric(self, name: str, **labels: str) -> float:
-        """Sum of the samples of `name` whose labels include `labels`."""
-        total = 0.0
-        for line in self.get("/metrics")[1].splitlines():
-            if not line.startswith(name) or line.startswith("#"):
-                continue
-            head, value = line.rsplit(" ", 1)
-            if head.split("{")[0] != name:
-                continue
-            if all(f'{k}="{v}"' in head for k, v in labels.items()):
-                total += float(value)
-        return total
-
     def signal(self, sig: int) -> None:
         # The agent is the child of `ip netns exec`, which execs it: the pid is the agent's.
         if self.proc is not None and self.proc.poll() is None:

@@ -37,7 +37,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from leifur.kube import metrics, timestamps
+from leifur.kube import timestamps
 from leifur.kube.client import describe_error, request
 from leifur.model.settings import LeaderSettings
 
@@ -80,7 +80,6 @@ class LeaderElector:
         self._stop = threading.Event()
         self._release_on_stop = True
         self._thread: threading.Thread | None = None
-        self._gauge = metrics.LEADER_IS_LEADER.labels(lease=f"{namespace}/{name}")
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -149,7 +148,6 @@ class LeaderElector:
                 with self._lock:
                     self._leader = True
                     self._last_renew = started
-                self._gauge.set(1)
                 log.info("lease %s/%s: %s became leader", self.namespace, self.name, self.identity)
                 # Its own thread: a callback that blocks must not hold up renewals.
                 threading.Thread(target=self._callback, args=(self.on_started_leading,),
@@ -185,7 +183,6 @@ class LeaderElector:
         with self._lock:
             was = self._leader
             self._leader = False
-        self._gauge.set(0)
         if was:
             log.warning("lease %s/%s: %s stopped leading: %s", self.namespace, self.name, self.identity, why)
             self._callback(self.on_stopped_leading)

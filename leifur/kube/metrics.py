@@ -17,6 +17,12 @@ _M = TypeVar("_M", Counter, Gauge, Histogram)
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+def family(version: int) -> str:
+    """The `family` label's value for IP version 4 or 6: "ipv4", "ipv6", the same in every program
+    (so that queries join the controller's and the agents' series without relabelling)."""
+    return f"ipv{version}"
+
+
 def _metric(cls: type[_M], name: str, documentation: str, labelnames: tuple[str, ...], **kwargs: Any) -> _M:
     # _names_to_collectors is the registry's own index; it holds every exposed name
     # (for a counter both "x" and "x_total"), so a lookup by the full name is enough.
@@ -50,7 +56,5 @@ INFORMER_WATCH_ERRORS = _metric(Counter, "leifur_informer_watch_errors_total",
                                 "Failed LIST/WATCH requests, broken streams and ERROR watch events.",
                                 ("resource",))
 
-LEADER_IS_LEADER = _metric(Gauge, "leifur_leader_election_is_leader", "1 while this process holds the Lease.",
-                           ("lease",))
 EVENTS_DROPPED = _metric(Counter, "leifur_events_dropped_total",
                          "Events not written: queue full, or the API server refused them.", ("component",))

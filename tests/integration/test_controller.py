@@ -9,6 +9,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from leifur.model import names
+from leifur_dev import promtool
 from leifur_dev.cluster import wait_for
 
 pytestmark = pytest.mark.controlplane
@@ -260,12 +261,14 @@ def test_metrics_and_health_endpoints(env):
     env.svc("web")
     env.wait_ips("web")
     assert c.get("/healthz")[0] == 200 and c.get("/readyz")[0] == 200
-    in_use = f'leifur_pool_addresses_in_use{{family="IPv4",pool="{pool}"}} 1.0'
+    in_use = f'leifur_pool_addresses_in_use{{family="ipv4",pool="{pool}"}} 1.0'
     body = wait_for(lambda: (b := c.get("/metrics")[1]) and in_use in b and b, what="pool metrics")
-    assert f'leifur_pool_addresses_total{{family="IPv4",pool="{pool}"}} 8.0' in body
-    for metric in ("leifur_pool_addresses_total", "leifur_allocations_total", "leifur_workqueue_depth",
-                   "leifur_reconcile_duration_seconds", "leifur_controller_is_leader 1.0"):
+    assert f'leifur_pool_addresses_usable{{family="ipv4",pool="{pool}"}} 8.0' in body
+    for metric in ("leifur_allocations_total", "leifur_workqueue_depth", "leifur_reconcile_duration_seconds",
+                   "leifur_controller_is_leader 1.0"):
         assert metric in body, metric
+    # Prometheus's conventions, as its own linter reads them (names, suffixes, HELP, TYPE).
+    assert promtool.check_metrics(body) == []
 
 
 def test_an_ip_freed_by_a_pool_move_goes_to_the_waiting_service(env):

@@ -13,6 +13,7 @@ import pytest
 
 from leifur.announce.election import owner
 from leifur.model import names
+from leifur_dev import promtool
 from leifur_dev.cluster import wait_for
 from leifur_dev.probe import claims_in_capture, handover_windows
 from leifur_dev.stack import Stack
@@ -215,6 +216,27 @@ def test_ipv6_over_ndp_with_failover(stack):
     survivors = [h for h in stack.lab.nodes if h.name != first]
     wait_for(lambda: stack.who_answers(ip) == [stack.lab.host(expected_owner(stack, ip, survivors)).mac], 30,
              what="another node answering NDP")
+
+
+def test_both_programs_metrics_pass_promtool_and_join_on_the_family(stack):
+    ns = start(stack, v6=True)
+    ips = [stack.service(ns, "web"), stack.service(ns, "web6", ipFamilies=["IPv6"], ipFamilyPolicy="SingleStack")]
+    for ip in ips:
+        wait_single_answer(stack, ip)
+    assert stack.controller is not None
+    served = {"controller": stack.controller, **{f"agent on {h}": a for h, a in stack.agents.items()}}
+    for who, program in served.items():
+        body = program.get("/metrics")[1]
+        assert "leifur_build_info" in body, who
+        # Prometheus's conventions, as its own linter reads them.
+        assert promtool.check_metrics(body) == [], who
+    # One spelling of the family in both programs: what the controller holds per family is what
+    # the agents announce per family, joined as LeifurIPNotAnnounced joins them.
+    for family in ("ipv4", "ipv6"):
+        in_use = stack.controller.metric("leifur_pool_addresses_in_use", family=family)
+        assert in_use == 1, family
+        wait_for(lambda f=family: sum(a.metric("leifur_agent_announced_ips", family=f)
+                                      for a in stack.agents.values()) == 1, 15, what=f"{family} announced")
 
 
 def test_netlink_mode_puts_the_ip_on_the_interface_and_takes_it_off(stack):
