@@ -20,13 +20,14 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import leifur
-from leifur.kube import certificate, metrics, metrics_auth
+from leifur.kube import certificate, logfields, metrics, metrics_auth
 
 log = logging.getLogger("leifur.observability")
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: what log collectors parse without configuration."""
+    """One JSON object per line: what log collectors parse without configuration. The details a
+    call passes with `extra=logfields.fields(...)` are top-level keys, to filter on."""
 
     def format(self, record: logging.LogRecord) -> str:
         out = {
@@ -34,10 +35,11 @@ class JSONFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            **logfields.of(record),
         }
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
+        return json.dumps(out, default=str)
 
 
 def add_common_flags(parser: argparse.ArgumentParser, metrics_port: int, health_address: str) -> None:
@@ -68,9 +70,13 @@ def add_version_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=leifur.version_line(parser.prog))
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, **defaults: str) -> None:
+    """JSON lines on stderr at `level`. `defaults` are fields (logfields.FIELDS) every line carries
+    unless its call gives them, e.g. the agent's node=NAME."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter())
+    if defaults:
+        handler.addFilter(_DefaultFields(logfields.fields(**defaults)))
     # pyroute2's debug is a dump of every netlink message: it buries our own debug lines. Its
     # modules set their loggers' levels themselves, so a level on "pyroute2" does not hold them.
     handler.addFilter(lambda r: r.levelno >= logging.INFO or not r.name.startswith("pyroute2"))
@@ -81,6 +87,18 @@ def setup_logging(level: str) -> None:
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     # pyroute2's event loop announces its selector at DEBUG on every netlink socket it opens.
     logging.getLogger("asyncio").setLevel(logging.INFO)
+
+
+class _DefaultFields(logging.Filter):
+    def __init__(self, defaults: dict[str, logfields.Value]) -> None:
+        super().__init__()
+        self.defaults = defaults
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in self.defaults.items():
+            if getattr(record, name, None) is None:
+                setattr(record, name, value)
+        return True
 
 
 def parse_address(address: str) -> tuple[str, int]:
