@@ -198,8 +198,9 @@ class Controller:
         self.service_reconciler.rebuild(fresh)
         self.enqueue_all_services()
         self._threads += start_workers(self.service_queue, self.service_reconciler.sync, self.workers,
-                                       self.stop_event, "service")
-        self._threads += start_workers(self.pool_queue, self.pool_reconciler.sync, 1, self.stop_event, "pool")
+                                       self.stop_event, "service", key_field="service")
+        self._threads += start_workers(self.pool_queue, self.pool_reconciler.sync, 1, self.stop_event, "pool",
+                                       key_field="pool")
         self._leading.set()
         log.info("%s: workers started", self.identity)
 

@@ -7,13 +7,17 @@ as the complete list we want.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from kubernetes import client
 
+from leifur.controller import status_log
 from leifur.kube import timestamps
 from leifur.kube.worker import Retryable
 from leifur.model import names
+
+log = logging.getLogger(__name__)
 
 MERGE = "application/merge-patch+json"
 # connect, read: bounds every sync's API calls, and keeps a write that started just before the
@@ -71,16 +75,20 @@ class ServiceWriter(_Guarded):
         meta = svc["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers,
                              "annotations": annotations}}
-        return self.core.api_client.sanitize_for_serialization(self.core.patch_namespaced_service(
+        written = self.core.api_client.sanitize_for_serialization(self.core.patch_namespaced_service(
             meta["name"], meta["namespace"], body, _content_type=MERGE, _request_timeout=REQUEST_TIMEOUT))
+        _log(status_log.finalizer_removed(svc, finalizers))
+        return written
 
     def patch_status(self, svc: dict, ingress: list[dict], conditions: list[dict]) -> dict:
         self._check()
         meta = svc["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"]},
                 "status": {"loadBalancer": {"ingress": ingress or None}, "conditions": conditions or None}}
-        return self.core.api_client.sanitize_for_serialization(self.core.patch_namespaced_service_status(
+        written = self.core.api_client.sanitize_for_serialization(self.core.patch_namespaced_service_status(
             meta["name"], meta["namespace"], body, _content_type=MERGE, _request_timeout=REQUEST_TIMEOUT))
+        _log(status_log.status_written(svc, ingress, conditions))
+        return written
 
 
 class PoolWriter(_Guarded):
@@ -103,6 +111,12 @@ class PoolWriter(_Guarded):
         return _json_object(self.custom.patch_cluster_custom_object_status(
             names.GROUP, names.VERSION, names.POOLS, meta["name"], body, _content_type=MERGE,
             _request_timeout=REQUEST_TIMEOUT))
+
+
+def _log(lines: list[status_log.Line]) -> None:
+    """Once the write is done: a write that failed changed nothing to tell."""
+    for line in lines:
+        log.log(line.level, line.message, extra=line.fields)
 
 
 def _json_object(obj: object) -> dict:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import urllib3
 from kubernetes.client.rest import ApiException
 
+from leifur.kube.logfields import fields
 from leifur.kube.workqueue import RateLimitingQueue
 
 log = logging.getLogger(__name__)
@@ -33,28 +34,32 @@ class Retryable(Exception):
     leader): logged in one line and retried, never with a traceback."""
 
 
-def process_next(queue: RateLimitingQueue, sync: Callable[[str], None], key: str, name: str = "worker") -> bool:
-    """Sync one key handed out by `queue.get`; True on success. Always calls `queue.done(key)`."""
+def process_next(queue: RateLimitingQueue, sync: Callable[[str], None], key: str, name: str = "worker",
+                 key_field: str | None = None) -> bool:
+    """Sync one key handed out by `queue.get`; True on success. Always calls `queue.done(key)`.
+    `key_field` names the log field (logfields.FIELDS: service, pool) the key goes into."""
+    extra = fields(**{key_field: key}) if key_field else {}
     try:
         sync(key)
     except Exception as e:
         if isinstance(e, ApiException) and e.status == 409:
             # A write decided on a cache that was behind: expected, retried once the cache has caught up.
-            log.info("%s: %s changed meanwhile (409 Conflict); retrying", name, key)
+            log.info("%s: %s changed meanwhile (409 Conflict); retrying", name, key, extra=extra)
         elif isinstance(e, ApiException):
             # The API server's own words say it all (403 names the missing permission); no traceback.
             log.error("%s: sync of %s failed (retry %d): %s %s: %s", name, key, queue.num_requeues(key) + 1,
-                      e.status, e.reason, _api_message(e))
+                      e.status, e.reason, _api_message(e), extra=extra)
         elif isinstance(e, Retryable):
-            log.warning("%s: sync of %s failed (retry %d): %s", name, key, queue.num_requeues(key) + 1, e)
+            log.warning("%s: sync of %s failed (retry %d): %s", name, key, queue.num_requeues(key) + 1, e,
+                        extra=extra)
         elif isinstance(e, urllib3.exceptions.HTTPError | OSError):
             # The API server unreachable, slow or dropping connections: expected, and retried. A
             # traceback here would read like a bug (the chaos suite found one in the log).
             log.error("%s: sync of %s failed (retry %d): the API server did not answer: %s", name, key,
-                      queue.num_requeues(key) + 1, str(e).splitlines()[0][:300])
+                      queue.num_requeues(key) + 1, str(e).splitlines()[0][:300], extra=extra)
         else:
             # The key and the retry number make a failing object findable in the log.
-            log.exception("%s: sync of %s failed (retry %d)", name, key, queue.num_requeues(key) + 1)
+            log.exception("%s: sync of %s failed (retry %d)", name, key, queue.num_requeues(key) + 1, extra=extra)
         queue.add_rate_limited(key)
         return False
     else:
@@ -73,7 +78,7 @@ def _api_message(e: ApiException) -> str:
 
 
 def run_worker(queue: RateLimitingQueue, sync: Callable[[str], None], stop: threading.Event,
-               name: str = "worker") -> None:
+               name: str = "worker", key_field: str | None = None) -> None:
     """Process keys until `stop` is set or the queue is shut down. Never raises for a failing sync."""
     while not stop.is_set():
         key = queue.get(timeout=_POLL)
@@ -87,15 +92,15 @@ def run_worker(queue: RateLimitingQueue, sync: Callable[[str], None], stop: thre
             queue.add(key)
             queue.done(key)
             return
-        process_next(queue, sync, key, name)
+        process_next(queue, sync, key, name, key_field)
 
 
 def start_workers(queue: RateLimitingQueue, sync: Callable[[str], None], count: int, stop: threading.Event,
-                  name: str) -> list[threading.Thread]:
+                  name: str, key_field: str | None = None) -> list[threading.Thread]:
     """Start `count` daemon threads running `run_worker`; join them after setting `stop`."""
     threads = []
     for i in range(count):
-        t = threading.Thread(target=run_worker, args=(queue, sync, stop, f"{name}-{i}"), name=f"{name}-{i}",
+        t = threading.Thread(target=run_worker, args=(queue, sync, stop, f"{name}-{i}", key_field), name=f"{name}-{i}",
                              daemon=True)
         t.start()
         threads.append(t)

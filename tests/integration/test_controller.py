@@ -4,6 +4,7 @@ pool choice, ownership, pool status and protection, bad input."""
 from __future__ import annotations
 
 import ipaddress
+import json
 
 import pytest
 from kubernetes.client.rest import ApiException
@@ -269,6 +270,29 @@ def test_metrics_and_health_endpoints(env):
         assert metric in body, metric
     # Prometheus's conventions, as its own linter reads them (names, suffixes, HELP, TYPE).
     assert promtool.check_metrics(body) == []
+
+
+def test_log_lines_are_found_by_their_service_field(env):
+    c = env.controller()
+    pool = env.pool("a", ["203.0.113.136/29"])
+    env.svc("web")
+    env.svc("other")
+    ip = env.wait_ips("web")[0]
+    env.wait_ips("other")
+    env.cluster.delete_service(env.ns, "web")
+
+    def web_lines() -> list[dict]:
+        # What a log collector does with the JSON lines: parse each, select on a field.
+        lines = [json.loads(line) for line in c.log_path.read_text().splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("service") == f"{env.ns}/web"]
+
+    lines = wait_for(lambda: (got := web_lines()) and any("let go" in x["msg"] for x in got) and got,
+                     what="web's release in the log")
+    assigned = next(x for x in lines if "assigned" in x["msg"])
+    assert assigned["ip"] == ip and assigned["pool"] == pool and assigned["level"] == "info"
+    released = next(x for x in lines if "let go" in x["msg"])
+    assert released["ip"] == ip
+    assert all("other" not in x["msg"] for x in lines)
 
 
 def test_an_ip_freed_by_a_pool_move_goes_to_the_waiting_service(env):
