@@ -24,6 +24,7 @@ from leifur.announce import interfaces, plan
 from leifur.announce.agreement import Agreement, Verdict, digest, owners
 from leifur.kube import timestamps
 from leifur.kube.events import EventRecorder
+from leifur.kube.logfields import fields
 from leifur.kube.metrics import family
 from leifur.model import names
 from leifur.model.settings import AgentSettings
@@ -299,7 +300,9 @@ class Agent:
                 self._announced_ever.add(ip)
         for ip in before.keys() - after.keys():
             metrics.OWNERSHIP_CHANGES.labels("lost").inc()
-            log.info("stopped announcing %s", ip)
+            gone = before[ip].claim
+            log.info("stopped announcing %s", ip, extra=fields(
+                ip=ip, service=gone.decision.services, pool=gone.decision.pool, interface=gone.interfaces))
         self.announced = after
         for mode in ("Responder", "Netlink"):
             for version, separator in ((4, "."), (6, ":")):
@@ -313,7 +316,8 @@ class Agent:
         metrics.OWNERSHIP_CHANGES.labels("gained").inc()
         self._problems.pop(ip, None)
         message = f"announcing {ip} from node {self.node} on {', '.join(claim.interfaces)} ({claim.mode})"
-        log.info(message)
+        log.info(message, extra=fields(ip=ip, service=claim.decision.services, pool=claim.decision.pool,
+                                       interface=claim.interfaces))
         for key in claim.decision.services:
             self._event(key, "Normal", names.REASON_NODE_ASSIGNED, message)
 
@@ -321,7 +325,7 @@ class Agent:
         if self._problems.get(d.ip) == message:
             return
         self._problems[d.ip] = message
-        log.warning("cannot announce %s: %s", d.ip, message)
+        log.warning("cannot announce %s: %s", d.ip, message, extra=fields(ip=d.ip, service=d.services, pool=d.pool))
         for key in d.services:
             self._event(key, "Warning", names.REASON_NOT_ANNOUNCED, f"node {self.node}: {message}")
 
@@ -335,7 +339,8 @@ class Agent:
         now = time.monotonic()
         if now - self._conflict_logged.get(ip, -1e9) >= 10:
             self._conflict_logged[ip] = now
-            log.warning("another host (%s) claims %s, which this node announces", mac, ip)
+            log.warning("another host (%s) claims %s, which this node announces", mac, ip,
+                        extra=fields(ip=ip, interface=interface))
         with self._foreign_lock:
             if len(self._foreign) < 1024:  # a flood of forged MACs must not grow this without bound
                 self._foreign.append((ip, mac, interface, now))
@@ -353,7 +358,8 @@ class Agent:
                 continue  # a handover between our nodes, or not ours any more
             action = self.defence.claim(ip, mac, when)
             if action in (conflicts.DEFEND, conflicts.REPORT_AND_DEFEND):
-                log.info("defending %s against %s with a gratuitous announcement", ip, mac)
+                log.info("defending %s against %s with a gratuitous announcement", ip, mac,
+                         extra=fields(ip=ip, interface=interface))
                 self.announcers.announce_once(ip)
             if action in (conflicts.REPORT, conflicts.REPORT_AND_DEFEND) and ip not in self._claimed:
                 self._claimed[ip] = (interface, timestamps.now())
@@ -361,15 +367,15 @@ class Agent:
                         else "this node stops announcing it until the claims stop")
                 message = (f"{ip} is claimed by a host outside the cluster ({mac}) on node {self.node} "
                            f"{interface}, again within {self.defence.defend_interval:.0f} s of our defence: {then}")
-                log.warning(message)
                 d = owned.get(ip)
+                log.warning(message, extra=fields(ip=ip, interface=interface, service=d.services if d else None))
                 for key in d.services if d else ():
                     self._event(key, "Warning", names.REASON_ADDRESS_CLAIMED, message)
         self.defence.forget(owned.keys())
         self.defence.expire(now)
         for ip in self._claimed.keys() - self.defence.conflicts(now).keys():
             del self._claimed[ip]
-            log.info("no more foreign claims of %s", ip)
+            log.info("no more foreign claims of %s", ip, extra=fields(ip=ip))
 
     def _allocation(self, d: plan.Decision) -> tuple[str, tuple[str, ...]]:
         uids = []
@@ -405,7 +411,8 @@ class Agent:
             if key in self._probes:
                 continue
             self._probes[key] = Probe(None)
-            log.info("probing the LAN for %s on %s before announcing it", ip, ", ".join(w.interfaces))
+            log.info("probing the LAN for %s on %s before announcing it", ip, ", ".join(w.interfaces),
+                     extra=fields(ip=ip, interface=w.interfaces, service=w.decision.services))
             self._prober.submit(self._run_probe, key, ip, w.interfaces, peer_macs)
 
     def _run_probe(self, key: tuple[str, tuple[str, ...]], ip: str, ifaces: tuple[str, ...],
@@ -419,7 +426,8 @@ class Agent:
                                  wait=cs.probe_wait, stop=self.stop_event)
             except Exception as e:
                 # Fail open: a probe we cannot send must not keep a Service dark.
-                log.warning("cannot probe for %s on %s (announcing it without): %s", ip, ifname, e)
+                log.warning("cannot probe for %s on %s (announcing it without): %s", ip, ifname, e,
+                            extra=fields(ip=ip, interface=ifname))
                 failed = True
                 continue
             if r.in_use:
@@ -431,7 +439,7 @@ class Agent:
                                   found.interface if found else "", timestamps.now())
         if found:
             log.warning("%s is in use by a host outside the cluster (%s on %s): not announcing it", ip,
-                        found.in_use_by, found.interface)
+                        found.in_use_by, found.interface, extra=fields(ip=ip, interface=found.interface))
         self._dirty.set()
 
     def _report_conflicts(self, owned: Mapping[str, plan.Decision], outcome: step.Outcome, now: float) -> None:
@@ -501,7 +509,7 @@ class Announcers:
             try:
                 self._apply_interface(ifname, links.get(ifname), ips, announce_only)
             except Exception as e:
-                log.warning("cannot announce on %s: %s", ifname, e)
+                log.warning("cannot announce on %s: %s", ifname, e, extra=fields(interface=ifname))
                 for ip in ips | announce_only:
                     failed[ip] = f"cannot announce on {ifname}: {e}"
         return failed

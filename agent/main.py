@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from(args)
     if settings is None:
         return 2
-    observability.setup_logging(args.log_level)
+    # Every line says which node it comes from, as a field: the agents' logs are read together.
+    observability.setup_logging(args.log_level, node=args.node_name)
     observability.started(parser.prog)
     from .app import Agent
     from .heartbeat_keys import KeyDirectory, KeyProblem

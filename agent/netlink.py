@@ -37,6 +37,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
+from leifur.kube.logfields import fields
+
 log = logging.getLogger(__name__)
 
 # The IFA_PROTO value on every address Leifur adds ("L"). iproute2 names 0-3 (unspec, kernel_lo,
@@ -219,17 +221,18 @@ class NetlinkAnnouncer:
             for ifname, ip in adds:
                 try:
                     self._add(ifname, index[ifname], ip)
-                    log.info("added %s to %s", ip, ifname)
+                    log.info("added %s to %s", ip, ifname, extra=fields(ip=ip, interface=ifname))
                 except NetlinkError as e:
                     failures.append(AddressFailure(ifname, ip, "add", os.strerror(e.code)))
             for a in removes:
                 try:
                     self._remove(a)
-                    log.info("removed %s from %s", a.ip, a.ifname)
+                    log.info("removed %s from %s", a.ip, a.ifname, extra=fields(ip=a.ip, interface=a.ifname))
                 except NetlinkError as e:
                     failures.append(AddressFailure(a.ifname, a.ip, "remove", os.strerror(e.code)))
             for f in failures:
-                log.warning("could not %s %s on %s: %s", f.action, f.ip, f.ifname, f.reason)
+                log.warning("could not %s %s on %s: %s", f.action, f.ip, f.ifname, f.reason,
+                            extra=fields(ip=f.ip, interface=f.ifname))
             self.failures = failures
             return failures
 
@@ -244,9 +247,10 @@ class NetlinkAnnouncer:
                 try:
                     self._remove(a)
                 except NetlinkError as e:
-                    log.warning("could not remove %s from %s: %s", a.ip, a.ifname, os.strerror(e.code))
+                    log.warning("could not remove %s from %s: %s", a.ip, a.ifname, os.strerror(e.code),
+                                extra=fields(ip=a.ip, interface=a.ifname))
                     continue
-                log.info("removed %s from %s", a.ip, a.ifname)
+                log.info("removed %s from %s", a.ip, a.ifname, extra=fields(ip=a.ip, interface=a.ifname))
                 removed.append((a.ifname, a.ip))
         return sorted(removed)
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client import Counter
 
+from leifur.kube.logfields import Value, fields
 from leifur.kube.metrics import family
 
 from . import arp, bpf, metrics, ndp
@@ -80,7 +81,8 @@ def _split(ips: Iterable[str]) -> tuple[frozenset[bytes], frozenset[bytes]]:
 class _RateLimitedLog:
     """Logs the first of a kind with its traceback, then at most once per `interval`, with a count."""
 
-    def __init__(self, interval: float = 10.0) -> None:
+    def __init__(self, extra: dict[str, Value], interval: float = 10.0) -> None:
+        self.extra = extra
         self.interval = interval
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
@@ -98,7 +100,8 @@ class _RateLimitedLog:
             return
         self._last[key] = now
         n = self._suppressed.pop(key, 0)
-        log.log(level, msg + (f" ({n} more since the last report)" if n else ""), *args, exc_info=exc_info)
+        log.log(level, msg + (f" ({n} more since the last report)" if n else ""), *args, exc_info=exc_info,
+                extra=self.extra)
 
 
 class Responder:
@@ -135,7 +138,8 @@ class Responder:
         self._seq = itertools.count()
         self._groups: set[bytes] = set()  # solicited-node groups joined
         self._conflict_seen: dict[tuple[str, bytes], float] = {}
-        self._errors = _RateLimitedLog()
+        self._fields = fields(interface=ifname)
+        self._errors = _RateLimitedLog(self._fields)
         self._arp_sock: socket.socket | None = None
         self._nd_sock: socket.socket | None = None
         self._mc_sock: socket.socket | None = None
@@ -180,7 +184,8 @@ class Responder:
         try:
             self._mc_sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         except OSError as e:
-            log.warning("no IPv6 on this host (%s): cannot join solicited-node groups on %s", e, self.ifname)
+            log.warning("no IPv6 on this host (%s): cannot join solicited-node groups on %s", e, self.ifname,
+                        extra=self._fields)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -316,7 +321,8 @@ class Responder:
         try:
             bpf.attach(sock, program)
         except OSError:
-            log.exception("cannot attach the BPF filter on %s; falling back to the catch-all filter", self.ifname)
+            log.exception("cannot attach the BPF filter on %s; falling back to the catch-all filter", self.ifname,
+                          extra=self._fields)
             bpf.attach(sock, fallback())
 
     def _membership(self, option: int, group: bytes) -> bool:
