@@ -1,4 +1,4 @@
-"""leifurctl: the operator's tool for Leifur.
+"""leifurctl (also kubectl leifur): the operator's tool for Leifur.
 
 status and explain read the cluster (read-only); validate checks manifests offline;
 migrate translates another load balancer's configuration (MetalLB's) into Leifur's.
@@ -40,7 +40,7 @@ def _status(args: argparse.Namespace) -> int:
     snap = snapshot.fetch(snapshot.connect(args.kubeconfig, args.context))
     rep = status.report(snap, args.load_balancer_class, args.namespace)
     _emit(status.render(rep) if args.output == "table" else output.dump(rep, args.output))
-    return 0
+    return status.exit_code(rep)
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -86,8 +86,14 @@ saying what (for a Service: the controller's reason such as Taken, Exhausted, No
 IP is not announced such as NoAdvertisement, NoReadyEndpoints, NoEligibleNode).
 
 Usage is counted from the Services' status, as the controller counts it. Who announces an IP
-comes from the agents' L2NodeStatus records (kubectl get l2nodestatuses). Reads only; exits 0
-unless the cluster cannot be read."""
+comes from the agents' L2NodeStatus records (kubectl get l2nodestatuses). Reads only.
+
+exit status:
+  0  nothing listed is a problem: every pool and Service OK, no stray announcement or conflict
+  1  the cluster cannot be read
+  2  wrong arguments
+  3  problems listed: a pool or Service whose STATE is not OK, a stray announcement or a
+     conflict (warning: lines); notes about what could not be read do not count"""
 
 _EXPLAIN_DESCRIPTION = """\
 Explain why a Service has no IP, or why its IP is not announced on the LAN, or who
@@ -121,24 +127,31 @@ Objects of other kinds (a Service, a Deployment) are skipped and counted."""
 
 _EPILOG_STATUS = """\
 examples:
-  leifurctl status
-  leifurctl status -n web -o json | jq '.services[] | select(.state != "OK")'"""
+  %(prog)s
+  %(prog)s -n web -o json | jq '.services[] | select(.state != "OK")'
+  %(prog)s >/dev/null; echo $?    # 0: all fine, 3: problems, 1: no answer"""
 
 _EPILOG_EXPLAIN = """\
 examples:
-  leifurctl explain web/frontend
-  leifurctl explain frontend -n web -o yaml"""
+  %(prog)s web/frontend
+  %(prog)s frontend -n web -o yaml"""
 
 _EPILOG_VALIDATE = """\
 examples:
-  leifurctl validate pools.yaml advertisements.yaml
-  leifurctl validate config/ --strict
-  kustomize build overlays/prod | leifurctl validate -"""
+  %(prog)s pools.yaml advertisements.yaml
+  %(prog)s config/ --strict
+  kustomize build overlays/prod | %(prog)s -"""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def program_name(argv0: str) -> str:
+    """How the user called us: kubectl runs a plugin as kubectl-NAME for `kubectl NAME`."""
+    base = os.path.basename(argv0)
+    return "kubectl " + base.removeprefix("kubectl-") if base.startswith("kubectl-") else "leifurctl"
+
+
+def build_parser(prog: str = "leifurctl") -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(prog="leifurctl", description=__doc__, formatter_class=raw)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=raw)
     p.add_argument("--version", action="version", version=leifur.version_line(p.prog))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -172,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    prog = program_name(sys.argv[0])
+    args = build_parser(prog).parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -183,10 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except CtlUsage as e:
-        print(f"leifurctl: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return 2
     except (RuntimeError, TimeoutError) as e:
-        print(f"leifurctl: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return 1
 
 

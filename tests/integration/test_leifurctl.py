@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+import leifur
 from leifur.model import names
+from leifur_dev import gobuild
+from leifur_dev.cluster import wait_for
 
 pytestmark = pytest.mark.controlplane
 
@@ -28,10 +33,20 @@ def leifurctl(control_plane, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+def lists_problems(report: dict) -> bool:
+    """What status's exit code says, read from its own output: a row not OK, or a warning."""
+    return (any(row["state"] != "OK" for row in (*report["pools"], *report["services"]))
+            or bool(report["strayAnnouncements"] or report["conflicts"]))
+
+
 def ctl_json(control_plane, *args: str) -> dict:
     res = leifurctl(control_plane, *args, "-o", "json")
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
+    report = json.loads(res.stdout) if res.stdout else None
+    # status: 3 exactly when it lists problems; everything else: 0.
+    expected = 3 if args[0] == "status" and report and lists_problems(report) else 0
+    assert res.returncode == expected, res.stderr
+    assert report is not None
+    return report
 
 
 def explain(env, control_plane, name: str) -> dict:
@@ -143,7 +158,7 @@ def test_status_and_explain_say_why_services_have_no_ip(env, control_plane, worl
 
     # The table: the same order, one row per pool and per Service.
     table = leifurctl(control_plane, "status", "-n", env.ns)
-    assert table.returncode == 0, table.stderr
+    assert table.returncode == 3, table.stderr  # it lists problems
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["POOL", "ADDRESSES", "IPV4", "USED/TOTAL", "IPV6", "USED/TOTAL", "AUTO", "STATE",
                                 "MESSAGE"]
@@ -298,3 +313,42 @@ def test_status_reports_a_stray_announcement(env, control_plane, world):
     assert stray and stray[0]["nodes"] == [node]
     text = leifurctl(control_plane, "status", "-n", env.ns).stdout
     assert "warning: 203.0.113.99 is announced by " + node in text
+
+
+def kubectl_leifur(control_plane, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """`kubectl leifur ARGS` with the real kubectl, which finds the plugin kubectl-leifur on PATH (the
+    console script pyproject.toml installs next to leifurctl) and runs it with the user's KUBECONFIG."""
+    kubectl = gobuild.ensure_built("kubectl")
+    bindir = Path(sys.executable).parent
+    assert (bindir / "kubectl-leifur").exists(), "kubectl-leifur is not installed: run hack/bootstrap.sh"
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+           "KUBECONFIG": str(control_plane.kubeconfig), "HOME": str(tmp_path)}
+    return subprocess.run([str(kubectl), "leifur", *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_kubectl_leifur_is_leifurctl_and_status_exits_3_while_it_lists_problems(env, control_plane, tmp_path):
+    version = kubectl_leifur(control_plane, tmp_path, "--version")
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == f"kubectl leifur {leifur.__version__} (revision {leifur.revision()})"
+    usage = kubectl_leifur(control_plane, tmp_path, "status", "--help")
+    assert usage.stdout.startswith("usage: kubectl leifur status ") and "  kubectl leifur status -n web" in usage.stdout
+
+    pool = env.pool("one", ["198.51.100.200"])
+    env.controller()
+    env.svc("first")
+    env.wait_ips("first")
+    env.svc("second")
+    env.wait_condition("second", "False", "Exhausted")
+    listed = kubectl_leifur(control_plane, tmp_path, "status", "-n", env.ns)
+    assert listed.returncode == 3, listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines() if line.strip()}
+    assert "Exhausted" in rows[pool] and "Exhausted" in rows[f"{env.ns}/second"]
+
+    # Nothing of ours left in the namespace, the pool free again: nothing to list, exit 0.
+    for name in ("first", "second"):
+        env.cluster.delete_service(env.ns, name)
+    wait_for(lambda: not any(env.cluster.service_exists(env.ns, n) for n in ("first", "second")),
+             what="both Services deleted")
+    fine = kubectl_leifur(control_plane, tmp_path, "status", "-n", env.ns)
+    assert fine.returncode == 0, fine.stdout + fine.stderr
+    assert f"No LoadBalancer Service without a loadBalancerClass in namespace {env.ns}." in fine.stdout
