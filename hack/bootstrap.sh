@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need on a fresh Debian machine (run as root):
 # system tools via apt-get, a Python virtual environment in .venv, and the Go builds of
-# etcd, kube-apiserver, kubectl, helm and MetalLB's controller (cached outside the checkout;
-# see dev/leifur_dev/gobuild.py).
+# etcd, kube-apiserver, kubectl, helm, MetalLB's controller and krew's manifest validator (cached
+# outside the checkout; see dev/leifur_dev/gobuild.py).
 # With --python, only the virtual environment (what the pure checks need: no apt, no Go).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,5 @@
-"""Build kube-apiserver, kubectl, etcd and helm from the wrapper Go modules under tests/controlplane/.
+"""Build kube-apiserver, kubectl, etcd, helm and krew's manifest validator from the wrapper Go
+modules under tests/controlplane/.
 
 Binaries go into a cache outside the checkout, keyed by component version and a hash of
 the wrapper module, so a second run (or a second checkout) reuses them.
@@ -50,6 +51,8 @@ COMPONENTS = {
         Component("metallb-controller", "metallb", "go.universe.tf/metallb", "go.universe.tf/metallb/controller"),
         # The chart's tests (tests/integration/test_helm_*.py): helm lint, template, install, uninstall.
         Component("helm", "helm", "helm.sh/helm/v4", "helm.sh/helm/v4/cmd/helm"),
+        # The kubectl plugin's krew manifest (tests/packaging/test_krew_manifest.py), checked as krew-index does.
+        Component("validate-krew-manifest", "krew", "sigs.k8s.io/krew", "sigs.k8s.io/krew/cmd/validate-krew-manifest"),
     )
 }
 
