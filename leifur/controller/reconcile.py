@@ -17,6 +17,7 @@ from leifur.controller import allocation, metrics
 from leifur.controller.writes import condition, same_conditions
 from leifur.ipam.allocator import AllocationError, Allocator
 from leifur.ipam.pool import Pool, PoolError, find_overlaps, parse_pool
+from leifur.kube import logfields
 from leifur.model import names, service
 from leifur.model.objects import key_of
 from leifur.model.service import IP, ServiceTraits
@@ -188,7 +189,7 @@ class ServiceReconciler:
         loses a claim here is reconciled like any conflict.
         """
         for key, _holders, why in self.state.adopt_all(services, self.lb_class):
-            log.warning("rebuild: %s keeps no claim: %s", key, why)
+            log.warning("rebuild: %s keeps no claim: %s", key, why, extra=logfields.fields(service=key))
 
     # -- the sync -----------------------------------------------------------------------
 
@@ -225,10 +226,9 @@ class ServiceReconciler:
         if meta.get("deletionTimestamp") or not service.is_ours(svc, self.lb_class):
             # Status first, then the allocator: an IP is free only once no status shows it, so a
             # restart in between cannot hand it back to this Service after someone else got it.
+            # The writer logs what the Service let go of (finalizer removed).
             self._let_go(svc)
-            released = self._release(key)
-            if released:
-                log.info("%s: released %s", key, ", ".join(map(str, released)))
+            self._release(key)
             return
 
         if names.SERVICE_FINALIZER not in finalizers:
@@ -302,7 +302,7 @@ class ServiceReconciler:
             if not outcome.ok or outcome.reason != allocation.REASON_ALLOCATED:
                 self.recorder.event(svc, "Warning", "AllocationFailed", f"{outcome.reason}: {outcome.message}")
                 metrics.ALLOCATION_FAILURES.labels(outcome.reason).inc()
-        log.debug("%s: %s", key, outcome.message)
+        log.debug("%s: %s", key, outcome.message, extra=logfields.fields(service=key))
 
     def _let_go(self, svc: dict) -> None:
         """The Service is being deleted or is no longer ours: clear what we wrote, then the finalizer."""
