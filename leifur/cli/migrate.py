@@ -128,8 +128,9 @@ def from_metallb(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_UNREADABLE
     write = not result.untranslated or args.allow_untranslated
-    if write and result.objects:
-        text = metallb.dump(result.objects, args.output)
+    objects = [o for o in result.objects if not args.kind or o["kind"] in args.kind]
+    if write and objects:
+        text = metallb.dump(objects, args.output)
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     print(render(result, args.namespace, write), file=sys.stderr)
     return EXIT_OK if write else EXIT_UNTRANSLATED
@@ -160,12 +161,25 @@ examples:
   kubectl get ipaddresspools,l2advertisements -n metallb-system -o yaml | leifurctl migrate from-metallb -"""
 
 
+def read_leifur_files(paths: Iterable[str]) -> list[dict]:
+    """Leifur's pools and advertisements from files (what `from-metallb` wrote); Unreadable if
+    they do not pass `leifurctl validate`."""
+    from leifur.cli import validate
+
+    report, objects = validate.validate_objects(paths)
+    problems = [f"{f.location}: {f.message}" for f in report.findings if f.level == validate.ERROR]
+    if problems:
+        raise Unreadable("the planned objects do not pass leifurctl validate:\n  " + "\n  ".join(problems))
+    return [o for o in objects if isinstance(o, dict)]
+
+
 def check(args: argparse.Namespace) -> int:
     """`leifurctl migrate check`."""
     from leifur.cli import snapshot, takeover
 
-    snap = snapshot.fetch(snapshot.connect(args.kubeconfig, args.context))
-    rep = takeover.report(snap, args.load_balancer_class)
+    planned = read_leifur_files(args.files) if args.files else []
+    snap = snapshot.fetch(snapshot.connect(args.kubeconfig, args.context), pools_required=not planned)
+    rep = takeover.report(takeover.with_planned(snap, planned), args.load_balancer_class)
     text = takeover.render(rep) if args.output == "table" else output.dump(rep, args.output)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK if rep["ok"] else EXIT_WOULD_CHANGE
@@ -181,6 +195,10 @@ another Service holds it and they may not share); and which node's agent would a
 or why none would. Decided with the controller's and the agents' own code, from Leifur's pools
 and advertisements (apply the output of `migrate from-metallb` first) and the cluster's Services,
 Nodes and EndpointSlices, as if every Node ran an agent.
+
+FILEs, if given, hold Leifur objects not applied yet (the output of `migrate from-metallb`): the
+check uses them in place of the cluster's pools and advertisements of the same names, so that
+it can run before anything of Leifur is applied.
 
 Exit codes: {EXIT_OK} every Service keeps its IPs and every IP with ready endpoints would be announced;
 {EXIT_WOULD_CHANGE} something would change or not be announced (listed first); 1 the cluster could not be read."""
@@ -210,9 +228,14 @@ def register(sub: argparse._SubParsersAction,
                    help="yaml (default: documents separated by '---') or json (one List)")
     p.add_argument("--allow-untranslated", action="store_true",
                    help="write what could be translated and exit 0 even if something could not be")
+    p.add_argument("--kind", action="append", choices=metallb.TRANSLATED_KINDS, default=[],
+                   help="write only the objects of this kind (repeatable; the report still covers all): "
+                        "pools first and advertisements at the switch, see docs/operations/migration.md")
     p.set_defaults(func=from_metallb)
 
     c = steps.add_parser("check", help="would every Service keep its IPs, and which node would announce them",
                          description=_CHECK_DESCRIPTION, formatter_class=raw)
+    c.add_argument("files", nargs="*", metavar="FILE",
+                   help="Leifur IPAddressPools and L2Advertisements to assume applied ('-': standard input)")
     cluster_flags(c)
     c.set_defaults(func=check)

@@ -114,11 +114,12 @@ class _Reader:
             raise CtlError(f"cannot reach the API server at {self.api.configuration.host}: {e}") from None
 
 
-def fetch(api: client.ApiClient, event_for: tuple[str, str] | None = None) -> Snapshot:
-    """Everything status and explain look at; with `event_for` (namespace, name), that Service's Events too."""
+def fetch(api: client.ApiClient, event_for: tuple[str, str] | None = None, pools_required: bool = True) -> Snapshot:
+    """Everything status and explain look at; with `event_for` (namespace, name), that Service's Events too.
+    `pools_required=False`: without Leifur's CRDs (migrate check, before installing), a note instead of an error."""
     snap = Snapshot()
     r = _Reader(api, snap)
-    snap.pools = r.list("IPAddressPools", f"{_LEIFUR}/{names.POOLS}", required=True)
+    snap.pools = r.list("IPAddressPools", f"{_LEIFUR}/{names.POOLS}", required=pools_required)
     snap.services = r.list("Services", "/api/v1/services", required=True)
     snap.namespaces = r.list("Namespaces", "/api/v1/namespaces")
     snap.advertisements = r.list("L2Advertisements", f"{_LEIFUR}/{names.L2ADVERTISEMENTS}")

@@ -11,6 +11,7 @@ as if every Node ran an agent.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 from leifur.announce import plan
@@ -94,6 +95,17 @@ def check(snap: Snapshot, lb_class: str | None) -> list[Verdict]:
             else:
                 v.nodes[ip] = ("" if d.reason in _QUIET else "!") + f"{d.reason}: {d.message}"
     return verdicts
+
+
+def with_planned(snap: Snapshot, planned: list[dict]) -> Snapshot:
+    """The snapshot with Leifur objects not applied yet: a planned pool or advertisement replaces
+    the cluster's of the same name, or is added."""
+    def merged(current: list[dict], kind: str) -> list[dict]:
+        mine = {o["metadata"]["name"]: o for o in planned if o.get("kind") == kind}
+        return [o for o in current if o["metadata"]["name"] not in mine] + list(mine.values())
+
+    return dataclasses.replace(snap, pools=merged(snap.pools, "IPAddressPool"),
+                               advertisements=merged(snap.advertisements, "L2Advertisement"))
 
 
 def report(snap: Snapshot, lb_class: str | None) -> dict:

@@ -433,6 +433,13 @@ def validate(paths: Iterable[str]) -> Report:
     return _check(_inputs(paths, report), report)
 
 
+def validate_objects(paths: Iterable[str]) -> tuple[Report, list[Any]]:
+    """validate(), and the objects read (each document's data), from one reading of the files."""
+    report = Report()
+    inputs = list(_inputs(paths, report))
+    return _check(inputs, report), [doc.data for file, text in inputs for doc in _documents(file, text, Report())]
+
+
 def validate_text(text: str, file: str = "<text>") -> Report:
     """Check manifests given as text (what another command is about to print), as if read from `file`."""
     return _check([(file, text)], Report(files=[file]))

@@ -73,3 +73,19 @@ def test_services_of_another_class_are_not_checked_and_the_report_says_what_is_w
     text = takeover.render(rep)
     assert text.splitlines()[1].startswith("apps/bad") and "1 of 2 Services would keep" in text
     assert names.ANN_ALLOCATED_FROM_POOL not in snap.services[0]["metadata"]["annotations"]  # nothing changed
+
+
+def test_planned_objects_stand_in_for_the_clusters_of_the_same_name() -> None:
+    old_pool = {"metadata": {"name": "lan"}, "spec": {"addresses": ["198.51.100.0/24"]}}
+    other = {"metadata": {"name": "other"}, "spec": {"addresses": ["203.0.113.0/24"]}}
+    snap = Snapshot(services=[svc("web", "192.0.2.40")], pools=[old_pool, other],
+                    nodes=[{"metadata": {"name": "node-a"}}])
+    planned = [{"kind": "IPAddressPool", **POOL}, {"kind": "L2Advertisement", **ADVERTISEMENT}]
+    merged = takeover.with_planned(snap, planned)
+    assert [p["spec"]["addresses"] for p in merged.pools] == [["203.0.113.0/24"], ["192.0.2.32/27"]]
+    assert [a["metadata"]["name"] for a in merged.advertisements] == ["lan"]
+    assert snap.pools == [old_pool, other]  # the snapshot itself is left as read
+    [v] = takeover.check(merged, None)
+    assert v.state == "Keeps" and not v.problem
+    [v] = takeover.check(snap, None)
+    assert v.state == "Reported"  # with the cluster's pool alone, 192.0.2.40 is in none

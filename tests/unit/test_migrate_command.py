@@ -152,3 +152,23 @@ def test_the_example_of_the_migration_page_is_what_the_command_does(tmp_path, ca
     assert "translated 1 IPAddressPool, 1 L2Advertisement from metallb-system; 1 not translated; 3 notes" in err
     code, out, _ = run(capsys, path, "--allow-untranslated")
     assert (code, out) == (migrate.EXIT_OK, written.group(1))
+
+
+@pytest.mark.parametrize(("kinds", "written"), [
+    pytest.param([], TRANSLATED, id="every-kind-by-default"),
+    pytest.param(["--kind", "IPAddressPool"], TRANSLATED[:1], id="pools-only"),
+    pytest.param(["--kind", "L2Advertisement"], TRANSLATED[1:], id="advertisements-only"),
+    pytest.param(["--kind", "L2Advertisement", "--kind", "IPAddressPool"], TRANSLATED, id="both-named"),
+])
+def test_kind_writes_part_of_the_translation(capsys, tmp_path, kinds, written):
+    code, out, err = run(capsys, write(tmp_path, "m.yaml", POOL, ADVERTISEMENT), *kinds)
+    assert code == migrate.EXIT_OK
+    assert kinds_and_names([o for o in yaml.safe_load_all(out) if o]) == written
+    assert "translated" in err  # the report covers everything read, whatever is written
+
+
+def test_check_refuses_planned_objects_that_do_not_validate(capsys, tmp_path):
+    bad = write(tmp_path, "leifur.yaml", "apiVersion: leifur.io/v1alpha1\nkind: IPAddressPool\n"
+                                         "metadata: {name: p}\nspec: {addresses: [192.0.2.7/24]}\n")
+    assert leifurctl.main(["migrate", "check", bad, "--kubeconfig", str(tmp_path / "none")]) == 1
+    assert "do not pass leifurctl validate" in capsys.readouterr().err
