@@ -107,6 +107,7 @@ class AgentProcess(ServedProcess):
 class Stack:
     def __init__(self, control_plane: ControlPlane, api_client: client.ApiClient, lab: netlab.Lab, workdir: Path,
                  agent_args: tuple[str, ...] = (), namespace: str = "leifur-system",
+                 controller_args: tuple[str, ...] = (),
                  agent_rbac: Path | None = REPO / "deploy" / "agent" / "rbac.yaml") -> None:
         """`namespace` (system_namespace) is where the programs run: their ServiceAccounts, the
         agents' Pods, the Lease. `agent_rbac` is applied at start() unless None (when something
@@ -118,6 +119,7 @@ class Stack:
         self.lab = lab
         self.workdir = workdir
         self.agent_args = agent_args
+        self.controller_args = controller_args
         # What the Secret leifur-heartbeat-key holds; each node's kubelet projects it (key_dir).
         self.heartbeat_keys = {names.HEARTBEAT_KEY_CURRENT: os.urandom(names.HEARTBEAT_KEY_BYTES)}
         self.cluster = Cluster(api_client)
@@ -168,7 +170,7 @@ class Stack:
             self.create_node(host)
         if controller:
             self.controller = ControllerProcess(self.controller_kubeconfig, self.workdir / "controller.log",
-                                                token=self.metrics_token, identity=f"ctl-{self.lab.id}",
+                                                *self.controller_args, token=self.metrics_token, identity=f"ctl-{self.lab.id}",
                                                 lease_namespace=self.system_namespace)
             self.controller.start().wait_ready()
         if agents:
