@@ -231,10 +231,6 @@ class ServiceReconciler:
             self._release(key)
             return
 
-        if names.SERVICE_FINALIZER not in finalizers:
-            # The finalizer goes on before any IP becomes visible, so no IP can leak.
-            svc = self.writer.patch_metadata(svc, [*finalizers, names.SERVICE_FINALIZER], {})
-
         ns = self.namespaces.get(svc["metadata"]["namespace"]) or {}
         ns_labels = (ns.get("metadata") or {}).get("labels") or {}
         with self.state.lock:
@@ -275,9 +271,14 @@ class ServiceReconciler:
             # that the pool can report the Service as left outside.
             origin |= set(current.split(","))
         pools = ",".join(sorted(origin)) or None
-        if current != pools:
-            svc = self.writer.patch_metadata(svc, list(svc["metadata"].get("finalizers") or []),
-                                             {names.ANN_ALLOCATED_FROM_POOL: pools})
+        finalizers = list(meta.get("finalizers") or [])
+        if names.SERVICE_FINALIZER not in finalizers or current != pools:
+            # One write for both, before the status: the finalizer is on before any IP becomes
+            # visible, so no IP can leak.
+            if names.SERVICE_FINALIZER not in finalizers:
+                finalizers.append(names.SERVICE_FINALIZER)
+            svc = self.writer.patch_metadata(svc, finalizers,
+                                             {names.ANN_ALLOCATED_FROM_POOL: pools} if current != pools else {})
         status = svc.get("status") or {}
         old_conditions = status.get("conditions")
         conditions = condition(old_conditions, names.COND_SERVICE_ALLOCATED, outcome.ok, outcome.reason,

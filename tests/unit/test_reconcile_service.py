@@ -187,12 +187,11 @@ def in_order(lines: list[str], *expected: str) -> bool:
 # -- a new Service ---------------------------------------------------------------------------
 
 
-def test_a_new_service_gets_the_finalizer_before_any_ip_shows_and_a_second_sync_writes_nothing():
+def test_a_new_service_gets_the_finalizer_with_its_pool_before_any_ip_shows_and_a_second_sync_writes_nothing():
     w = World({"lan": ["192.0.2.10-192.0.2.11"]})
     a = w.add(svc("a"))
     assert w.sync(a) == [
-        f"metadata ns/a: +{FIN}",
-        f"metadata ns/a: {FROM_POOL}=lan",
+        f"metadata ns/a: +{FIN}, {FROM_POOL}=lan",
         "status ns/a: 192.0.2.10 [True Allocated]",
         "enqueue pool lan",
         "event ns/a Normal IPAllocated",
@@ -201,10 +200,10 @@ def test_a_new_service_gets_the_finalizer_before_any_ip_shows_and_a_second_sync_
 
 
 @pytest.mark.parametrize(("fails", "held_after_failure"), [
-    # No IP is taken before the finalizer is on: nothing could release it if the Service went away.
-    pytest.param(f"+{FIN}", [], id="finalizer"),
-    # The IP stays reserved for this Service (no one else gets it) until a retry shows it.
-    pytest.param(f"{FROM_POOL}=lan", ["192.0.2.10"], id="annotation"),
+    # The finalizer and the annotation, one write. The IP stays reserved for this Service (no one
+    # else gets it) until a retry shows it; should the Service go away instead, its sync finds it
+    # gone and releases it (gone-from-cache below).
+    pytest.param(f"+{FIN}, {FROM_POOL}=lan", ["192.0.2.10"], id="metadata"),
     pytest.param("status ns/a", ["192.0.2.10"], id="status"),
 ])
 def test_a_failed_write_shows_nothing_and_the_retry_gives_the_same_ip(fails, held_after_failure):
@@ -396,8 +395,7 @@ def test_a_service_numbered_elsewhere_keeps_its_ip_and_its_status_ip_is_never_re
     a = w.add(numbered_elsewhere("a", "192.0.2.11"))
     lines = w.sync(a)
     assert writes(lines) == [
-        f"metadata ns/a: +{FIN}",
-        f"metadata ns/a: {FROM_POOL}=lan",  # from now on the agents announce it
+        f"metadata ns/a: +{FIN}, {FROM_POOL}=lan",  # from now on the agents announce it
         "status ns/a: 192.0.2.11 [True Allocated]",  # the condition only: the same IP
     ]
     assert "event ns/a Normal IPAdopted" in lines and "event ns/a Normal IPAllocated" not in lines
