@@ -170,7 +170,8 @@ class Stack:
             self.create_node(host)
         if controller:
             self.controller = ControllerProcess(self.controller_kubeconfig, self.workdir / "controller.log",
-                                                *self.controller_args, token=self.metrics_token, identity=f"ctl-{self.lab.id}",
+                                                *self.controller_args, token=self.metrics_token,
+                                                identity=f"ctl-{self.lab.id}",
                                                 lease_namespace=self.system_namespace)
             self.controller.start().wait_ready()
         if agents:

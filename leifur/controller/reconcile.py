@@ -222,7 +222,6 @@ class ServiceReconciler:
             self._release(key)
             return
         meta = svc["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
         if meta.get("deletionTimestamp") or not service.is_ours(svc, self.lb_class):
             # Status first, then the allocator: an IP is free only once no status shows it, so a
             # restart in between cannot hand it back to this Service after someone else got it.
