@@ -1,5 +1,5 @@
-"""Build kube-apiserver, kubectl, etcd, helm and krew's manifest validator from the wrapper Go
-modules under tests/controlplane/.
+"""Build kube-apiserver, kubectl, etcd, helm, MetalLB and krew's manifest validator from the wrapper
+Go modules under tests/controlplane/.
 
 Binaries go into a cache outside the checkout, keyed by component version and a hash of
 the wrapper module, so a second run (or a second checkout) reuses them.
@@ -49,6 +49,8 @@ COMPONENTS = {
         Component("kubectl", "kubernetes", "k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kubectl"),
         Component("etcd", "etcd", "go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3"),
         Component("metallb-controller", "metallb", "go.universe.tf/metallb", "go.universe.tf/metallb/controller"),
+        # MetalLB's layer 2 announcer, for the netns lab (tests/netns/test_metallb_speaker.py).
+        Component("metallb-speaker", "metallb", "go.universe.tf/metallb", "go.universe.tf/metallb/speaker"),
         # The chart's tests (tests/integration/test_helm_*.py): helm lint, template, install, uninstall.
         Component("helm", "helm", "helm.sh/helm/v4", "helm.sh/helm/v4/cmd/helm"),
         # The kubectl plugin's krew manifest (tests/packaging/test_krew_manifest.py), checked as krew-index does.
