@@ -1,21 +1,26 @@
 """The real MetalLB, for tests and benchmarks: a baseline to measure Leifur against and the
 source a migration starts from.
 
-Its controller is built from the Go module `go.universe.tf/metallb` like kube-apiserver (the
-wrapper module is tests/controlplane/metallb, the binary `metallb-controller` in gobuild's cache).
+Its controller and speaker are built from the Go module `go.universe.tf/metallb` like kube-apiserver
+(the wrapper module is tests/controlplane/metallb, the binaries `metallb-controller` and
+`metallb-speaker` in gobuild's cache).
 Its CRDs are read from that same module as the Go module cache holds it (`config/crd/bases/`),
 so that they always match the binary; nothing of MetalLB is copied into this repository.
 
 The controller runs as a child process against a kubeconfig, without its webhooks, watching the
-metallb.io objects of one namespace; with a `loadBalancerClass` it touches no other Service.
+metallb.io objects of one namespace; with a `loadBalancerClass` it touches no other Service. Speakers
+run in the netns lab's node namespaces, each with the Pod object a kubelet would have made for it
+(their memberlist peers are found through those Pods).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 import yaml
 from kubernetes import client
@@ -26,6 +31,7 @@ from leifur_dev.cluster import wait_crd_established, wait_for
 from leifur_dev.controlplane import free_port
 
 COMPONENT = "metallb-controller"
+SPEAKER = "metallb-speaker"
 MODULE = "go.universe.tf/metallb"
 CRD_SUBDIR = "config/crd/bases"
 GROUP = "metallb.io"
@@ -33,8 +39,22 @@ VERSION = "v1beta1"
 API_VERSION = f"{GROUP}/{VERSION}"
 POOLS = "ipaddresspools"
 L2ADVERTISEMENTS = "l2advertisements"
+# What MetalLB's programs write in their namespace: each one's ConfigurationState, and a speaker's
+# ServiceL2Status for each Service it announces (owned by its Pod).
+STATES = ("configurationstates", "servicel2statuses")
 # What MetalLB's controller writes on a Service it numbered (v0.15: the metallb.io prefix).
 ALLOCATED_FROM_POOL = f"{GROUP}/ip-allocated-from-pool"
+# As MetalLB's manifests name them: the speakers' Pod labels (its --ml-labels), the memberlist
+# Secret and its key (internal/k8s MLSecretKeyName), the speaker's metrics port.
+SPEAKER_LABELS = {"app": "metallb", "component": "speaker"}
+MEMBERLIST_SECRET = "memberlist"
+MEMBERLIST_KEY = "secretkey"
+SPEAKER_PORT = 7472
+
+
+def selector(labels: dict[str, str]) -> str:
+    """A label selector matching exactly these labels, as --ml-labels takes it."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def module_dir() -> Path:
@@ -97,37 +117,23 @@ def l2_advertisement(name: str, namespace: str, **spec) -> dict:
             "spec": spec}
 
 
-class MetalLBController(runtime.ChildProcess):
-    """MetalLB's controller (the IP allocator; no speaker), run as a child process of ours.
+class MetalLBProcess(runtime.ChildProcess):
+    """One of MetalLB's programs as a child process of ours: the flags both take, its metrics
+    port, its readiness, its memory; stopped or killed by its own pid only."""
 
-    Flags, from v0.15.3's controller/main.go:
-    - `--kubeconfig`: controller-runtime's flag (ctrl.GetConfigOrDie); there is no in-cluster config here.
-    - `--namespace`: where it reads its configuration (IPAddressPool, L2Advertisement, ...) and writes
-      its ConfigurationState; everywhere else it only reads Services (and writes their status).
-    - `--webhook-mode=disabled`: no validating webhook server (it would need a Service and a
-      certificate the API server trusts). `--disable-cert-rotation` as well: the rotator is only
-      started with webhooks enabled, but it would otherwise hold back the metrics port until a
-      webhook Secret exists.
-    - `--lb-class`: it then handles only Services of that `spec.loadBalancerClass` and leaves all
-      others alone (Leifur's, by default those with none).
-    - `--port`: its metrics port, free on this machine (7472 by default, on every address).
-    - no `--ml-secret-name`: the memberlist Secret is only for speakers; the controller need not make it.
-    """
+    what = "metallb"
 
-    what = "metallb-controller"
-
-    def __init__(self, kubeconfig: Path, log_path: Path, namespace: str, *extra: str,
-                 lb_class: str | None = None, log_level: str = "info", binary: Path | None = None) -> None:
-        self.binary = binary or gobuild.ensure_built(COMPONENT)
-        self.port = free_port()
+    def __init__(self, component: str, kubeconfig: Path, log_path: Path, namespace: str, port: int,
+                 own: list[str], extra: tuple[str, ...], *, lb_class: str | None, log_level: str,
+                 binary: Path | None, metrics_host: str = "127.0.0.1") -> None:
+        self.binary = binary or gobuild.ensure_built(component)
+        self.port = port
+        self.metrics_host = metrics_host
         self.log_path = log_path
         self.namespace = namespace
         self.lb_class = lb_class
-        self.argv = [
-            str(self.binary), f"--kubeconfig={kubeconfig}", f"--namespace={namespace}",
-            "--webhook-mode=disabled", "--disable-cert-rotation", f"--port={self.port}",
-            f"--log-level={log_level}",
-        ]
+        self.argv = [str(self.binary), f"--kubeconfig={kubeconfig}", f"--namespace={namespace}", *own,
+                     f"--port={port}", f"--log-level={log_level}"]
         if lb_class:
             self.argv.append(f"--lb-class={lb_class}")
         self.argv += list(extra)
@@ -137,20 +143,24 @@ class MetalLBController(runtime.ChildProcess):
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
-    def start(self) -> MetalLBController:
+    def command(self) -> list[str]:
+        """What is executed: argv itself, unless a subclass runs it somewhere else."""
+        return self.argv
+
+    def start(self) -> Self:
         """Start it (it dies with us: PR_SET_PDEATHSIG); stop() or kill() end it by its pid only."""
-        self.proc = runtime.spawn(self.argv, self.log_path, persistent=False)
+        self.proc = runtime.spawn(self.command(), self.log_path, persistent=False)
         return self
 
     def metrics(self) -> str:
         """Its /metrics (plain HTTP, no authentication: MetalLB's own port)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"http://{self.metrics_host}:{self.port}/metrics", timeout=5) as r:
             return r.read().decode()
 
-    def wait_ready(self, timeout: float = 60) -> MetalLBController:
+    def wait_ready(self, timeout: float = 60) -> Self:
         """Until its metrics port answers and it has loaded its configuration (MetalLB's own
         `metallb_k8s_client_config_loaded_bool`, 1 also when the namespace holds no pool yet):
-        from then on it numbers Services. Pools created before start() are in that first load."""
+        from then on it acts on Services. Pools created before start() are in that first load."""
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.what} exited with {self.proc.returncode}:\n{self.log_tail()}")
@@ -167,7 +177,7 @@ class MetalLBController(runtime.ChildProcess):
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def restart(self) -> MetalLBController:
+    def restart(self) -> Self:
         self.stop()
         return self.start()
 
@@ -186,8 +196,78 @@ class MetalLBController(runtime.ChildProcess):
             return ""
         return "\n".join(line[:width] for line in self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def __enter__(self) -> MetalLBController:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class MetalLBController(MetalLBProcess):
+    """MetalLB's controller (the IP allocator), run as a child process of ours.
+
+    Flags, from v0.15.3's controller/main.go:
+    - `--kubeconfig`: controller-runtime's flag (ctrl.GetConfigOrDie); there is no in-cluster config here.
+    - `--namespace`: where it reads its configuration (IPAddressPool, L2Advertisement, ...) and writes
+      its ConfigurationState; everywhere else it only reads Services (and writes their status).
+    - `--webhook-mode=disabled`: no validating webhook server (it would need a Service and a
+      certificate the API server trusts). `--disable-cert-rotation` as well: the rotator is only
+      started with webhooks enabled, but it would otherwise hold back the metrics port until a
+      webhook Secret exists.
+    - `--lb-class`: it then handles only Services of that `spec.loadBalancerClass` and leaves all
+      others alone (Leifur's, by default those with none).
+    - `--port`: its metrics port, free on this machine (7472 by default, on every address).
+    - no `--ml-secret-name`: it would make the speakers' memberlist Secret, owned by its Deployment,
+      which does not exist here; `World` makes that Secret instead.
+    """
+
+    what = "metallb-controller"
+
+    def __init__(self, kubeconfig: Path, log_path: Path, namespace: str, *extra: str,
+                 lb_class: str | None = None, log_level: str = "info", binary: Path | None = None) -> None:
+        super().__init__(COMPONENT, kubeconfig, log_path, namespace, free_port(),
+                         ["--webhook-mode=disabled", "--disable-cert-rotation"], extra,
+                         lb_class=lb_class, log_level=log_level, binary=binary)
+
+
+class MetalLBSpeaker(MetalLBProcess):
+    """MetalLB's speaker (the announcer; layer 2 here), run in a node's network namespace as its
+    DaemonSet Pod would run on the node's host network.
+
+    Flags, from v0.15.3's speaker/main.go (each also has a METALLB_* variable; flags are clearer):
+    - `--node-name`: the Node it announces for; its memberlist name, matched against EndpointSlices.
+    - `--pod-name`: its own Pod, read at start-up (the owner of the ServiceL2Status it writes); the
+      start fails without it.
+    - `--host`, `--port`: its metrics listener, on the node's address so that the host reads it.
+    - `--ml-bindaddr`, `--ml-labels`: memberlist on the node's address (port 7946); its peers are
+      the podIPs of the Pods in `--namespace` matching the labels, listed once at start-up and
+      every 5 minutes. Without both, memberlist is off and every node counts as a live speaker.
+    - `--ml-secret-key-path`: the directory where the memberlist Secret is mounted (`secretkey`).
+    """
+
+    what = "metallb-speaker"
+
+    def __init__(self, kubeconfig: Path, log_path: Path, namespace: str, *extra: str, netns: str,
+                 node_name: str, pod_name: str, address: str, secret_dir: Path,
+                 labels: dict[str, str] | None = None, lb_class: str | None = None,
+                 log_level: str = "info", binary: Path | None = None) -> None:
+        self.netns = netns
+        self.node_name = node_name
+        self.address = address
+        labels = SPEAKER_LABELS if labels is None else labels
+        super().__init__(SPEAKER, kubeconfig, log_path, namespace, SPEAKER_PORT, [
+            f"--node-name={node_name}", f"--pod-name={pod_name}", f"--host={address}",
+            f"--ml-bindaddr={address}", f"--ml-labels={selector(labels)}", f"--ml-secret-key-path={secret_dir}",
+        ], extra, lb_class=lb_class, log_level=log_level, binary=binary, metrics_host=address)
+
+    def command(self) -> list[str]:
+        # `ip netns exec` execs the speaker: the pid we hold is the speaker's.
+        return ["ip", "netns", "exec", self.netns, *self.argv]
+
+
+def l2_owner(node_names: list[str], ip: str) -> str:
+    """The node whose speaker announces `ip` in layer 2 mode, among the nodes with a live speaker
+    (and, for externalTrafficPolicy Local, a ready endpoint): MetalLB v0.15's rule in
+    speaker/layer2_controller.go ShouldAnnounce, the lowest sha256 of "node#ip". Its netns test
+    checks it against the real speakers."""
+    return min(node_names, key=lambda n: hashlib.sha256(f"{n}#{ip}".encode()).digest())
