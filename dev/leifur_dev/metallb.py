@@ -10,15 +10,19 @@ so that they always match the binary; nothing of MetalLB is copied into this rep
 The controller runs as a child process against a kubeconfig, without its webhooks, watching the
 metallb.io objects of one namespace; with a `loadBalancerClass` it touches no other Service. Speakers
 run in the netns lab's node namespaces, each with the Pod object a kubelet would have made for it
-(their memberlist peers are found through those Pods).
+(their memberlist peers are found through those Pods). `World` is one test's MetalLB.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import json
+import os
 import subprocess
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Self
 
@@ -26,8 +30,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from leifur_dev import gobuild, runtime
-from leifur_dev.cluster import wait_crd_established, wait_for
+from leifur_dev import gobuild, runtime, secretvolume
+from leifur_dev.cluster import Cluster, wait_crd_established, wait_for
 from leifur_dev.controlplane import free_port
 
 COMPONENT = "metallb-controller"
@@ -271,3 +275,159 @@ def l2_owner(node_names: list[str], ip: str) -> str:
     speaker/layer2_controller.go ShouldAnnounce, the lowest sha256 of "node#ip". Its netns test
     checks it against the real speakers."""
     return min(node_names, key=lambda n: hashlib.sha256(f"{n}#{ip}".encode()).digest())
+
+
+def speaker_pod_name(node_name: str) -> str:
+    return f"speaker-{node_name}"
+
+
+def speaker_pod(name: str, node_name: str, labels: dict[str, str]) -> dict:
+    """A speaker's DaemonSet Pod as the scheduler leaves it: bound to its node, on the host network."""
+    image = f"quay.io/metallb/speaker:{gobuild.component_version(SPEAKER)}"
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+            "spec": {"nodeName": node_name, "hostNetwork": True, "containers": [{"name": "speaker", "image": image}]}}
+
+
+def running_status(address: str) -> dict:
+    """What a kubelet reports for a host-network Pod whose container runs: the node's address as its IP."""
+    return {"status": {"phase": "Running", "hostIP": address, "hostIPs": [{"ip": address}],
+                       "podIP": address, "podIPs": [{"ip": address}],
+                       "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+class World:
+    """One test's MetalLB: its configuration namespace, its class, its controller(s) and speakers.
+    Each test gets a class of its own, so that MetalLB never touches a Service that Leifur's
+    controllers (class unset, or theirs) handle in the same session, nor they its Services."""
+
+    def __init__(self, api_client: client.ApiClient, kubeconfig: Path, tmp: Path) -> None:
+        self.cluster = Cluster(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.kubeconfig = kubeconfig
+        self.tmp = tmp
+        suffix = uuid.uuid4().hex[:8]
+        self.ns = f"mlb-{suffix}"
+        self.lb_class = f"{GROUP}/test-{suffix}"
+        self.cluster.ensure_namespace(self.ns)
+        self.controllers: list[MetalLBController] = []
+        self.speakers: dict[str, MetalLBSpeaker] = {}
+        self.namespaces: list[str] = []
+
+    def controller(self) -> MetalLBController:
+        c = MetalLBController(self.kubeconfig, self.tmp / f"metallb-{len(self.controllers) + 1}.log",
+                              self.ns, lb_class=self.lb_class, log_level="debug")
+        self.controllers.append(c)
+        return c.start().wait_ready()
+
+    def memberlist_secret(self) -> bytes:
+        """The speakers' memberlist key, made once as MetalLB's controller makes it (16 random bytes,
+        unpadded base64) and kept in the Secret its manifests mount into every speaker."""
+        try:
+            data = self.cluster.core.read_namespaced_secret(MEMBERLIST_SECRET, self.ns).data
+            return base64.b64decode(data[MEMBERLIST_KEY])
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        key = base64.b64encode(os.urandom(16)).rstrip(b"=")
+        self.cluster.core.create_namespaced_secret(self.ns, {
+            "metadata": {"name": MEMBERLIST_SECRET}, "data": {MEMBERLIST_KEY: base64.b64encode(key).decode()}})
+        return key
+
+    def speaker_pod(self, node_name: str, address: str) -> str:
+        """Create the speaker's Pod on `node_name` and report it running with `address`, as the
+        scheduler and the kubelet would; its name. Every speaker's Pod must exist before the
+        speakers start: each lists its peers' Pods once at start-up (then every 5 minutes)."""
+        name = speaker_pod_name(node_name)
+        with contextlib.suppress(ApiException):
+            self.cluster.core.delete_namespaced_pod(name, self.ns, grace_period_seconds=0)
+        wait_for(lambda: not self._pod_exists(name), 30, what=f"old pod {name} gone")
+        self.cluster.core.create_namespaced_pod(self.ns, speaker_pod(name, node_name, SPEAKER_LABELS))
+        self.cluster.core.patch_namespaced_pod_status(name, self.ns, running_status(address))
+        return name
+
+    def _pod_exists(self, name: str) -> bool:
+        try:
+            self.cluster.core.read_namespaced_pod(name, self.ns)
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    def speaker(self, kubeconfig: Path, netns: str, node_name: str, address: str) -> MetalLBSpeaker:
+        """Start the speaker of `node_name` inside `netns` (its Pod made first by speaker_pod), the
+        memberlist Secret mounted as the kubelet would; started, not yet ready."""
+        secret_dir = self.tmp / f"memberlist-{node_name}"
+        secretvolume.project(secret_dir, {MEMBERLIST_KEY: self.memberlist_secret()})
+        s = MetalLBSpeaker(kubeconfig, self.tmp / f"speaker-{node_name}.log", self.ns, netns=netns,
+                           node_name=node_name, pod_name=speaker_pod_name(node_name), address=address,
+                           secret_dir=secret_dir, lb_class=self.lb_class, log_level="debug")
+        self.speakers[node_name] = s
+        return s.start()
+
+    def announcing_nodes(self, service: str, namespace: str | None = None) -> list[str]:
+        """The nodes MetalLB's ServiceL2Status objects say announce `service` (speakers write them)."""
+        namespace = namespace or self.ns
+        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.ns, "servicel2statuses")["items"]
+        return sorted(i.get("status", {}).get("node", "") for i in items
+                      if i.get("status", {}).get("serviceName") == service
+                      and i["status"].get("serviceNamespace") == namespace)
+
+    def create(self, body: dict) -> dict:
+        plural = {"IPAddressPool": POOLS, "L2Advertisement": L2ADVERTISEMENTS}[body["kind"]]
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, plural, body)
+
+    def svc(self, name: str, lb_class: str | None = "", **spec) -> dict:
+        """A LoadBalancer Service in MetalLB's namespace, of its class unless told otherwise."""
+        cls = self.lb_class if lb_class == "" else lb_class
+        if cls:
+            spec["loadBalancerClass"] = cls
+        return self.cluster.create_service(self.ns, name, **spec)
+
+    def ips(self, name: str) -> list[str]:
+        return self.cluster.ips(self.ns, name)
+
+    def wait_ips(self, name: str, n: int = 1, timeout: float = 60) -> list[str]:
+        return wait_for(lambda: len(ips := self.ips(name)) == n and ips, timeout, what=f"{n} IP(s) on {name}")
+
+    def namespace(self, suffix: str, labels: dict[str, str] | None = None) -> str:
+        """Another namespace for the test's Services, removed with the rest."""
+        name = f"{self.ns}-{suffix}"
+        self.cluster.ensure_namespace(name, labels)
+        self.namespaces.append(name)
+        return name
+
+    def delete_services(self, timeout: float = 30) -> None:
+        """Delete every Service of the test, and wait until they are gone (a controller still
+        running releases them), or give up quietly: teardown strips what is left."""
+        for ns in (self.ns, *self.namespaces):
+            for s in self.cluster.core.list_namespaced_service(ns).items:
+                self.cluster.delete_service(ns, s.metadata.name)
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: not any(self.cluster.core.list_namespaced_service(ns).items
+                                     for ns in (self.ns, *self.namespaces)), timeout, what="Services deleted")
+
+    def processes(self) -> list[MetalLBProcess]:
+        return [*self.speakers.values(), *self.controllers]
+
+    def teardown(self) -> None:
+        for p in self.processes():
+            p.stop()
+        for ns in (self.ns, *self.namespaces):
+            for s in self.cluster.core.list_namespaced_service(ns).items:
+                self.cluster.delete_service(ns, s.metadata.name)
+                with contextlib.suppress(ApiException):  # a finalizer no controller is left to remove
+                    self.cluster.core.patch_namespaced_service(s.metadata.name, ns, {"metadata": {"finalizers": None}},
+                                                               _content_type="application/merge-patch+json")
+        for plural in (POOLS, L2ADVERTISEMENTS, *STATES):
+            with contextlib.suppress(ApiException):
+                self.custom.delete_collection_namespaced_custom_object(GROUP, VERSION, self.ns, plural)
+        # Nothing else deletes a namespace's contents here (no controller-manager): the speakers'
+        # Pods and Secret would outlive the test.
+        with contextlib.suppress(ApiException):
+            self.cluster.core.delete_collection_namespaced_pod(self.ns, grace_period_seconds=0)
+        with contextlib.suppress(ApiException):
+            self.cluster.core.delete_namespaced_secret(MEMBERLIST_SECRET, self.ns)
+        for ns in (self.ns, *self.namespaces):
+            with contextlib.suppress(ApiException):
+                self.cluster.core.delete_namespace(ns)

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from pathlib import Path
 
 import pytest
-from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from leifur.model import names
@@ -106,7 +104,7 @@ def env(cluster, control_plane, tmp_path, request):
     e.teardown()
 
 
-# -- MetalLB: its controller built from its Go module, the source a migration starts from --------
+# -- MetalLB: built from its Go module, the source a migration starts from (leifur_dev.metallb.World) --
 
 
 @pytest.fixture(scope="session")
@@ -114,85 +112,11 @@ def metallb_crds(api_client) -> list[str]:
     return metallb.install_crds(api_client)
 
 
-class MetalLBWorld:
-    """One test's MetalLB: its configuration namespace, its class, its controller(s). Each test gets
-    a class of its own, so that MetalLB never touches a Service that Leifur's controllers (class
-    unset, or theirs) handle in the same session, nor they its Services."""
-
-    def __init__(self, api_client: client.ApiClient, kubeconfig: Path, tmp: Path) -> None:
-        self.cluster = Cluster(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
-        self.kubeconfig = kubeconfig
-        self.tmp = tmp
-        suffix = uuid.uuid4().hex[:8]
-        self.ns = f"mlb-{suffix}"
-        self.lb_class = f"metallb.io/test-{suffix}"
-        self.cluster.ensure_namespace(self.ns)
-        self.controllers: list[metallb.MetalLBController] = []
-        self.namespaces: list[str] = []
-
-    def controller(self) -> metallb.MetalLBController:
-        c = metallb.MetalLBController(self.kubeconfig, self.tmp / f"metallb-{len(self.controllers) + 1}.log",
-                                      self.ns, lb_class=self.lb_class, log_level="debug")
-        self.controllers.append(c)
-        return c.start().wait_ready()
-
-    def create(self, body: dict) -> dict:
-        plural = {"IPAddressPool": metallb.POOLS, "L2Advertisement": metallb.L2ADVERTISEMENTS}[body["kind"]]
-        return self.custom.create_namespaced_custom_object(metallb.GROUP, metallb.VERSION, self.ns, plural, body)
-
-    def svc(self, name: str, lb_class: str | None = "", **spec) -> dict:
-        """A LoadBalancer Service in MetalLB's namespace, of its class unless told otherwise."""
-        cls = self.lb_class if lb_class == "" else lb_class
-        if cls:
-            spec["loadBalancerClass"] = cls
-        return self.cluster.create_service(self.ns, name, **spec)
-
-    def ips(self, name: str) -> list[str]:
-        return self.cluster.ips(self.ns, name)
-
-    def wait_ips(self, name: str, n: int = 1, timeout: float = 60) -> list[str]:
-        return wait_for(lambda: len(ips := self.ips(name)) == n and ips, timeout, what=f"{n} IP(s) on {name}")
-
-    def namespace(self, suffix: str, labels: dict[str, str] | None = None) -> str:
-        """Another namespace for the test's Services, removed with the rest."""
-        name = f"{self.ns}-{suffix}"
-        self.cluster.ensure_namespace(name, labels)
-        self.namespaces.append(name)
-        return name
-
-    def delete_services(self, timeout: float = 30) -> None:
-        """Delete every Service of the test, and wait until they are gone (a controller still
-        running releases them), or give up quietly: teardown strips what is left."""
-        for ns in (self.ns, *self.namespaces):
-            for s in self.cluster.core.list_namespaced_service(ns).items:
-                self.cluster.delete_service(ns, s.metadata.name)
-        with contextlib.suppress(TimeoutError):
-            wait_for(lambda: not any(self.cluster.core.list_namespaced_service(ns).items
-                                     for ns in (self.ns, *self.namespaces)), timeout, what="Services deleted")
-
-    def teardown(self) -> None:
-        for c in self.controllers:
-            c.stop()
-        for ns in (self.ns, *self.namespaces):
-            for s in self.cluster.core.list_namespaced_service(ns).items:
-                self.cluster.delete_service(ns, s.metadata.name)
-                with contextlib.suppress(ApiException):  # a finalizer no controller is left to remove
-                    self.cluster.core.patch_namespaced_service(s.metadata.name, ns, {"metadata": {"finalizers": None}},
-                                                               _content_type="application/merge-patch+json")
-        for plural in (metallb.POOLS, metallb.L2ADVERTISEMENTS):
-            with contextlib.suppress(ApiException):
-                self.custom.delete_collection_namespaced_custom_object(metallb.GROUP, metallb.VERSION, self.ns, plural)
-        for ns in (self.ns, *self.namespaces):
-            with contextlib.suppress(ApiException):
-                self.cluster.core.delete_namespace(ns)
-
-
 @pytest.fixture
 def mlb(api_client, control_plane, metallb_crds, tmp_path, request):
-    world = MetalLBWorld(api_client, control_plane.kubeconfig, tmp_path)
+    world = metallb.World(api_client, control_plane.kubeconfig, tmp_path)
     yield world
     if failure_of(request.node):
-        for c in world.controllers:
-            print(f"--- {c.log_path.name} ---\n{c.log_tail(60)}")
+        for p in world.processes():
+            print(f"--- {p.log_path.name} ---\n{p.log_tail(60)}")
     world.teardown()
