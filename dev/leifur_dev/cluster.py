@@ -264,6 +264,24 @@ class Cluster:
                 return False
             raise
 
+    def pod_exists(self, namespace: str, name: str) -> bool:
+        try:
+            self.core.read_namespaced_pod(name, namespace)
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    def recreate_pod(self, namespace: str, body: dict) -> None:
+        """Create a Pod afresh: one of that name left from an earlier run is deleted first (a new UID,
+        as when a DaemonSet replaces its Pod)."""
+        name = body["metadata"]["name"]
+        with contextlib.suppress(ApiException):
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        wait_for(lambda: not self.pod_exists(namespace, name), 30, what=f"old pod {name} gone")
+        self.core.create_namespaced_pod(namespace, body)
+
     def ips(self, namespace: str, name: str) -> list[str]:
         status = self.service(namespace, name).get("status") or {}
         return [i["ip"] for i in (status.get("loadBalancer") or {}).get("ingress") or []]

@@ -338,21 +338,9 @@ class World:
         scheduler and the kubelet would; its name. Every speaker's Pod must exist before the
         speakers start: each lists its peers' Pods once at start-up (then every 5 minutes)."""
         name = speaker_pod_name(node_name)
-        with contextlib.suppress(ApiException):
-            self.cluster.core.delete_namespaced_pod(name, self.ns, grace_period_seconds=0)
-        wait_for(lambda: not self._pod_exists(name), 30, what=f"old pod {name} gone")
-        self.cluster.core.create_namespaced_pod(self.ns, speaker_pod(name, node_name, SPEAKER_LABELS))
+        self.cluster.recreate_pod(self.ns, speaker_pod(name, node_name, SPEAKER_LABELS))
         self.cluster.core.patch_namespaced_pod_status(name, self.ns, running_status(address))
         return name
-
-    def _pod_exists(self, name: str) -> bool:
-        try:
-            self.cluster.core.read_namespaced_pod(name, self.ns)
-            return True
-        except ApiException as e:
-            if e.status == 404:
-                return False
-            raise
 
     def speaker(self, kubeconfig: Path, netns: str, node_name: str, address: str) -> MetalLBSpeaker:
         """Start the speaker of `node_name` inside `netns` (its Pod made first by speaker_pod), the

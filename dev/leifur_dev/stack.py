@@ -212,23 +212,11 @@ class Stack:
         body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod},
                 "spec": {"nodeName": self.node_name(host), "serviceAccountName": names.AGENT_NAME,
                          "containers": [{"name": "agent", "image": "leifur:dev"}]}}
-        with contextlib.suppress(ApiException):
-            self.core.delete_namespaced_pod(pod, self.system_namespace, grace_period_seconds=0)
-        wait_for(lambda: not self._pod_exists(pod), 30, what=f"old pod {pod} gone")
-        self.core.create_namespaced_pod(self.system_namespace, body)
+        self.cluster.recreate_pod(self.system_namespace, body)
         return service_account_kubeconfig(
             self.api_client, f"https://{self.lab.host_ip}:{self.api_port}",
             self.cp.directory / "pki" / "ca.crt", self.system_namespace, names.AGENT_NAME,
             self.workdir / f"kubeconfig-{host.name}", bound_pod=pod)
-
-    def _pod_exists(self, name: str) -> bool:
-        try:
-            self.core.read_namespaced_pod(name, self.system_namespace)
-            return True
-        except ApiException as e:
-            if e.status == 404:
-                return False
-            raise
 
     def label_node(self, host: netlab.Host, labels: dict) -> None:
         self.core.patch_node(self.node_name(host), {"metadata": {"labels": labels}})
