@@ -187,6 +187,17 @@ def wait_denied_another_record(agent: client.ApiClient, admin: client.ApiClient,
     wait_for(denied, 30, what=what)
 
 
+def exists(read: Callable[[], object]) -> bool:
+    """Whether `read` finds its object: False on 404, any other API error raised."""
+    try:
+        read()
+        return True
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+
+
 class Cluster:
     """Thin conveniences over the API for tests: dicts in, dicts out."""
 
@@ -218,13 +229,7 @@ class Cluster:
             self.custom.delete_cluster_custom_object(names.GROUP, names.VERSION, names.POOLS, name)
 
     def pool_exists(self, name: str) -> bool:
-        try:
-            self.pool(name)
-            return True
-        except ApiException as e:
-            if e.status == 404:
-                return False
-            raise
+        return exists(lambda: self.pool(name))
 
     def pool_condition(self, name: str, type_: str) -> dict | None:
         for c in (self.pool(name).get("status") or {}).get("conditions") or []:
@@ -256,22 +261,10 @@ class Cluster:
             self.core.delete_namespaced_service(name, namespace)
 
     def service_exists(self, namespace: str, name: str) -> bool:
-        try:
-            self.core.read_namespaced_service(name, namespace)
-            return True
-        except ApiException as e:
-            if e.status == 404:
-                return False
-            raise
+        return exists(lambda: self.core.read_namespaced_service(name, namespace))
 
     def pod_exists(self, namespace: str, name: str) -> bool:
-        try:
-            self.core.read_namespaced_pod(name, namespace)
-            return True
-        except ApiException as e:
-            if e.status == 404:
-                return False
-            raise
+        return exists(lambda: self.core.read_namespaced_pod(name, namespace))
 
     def recreate_pod(self, namespace: str, body: dict) -> None:
         """Create a Pod afresh: one of that name left from an earlier run is deleted first (a new UID,
