@@ -162,11 +162,13 @@ class Stack:
 
     # -- bring-up ---------------------------------------------------------------------------------
 
-    def start(self, agents: bool = True, controller: bool = True) -> Stack:
+    def start(self, agents: bool = True, controller: bool = True, nodes: bool = True) -> Stack:
+        """`nodes=False`: the Node objects exist already (a first start() made them for something
+        else, such as MetalLB's speakers, which must not see their Node go away)."""
         self.cluster.ensure_namespace(self.system_namespace)
         if self.agent_rbac is not None:
             self.apply(self.agent_rbac)
-        for host in self.lab.nodes:
+        for host in self.lab.nodes if nodes else []:
             self.create_node(host)
         if controller:
             self.controller = ControllerProcess(self.controller_kubeconfig, self.workdir / "controller.log",

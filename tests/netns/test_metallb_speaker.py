@@ -12,23 +12,9 @@ import pytest
 
 from leifur_dev import gobuild, metallb
 from leifur_dev.cluster import wait_for
-from leifur_dev.pytest_plugin import failure_of
 from leifur_dev.stack import Stack
 
 pytestmark = [pytest.mark.netns, pytest.mark.controlplane]
-
-
-@pytest.fixture
-def mlb(stack, request):
-    """One test's MetalLB in the lab: its CRDs, namespace and class; its controller on the host and
-    its speakers in the node namespaces, both against the lab's API server. Stopped before the lab."""
-    metallb.install_crds(stack.api_client)
-    world = metallb.World(stack.api_client, stack.cp.kubeconfig, stack.workdir)
-    yield world
-    if failure_of(request.node):
-        for p in world.processes():
-            print(f"--- {p.log_path.name} ---\n{p.log_tail(60)}")
-    world.teardown()
 
 
 def single_answer(stack: Stack, ip: str, timeout: float = 60) -> str:
