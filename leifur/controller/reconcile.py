@@ -243,8 +243,9 @@ class ServiceReconciler:
                 with contextlib.suppress(service.ServiceSpecError):
                     allocation.apply_traits(alloc, service.traits_of(svc))
                 held = [(ip, alloc.pool_of(ip)) for ip in alloc.ips_of(key)]
-                # One that was never ours keeps what its status shows, untouched, until it is readable.
-                kept = [] if held else service.ingress_ips(svc)
+                # One that held nothing of ours keeps what its status shows, untouched, until it is
+                # readable (not one that just gave an IP up: that one is not to be shown again).
+                kept = [] if held_before else service.ingress_ips(svc)
                 outcome = allocation.Outcome(ips=held, kept=kept, ok=False, reason=e.reason, message=str(e))
             else:
                 outcome = allocation.allocate(alloc, req, ns_labels)

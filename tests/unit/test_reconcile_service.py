@@ -435,6 +435,24 @@ def test_two_services_shown_one_ip_they_may_not_share_neither_moves_and_the_newc
     assert w.shown(theirs) == ["192.0.2.12"] and w.shown(ours) == ["192.0.2.10"]
 
 
+def test_an_unreadable_newcomer_keeps_what_it_shows_and_one_that_gave_its_ip_up_shows_nothing():
+    w = World({"lan": ["192.0.2.10-192.0.2.12"]})
+    bad = {"metallb.io/loadBalancerIPs": "not-an-ip"}
+    newcomer = w.add(numbered_elsewhere("newcomer", "192.0.2.12", annotations=bad))
+    w.sync(newcomer)
+    assert w.shown(newcomer) == ["192.0.2.12"] and w.condition(newcomer)["reason"] == "InvalidRequest"
+    # Two sharing; one's edit makes it clash with the other AND is unreadable: it gives the IP up.
+    share = {names.ANN_ALLOW_SHARED_IP: "k"}
+    a, b = w.add(svc("a", annotations=dict(share))), w.add(svc("b", annotations=share, ports=[{"port": 81}]))
+    w.sync(a)
+    w.sync(b)
+    assert w.shown(a) == w.shown(b) == ["192.0.2.10"]
+    w.edit(a, lambda o: (o["spec"].update(ports=[{"port": 81}]),
+                         o["metadata"]["annotations"].update({names.ANN_LOAD_BALANCER_IPS: "bad"})))
+    w.sync(a)
+    assert w.shown(a) == [] and w.held(a) == [] and w.shown(b) == ["192.0.2.10"]
+
+
 def test_metallbs_annotation_disagreeing_with_ours_is_reported_and_ours_wins():
     w = World({"lan": ["192.0.2.10-192.0.2.11"], "dmz": ["198.51.100.10"]})
     a = w.add(svc("a", annotations={names.ANN_ADDRESS_POOL: "dmz", "metallb.io/address-pool": "lan"}))
