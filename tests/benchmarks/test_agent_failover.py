@@ -5,12 +5,14 @@ steady-state API requests with 100 Services, and their peak memory.
 LEIFUR_BENCHMARKS=1 pytest tests/benchmarks/test_agent_failover.py -s
 
 The failover runs twice, with signed heartbeats (the default) and with unsigned ones as the
-baseline; the link-down handover has a crash on the same lab as its baseline.
+baseline; the link-down handover has a crash on the same lab as its baseline. Each failover's
+timeline of answers per MAC is drawn into LEIFUR_BENCH_FIGURES (leifur_dev.benchfigures).
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import signal
 import statistics
@@ -19,12 +21,15 @@ import time
 import pytest
 
 from leifur.announce.election import owner
-from leifur_dev import runtime
+from leifur_dev import benchfigures, runtime
 from leifur_dev.cluster import wait_for
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.netns, pytest.mark.controlplane]
 
 RUNS = int(os.environ.get("LEIFUR_FAILOVER_RUNS", "5"))
+# The owner answers this long before the fault, so that each run's timeline shows the time before
+# it too; the blackout is the longest gap between answers, which this does not change.
+BEFORE_FAULT = 0.2
 
 
 def _setup(stack) -> str:
@@ -36,6 +41,15 @@ def _setup(stack) -> str:
 
 def _owner_host(stack, ip, hosts):
     return stack.host_of(owner([stack.node_name(h) for h in hosts], ip))
+
+
+def _draw(stack, result: dict, faulted_at: float, fault: str, name: str) -> None:
+    """The run's timeline of answers per MAC around the fault, and its record (LEIFUR_BENCH_FIGURES)."""
+    record = benchfigures.failover_record(result, faulted_at - result["start"],
+                                          {h.mac: h.name for h in stack.lab.nodes}, fault)
+    benchfigures.write(f"{name}.json", json.dumps(record))
+    benchfigures.write(f"{name}.svg", benchfigures.failover_timeline(
+        record, f"{name}: who answered the client's ARP probes"))
 
 
 @pytest.mark.parametrize("auth", ["signed", "unsigned"])
@@ -55,6 +69,8 @@ def test_failover_blackout(stack, auth):
             probe = stack.probe(ip, duration=60.0, interval=0.01)
             # Signalled once the probe sees the owner answer, however long the probe took to start.
             assert stack.probe_first_answer(probe) == first.mac
+            time.sleep(BEFORE_FAULT)
+            faulted_at = time.time()
             stack.agents[first.name].signal(sig)
             stack.agents[first.name].wait_exit(10)
             wait_for(lambda s=second: stack.who_answers(ip) == [s.mac], 30, what="the new owner answering alone")
@@ -62,6 +78,7 @@ def test_failover_blackout(stack, auth):
             assert result["last_mac"] == second.mac, result["changes"]
             results[sig.name].append(result["longest_gap"])
             print(f"{auth} run {run + 1} {sig.name}: blackout {result['longest_gap'] * 1000:.0f} ms")
+            _draw(stack, result, faulted_at, sig.name, f"failover-{auth}-{sig.name}-run{run + 1}")
             stack.start_agent(first).wait_ready()
     print(f"\nfailover blackout from the client, {auth} heartbeats (ARP probe every 10 ms), {RUNS} runs:")
     for name, gaps in results.items():
@@ -83,6 +100,8 @@ def test_lan_link_down_blackout(stack):
             wait_for(lambda f=first: stack.who_answers(ip) == [f.mac], 30, what="the owner answering alone")
             probe = stack.probe(ip, duration=60.0, interval=0.01)
             assert stack.probe_first_answer(probe) == first.mac
+            time.sleep(BEFORE_FAULT)
+            faulted_at = time.time()
             if fault == "link down":
                 stack.lab.set_lan_port(first, up=False)
             else:
@@ -93,6 +112,7 @@ def test_lan_link_down_blackout(stack):
             assert result["last_mac"] == second.mac, result["changes"]
             gaps.append(result["longest_gap"])
             print(f"run {run + 1} {fault}: blackout {result['longest_gap'] * 1000:.0f} ms")
+            _draw(stack, result, faulted_at, fault, f"lan-{fault.replace(' ', '-')}-run{run + 1}")
             if fault == "link down":
                 stack.lab.set_lan_port(first, up=True)
             else:

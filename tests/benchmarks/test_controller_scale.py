@@ -15,7 +15,8 @@ are the IPv4 and dual-stack mix and the rest are IPv6 (ClusterIPs from 2001:db8:
 
 Correctness is asserted (every Service gets the IPs it asks for, no IP is held twice except by
 Services that may share it, a restart changes none); times are printed, with the targets of
-issue 16 beside them, and never asserted.
+issue 16 beside them, and never asserted. Each run draws its Services with IPs over time, and the
+backlogs their throughput and memory against N, into LEIFUR_BENCH_FIGURES (leifur_dev.benchfigures).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ from leifur.kube.client import request, send
 from leifur.kube.informer import Informer
 from leifur.model import names
 from leifur.model.objects import key_of
-from leifur_dev import controlplane, runtime
+from leifur_dev import benchfigures, controlplane, runtime
 from leifur_dev.cluster import ControllerProcess, install_crds, metrics_reader_token, wait_for
+from leifur_dev.svgplot import Mark
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.controlplane]
 
@@ -460,6 +462,20 @@ def print_writes(what: str, writes: Counter, n: int) -> None:
           + ", ".join(f"{k} {v} ({v / n:.2f})" for k, v in sorted(kinds.items())))
 
 
+# (N, throughput, peak RSS in MB) of this session's backlogs, drawn against N after each one.
+_BACKLOGS: list[tuple[int, float, float]] = []
+
+
+def _draw_backlog(n: int, throughput: float, peak_mb: float) -> None:
+    _BACKLOGS.append((n, throughput, peak_mb))
+    benchfigures.write("controller-scale-throughput.svg", benchfigures.against_n(
+        {"this run": [(b[0], b[1]) for b in _BACKLOGS]}, title="Controller: backlog throughput against its size",
+        y_label="Services given IPs per second"))
+    benchfigures.write("controller-scale-memory.svg", benchfigures.against_n(
+        {"this run": [(b[0], b[2]) for b in _BACKLOGS]}, title="Controller: peak memory against the number of Services",
+        y_label="peak RSS, MB"))
+
+
 def _summary(record: dict) -> None:
     """One JSON line per run, for the tables in docs/benchmarks.md; with the machine's load, since
     the machine may be shared (the bare client's rate in the same run is the other yardstick)."""
@@ -509,6 +525,10 @@ def test_backlog_throughput(n, tmp_path):
                   "throughput": round(throughput, 1), "fraction": round(throughput / rates["best"], 3),
                   "writes": write_kinds(writes), "writes_per_service": round(foreground(writes) / n, 2),
                   "peak_rss_mb": round(peak / 1024, 1)})
+        benchfigures.write(f"controller-backlog-{n}.svg", benchfigures.ips_over_time(
+            {"Services with their IPs": [t - started for t in watch.first.values()]},
+            title=f"Controller: a backlog of {n:,} Services", marks=[Mark(ready - started, "ready")]))
+        _draw_backlog(n, throughput, peak / 1024)
 
 
 @pytest.mark.timeout(3600)
@@ -556,6 +576,10 @@ def test_live_creation_then_restart(tmp_path):
                       "server_p50_s": statistics.median(server), "server_p99_s": server[int(0.99 * (len(server) - 1))],
                       "writes": write_kinds(writes),
                       "writes_per_service": round(foreground(writes) / n, 2), "peak_rss_mb": round(peak / 1024, 1)})
+            benchfigures.write(f"controller-live-{n}.svg", benchfigures.ips_over_time(
+                {"created": [created[k] - started for k in created],
+                 "with their IPs": [watch.first[k] - started for k in created]},
+                title=f"Controller: {n:,} Services created while it runs", marks=[Mark(ready - started, "ready")]))
 
             # -- the restart ------------------------------------------------------------------
             before = api_writes(api)
