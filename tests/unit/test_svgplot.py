@@ -129,3 +129,10 @@ def test_the_failover_timeline_puts_each_mac_in_its_lane_around_the_fault():
     span = root.find(".//s:g[@class='span']", NS)
     assert span is not None and (float(span.get("data-start", "")), float(span.get("data-end", ""))) == (0, 500)
 
+
+def test_the_committed_images_are_what_the_recorded_results_draw(tmp_path):
+    """docs/img holds the images as `python -m leifur_dev.benchfigures docs/img` draws them."""
+    for drawn in benchfigures.recorded(tmp_path):
+        committed = benchfigures.REPO / "docs" / "img" / drawn.name
+        redraw = "python -m leifur_dev.benchfigures docs/img"
+        assert committed.read_text() == drawn.read_text(), f"{drawn.name} differs; redraw: {redraw}"
