@@ -111,3 +111,18 @@ def stack(control_plane, api_client, tmp_path, request):
                 # Again after the tails: CI shows the end of a failure's output, the tails fill it.
                 if failure := failure_of(request.node):
                     print(f"--- the test failed ---\n{failure[:3000]}")
+
+
+@pytest.fixture
+def mlb(stack, request):
+    """One test's MetalLB in the lab: its CRDs, namespace and class; its controller on the host and
+    its speakers in the node namespaces, both against the lab's API server. Stopped before the lab."""
+    from leifur_dev import metallb
+
+    metallb.install_crds(stack.api_client)
+    world = metallb.World(stack.api_client, stack.cp.kubeconfig, stack.workdir)
+    yield world
+    if failure_of(request.node):
+        for p in world.processes():
+            print(f"--- {p.log_path.name} ---\n{p.log_tail(60)}")
+    world.teardown()

@@ -5,7 +5,8 @@ steady-state API requests with 100 Services, and their peak memory.
 LEIFUR_BENCHMARKS=1 pytest tests/benchmarks/test_agent_failover.py -s
 
 The failover runs twice, with signed heartbeats (the default) and with unsigned ones as the
-baseline; the link-down handover has a crash on the same lab as its baseline. Each failover's
+baseline, and once more with MetalLB's speakers instead of Leifur's agents, the competitor on the
+same lab; the link-down handover has a crash on the same lab as its baseline. Each failover's
 timeline of answers per MAC is drawn into LEIFUR_BENCH_FIGURES (leifur_dev.benchfigures).
 """
 
@@ -21,7 +22,7 @@ import time
 import pytest
 
 from leifur.announce.election import owner
-from leifur_dev import benchfigures, runtime
+from leifur_dev import benchfigures, metallb, runtime
 from leifur_dev.cluster import wait_for
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.netns, pytest.mark.controlplane]
@@ -83,6 +84,52 @@ def test_failover_blackout(stack, auth):
     print(f"\nfailover blackout from the client, {auth} heartbeats (ARP probe every 10 ms), {RUNS} runs:")
     for name, gaps in results.items():
         print(f"  {auth} {name}: median {statistics.median(gaps) * 1000:.0f} ms, "
+              f"min {min(gaps) * 1000:.0f} ms, max {max(gaps) * 1000:.0f} ms")
+
+
+def test_failover_blackout_of_metallbs_speakers(stack, mlb):
+    """The competitor on the same lab: MetalLB's layer-2 speakers (v0.15.3, built from its Go
+    module, memberlist for liveness), SIGKILL and SIGTERM of the one announcing the IP."""
+    stack.start(agents=False, controller=False)  # the Node objects only: no Leifur program runs
+    nodes = {stack.node_name(h): h for h in stack.lab.nodes}
+    mlb.create(metallb.pool("lan", mlb.ns, [f"{stack.lan_ip(30)}-{stack.lan_ip(59)}"]))
+    mlb.create(metallb.l2_advertisement("lan", mlb.ns, interfaces=["eth0"]))
+    mlb.controller()
+    mlb.svc("web")
+    stack.endpoints(mlb.ns, "web", stack.lab.nodes)
+    (ip,) = mlb.wait_ips("web")
+    for name, host in nodes.items():
+        mlb.speaker_pod(name, host.ip4)
+    for name, host in nodes.items():
+        mlb.speaker(stack.kubeconfig, host.netns, name, host.ip4)
+    for speaker in mlb.speakers.values():
+        speaker.wait_ready()
+    results: dict[str, list[float]] = {"SIGKILL": [], "SIGTERM": []}
+    for run in range(RUNS):
+        for sig in (signal.SIGKILL, signal.SIGTERM):
+            first = nodes[metallb.l2_owner(list(nodes), ip)]
+            second = nodes[metallb.l2_owner([n for n, h in nodes.items() if h != first], ip)]
+            # MetalLB's election is not sticky: a restarted speaker takes its IP back first.
+            wait_for(lambda f=first: stack.who_answers(ip) == [f.mac], 90, what="MetalLB's owner answering alone")
+            probe = stack.probe(ip, duration=120.0, interval=0.01)
+            assert stack.probe_first_answer(probe) == first.mac
+            time.sleep(BEFORE_FAULT)
+            faulted_at = time.time()
+            speaker = mlb.speakers[stack.node_name(first)]
+            if sig == signal.SIGKILL:
+                speaker.kill()
+            else:
+                speaker.stop()  # SIGTERM by pid, then it is waited for
+            wait_for(lambda s=second: stack.who_answers(ip) == [s.mac], 90, what="the new owner answering alone")
+            result = stack.stop_probe(probe)
+            assert result["last_mac"] == second.mac, result["changes"]
+            results[sig.name].append(result["longest_gap"])
+            print(f"MetalLB run {run + 1} {sig.name}: blackout {result['longest_gap'] * 1000:.0f} ms")
+            _draw(stack, result, faulted_at, sig.name, f"failover-metallb-{sig.name}-run{run + 1}")
+            speaker.start().wait_ready()
+    print(f"\nfailover blackout from the client, MetalLB's speakers (ARP probe every 10 ms), {RUNS} runs:")
+    for name, gaps in results.items():
+        print(f"  MetalLB {name}: median {statistics.median(gaps) * 1000:.0f} ms, "
               f"min {min(gaps) * 1000:.0f} ms, max {max(gaps) * 1000:.0f} ms")
 
 
