@@ -7,54 +7,60 @@
 #
 # Both stages start from the same base, so the virtual environment built in the first one finds
 # its interpreter at the same path in the second. Python 3.11: the interpreter constraints.txt
-# was frozen with (tests/packaging/test_image.py checks that they agree).
+# was frozen with (tests/packaging/test_image.py checks that they agree). Any base with python3
+# and /bin/sh will do: hack/image.sh builds on a Debian bookworm base made without a registry
+# (docs/operations/image.md).
 ARG PYTHON_IMAGE=python:3.11-slim-trixie
+# Where pip finds the wheels: the package index (WHEELS=index), or the build context's
+# wheelhouse/ (WHEELS=dir, with PIP_NO_INDEX=1), for a build that reaches no index; hack/image.sh
+# downloads them on the host.
+ARG WHEELS=index
+
+FROM scratch AS wheels-index
+FROM scratch AS wheels-dir
+COPY wheelhouse /
+FROM wheels-${WHEELS} AS wheels
 
 FROM ${PYTHON_IMAGE} AS build
 # The installer and the build backend are pinned like the dependencies, so that rebuilding
 # one commit gives the same environment. pip >= 25.3 for --build-constraint.
 ARG PIP_VERSION=26.3
 ARG SETUPTOOLS_VERSION=84.2.1
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
-# The environment gets no pip of its own: the base image's pip installs into it (--python),
-# so the final stage carries no installer in /opt/leifur.
-RUN python -m pip install "pip==${PIP_VERSION}" \
+ARG PIP_NO_INDEX
+# PIP_BREAK_SYSTEM_PACKAGES: a Debian python3 marks itself externally managed; this stage is
+# thrown away, so its installer may go into the system.
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_FIND_LINKS=/wheels
+# A base without pip (Debian's python3) runs the pinned pip from its wheel, as get-pip does.
+# The environment gets no pip of its own: this stage's pip installs into it (--python), so the
+# final stage carries no installer in /opt/leifur.
+RUN --mount=type=bind,from=wheels,target=/wheels \
+    if python3 -m pip --version >/dev/null 2>&1; then pip="python3 -m pip"; \
+    else pip="python3 /wheels/pip-${PIP_VERSION}-py3-none-any.whl/pip"; fi \
+    && $pip install "pip==${PIP_VERSION}" \
     && echo "setuptools==${SETUPTOOLS_VERSION}" > /tmp/build-constraints.txt \
-    && python -m venv --without-pip /opt/leifur
+    && python3 -m venv --without-pip /opt/leifur
 # Dependencies in a layer of their own: rebuilt only when the pins change. Wheels only, so
 # nothing is compiled and neither stage needs a compiler.
 COPY constraints.txt /src/
-RUN python -m pip --python /opt/leifur/bin/python install --only-binary=:all: -r /src/constraints.txt
+RUN --mount=type=bind,from=wheels,target=/wheels \
+    python3 -m pip --python /opt/leifur/bin/python install --only-binary=:all: -r /src/constraints.txt
 COPY pyproject.toml README.md /src/
 COPY leifur /src/leifur
 COPY agent /src/agent
 # --constraint again: the project's own requirements must resolve to what is already installed;
 # pip check fails the build if any pin contradicts them.
-RUN python -m pip --python /opt/leifur/bin/python install --only-binary=:all: \
+RUN --mount=type=bind,from=wheels,target=/wheels \
+    python3 -m pip --python /opt/leifur/bin/python install --only-binary=:all: \
         --constraint /src/constraints.txt --build-constraint /tmp/build-constraints.txt /src \
-    && python -m pip --python /opt/leifur/bin/python check
+    && python3 -m pip --python /opt/leifur/bin/python check
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="leifur" \
       org.opencontainers.image.description="A bare-metal load balancer for Kubernetes: leifur-controller and leifur-agent." \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /opt/leifur /opt/leifur
-# The entry point: a program by name, anything else is a usage error (exit 2) rather than a
-# surprise. exec, so that the program is PID 1 and receives SIGTERM itself (the agent hands
-# its IPs over on SIGTERM).
-COPY --chmod=0755 <<'EOF' /usr/local/bin/leifur
-#!/bin/sh
-usage() {
-    echo "usage: IMAGE leifur-controller|leifur-agent|leifurctl [ARGS...]"
-    echo "  e.g. IMAGE leifur-agent --help"
-}
-case "${1:-}" in
-    leifur-controller|leifur-agent|leifurctl) exec "$@" ;;
-    -h|--help|help) usage; exit 0 ;;
-    "") usage >&2; exit 2 ;;
-    *) echo "leifur: unknown program: $1" >&2; usage >&2; exit 2 ;;
-esac
-EOF
+COPY --chmod=0755 image/leifur /usr/local/bin/leifur
 # Bytecode was compiled at install time; the root filesystem is read-only in deploy/.
 ENV PATH=/opt/leifur/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 # Non-root by default and numeric, so that runAsNonRoot can verify it. The agent's DaemonSet
@@ -62,3 +68,13 @@ ENV PATH=/opt/leifur/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/leifur"]
 CMD ["--help"]
+# Last, so that a new commit with the same sources rebuilds only these: the one version
+# (leifur.__version__), the commit and where its source lives; hack/image.sh passes them.
+# LEIFUR_REVISION is what --version, the first log line and leifur_build_info report.
+ARG VERSION=unknown
+ARG REVISION=unknown
+ARG SOURCE=unknown
+ENV LEIFUR_REVISION=${REVISION}
+LABEL org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}"

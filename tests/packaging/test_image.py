@@ -80,7 +80,7 @@ def parse_dockerfile(text: str) -> list[Instruction]:
 DOCKERFILE = parse_dockerfile((REPO / "Dockerfile").read_text())
 
 
-def stages() -> list[list[Instruction]]:
+def all_stages() -> list[list[Instruction]]:
     out: list[list[Instruction]] = []
     for ins in DOCKERFILE:
         if ins.keyword == "FROM":
@@ -88,6 +88,35 @@ def stages() -> list[list[Instruction]]:
         if out:
             out[-1].append(ins)
     return out
+
+
+def stages() -> list[list[Instruction]]:
+    """The stages on the Python base: the build stage and the final one (the others only select
+    where the wheels come from)."""
+    return [s for s in all_stages() if s[0].args.split()[0] == "${PYTHON_IMAGE}"]
+
+
+def test_the_wheels_come_from_the_index_or_a_wheelhouse_and_never_reach_the_image():
+    names = {s[0].args.split()[-1]: s for s in all_stages()}
+    assert names["wheels-index"][0].args.startswith("scratch") and len(names["wheels-index"]) == 1
+    assert [ins.words() for ins in names["wheels-dir"] if ins.keyword == "COPY"] == [["wheelhouse", "/"]]
+    assert resolve(names["wheels"][0].args).split()[0] == "wheels-index"
+    # Mounted into the build stage's RUN lines only: nothing copies them into a layer.
+    build, final = stages()[0], stages()[-1]
+    assert all("from=wheels," in ins.args for ins in build if ins.keyword == "RUN")
+    assert not any("wheel" in ins.args for ins in final)
+
+
+def test_the_image_build_hashes_every_file_the_dockerfile_copies():
+    """hack/image.sh's cache is keyed by its build context: a COPY source outside it would change
+    the image without a rebuild."""
+    from leifur_dev.image import CONTEXT
+
+    for stage in stages():
+        for ins in stage:
+            if ins.keyword == "COPY" and "from" not in ins.flags():
+                for source in ins.words()[:-1]:
+                    assert source.split("/")[0] in CONTEXT, source
 
 
 def args_defaults() -> dict[str, str]:
@@ -204,12 +233,10 @@ def entry_point_script(tmp_path: Path) -> Path:
     entrypoint = [ins for ins in stages()[-1] if ins.keyword == "ENTRYPOINT"]
     assert entrypoint, "no ENTRYPOINT"
     target = json.loads(entrypoint[-1].args)[0]
-    bodies = [ins.heredoc for ins in stages()[-1] if ins.keyword == "COPY" and ins.heredoc
-              and ins.words()[-1] == target]
-    assert bodies, f"the entry point {target} is not written by a COPY heredoc in the final stage"
-    path = tmp_path / "entrypoint"
-    path.write_text(bodies[-1])
-    return path
+    # A file of the checkout (podman's builder here takes no heredocs).
+    sources = [ins.words()[0] for ins in stages()[-1] if ins.keyword == "COPY" and ins.words()[-1] == target]
+    assert sources, f"the entry point {target} is not copied in the final stage"
+    return REPO / sources[-1]
 
 
 def run_entry_point(script: Path, *args: str) -> subprocess.CompletedProcess:
