@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need on a fresh Debian machine (run as root):
-# system tools via apt-get, a Python virtual environment in .venv, and the Go builds of
+# system tools via apt-get, a Python virtual environment in .venv, the Go builds of
 # etcd, kube-apiserver, kubectl, helm, MetalLB's controller and krew's manifest validator (cached
-# outside the checkout; see dev/leifur_dev/gobuild.py).
+# outside the checkout; see dev/leifur_dev/gobuild.py), and, as root, the container image
+# (hack/image.sh, cached too).
 # With --python, only the virtual environment (what the pure checks need: no apt, no Go).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,8 +14,9 @@ need_apt=()
 # promtool (package prometheus: 19 MB download, 96 MB installed, ~6 s) lints the programs' /metrics
 # in the tests. The package also enables a Prometheus server unit: it starts only where systemd runs
 # (not in CI's containers, whose policy-rc.d forbids starting services).
+# podman, runc and mmdebstrap: the image is built and run by the tests (hack/image.sh).
 [ -n "$python_only" ] || for tool in ip:iproute2 ping:iputils-ping arping:iputils-arping tcpdump:tcpdump nft:nftables \
-        promtool:prometheus; do
+        promtool:prometheus podman:podman runc:runc mmdebstrap:mmdebstrap; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool#*:}")
 done
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
@@ -45,3 +47,8 @@ fi
 [ -z "$python_only" ] || exit 0
 echo "==> control-plane binaries (built from Go modules on first use, then cached)"
 .venv/bin/python -m leifur_dev.gobuild
+# The image, as the tests run it: built only when its inputs changed (cached like the Go builds).
+if [ "$(id -u)" = 0 ]; then
+    echo "==> the container image (built on first use and when its inputs change, then cached)"
+    hack/image.sh
+fi
