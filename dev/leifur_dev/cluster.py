@@ -379,14 +379,15 @@ class ControllerProcess(ServedProcess):
     what = "controller"
 
     def __init__(self, kubeconfig: Path, log_path: Path, *extra: str, token: str, identity: str = "c1",
-                 lease_namespace: str = "leifur-system") -> None:
+                 lease_namespace: str = "leifur-system", command: list[str] | None = None) -> None:
+        """`command` runs the program (default: this interpreter's; leifur_dev.image: the image's)."""
         self.port = free_port()
         # Its own: several controllers run side by side on this machine's network.
         self.health_port = free_port()
         self.log_path = log_path
         self.token = token
         self.argv = [
-            sys.executable, "-m", "leifur.controller.main", "--kubeconfig", str(kubeconfig),
+            *(command or [sys.executable, "-m", "leifur.controller.main"]), "--kubeconfig", str(kubeconfig),
             "--metrics-address", f"127.0.0.1:{self.port}", "--health-address", f"127.0.0.1:{self.health_port}",
             "--identity", identity,
             # Shorter than the defaults, so that a SIGKILLed leader is replaced within seconds, but

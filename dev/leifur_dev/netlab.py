@@ -234,9 +234,11 @@ class Lab:
         return subprocess.run(["ip", "netns", "exec", netns, *argv], check=check, timeout=timeout,
                               capture_output=True, text=True, **kw)
 
-    def popen(self, netns: str, argv: list[str], **kw) -> subprocess.Popen:
-        """Start a long-running process inside a namespace; teardown kills it."""
-        proc = subprocess.Popen(["ip", "netns", "exec", netns, *argv], start_new_session=True,
+    def popen(self, netns: str | None, argv: list[str], **kw) -> subprocess.Popen:
+        """Start a long-running process inside a namespace; teardown kills it. netns None: in this
+        process's namespaces, for a program that joins one itself (podman run --network ns:...)."""
+        prefix = ["ip", "netns", "exec", netns] if netns is not None else []
+        proc = subprocess.Popen([*prefix, *argv], start_new_session=True,
                                 preexec_fn=runtime.die_with_parent, **kw)
         self._procs.append(proc)
         return proc

@@ -126,3 +126,16 @@ def mlb(stack, request):
         for p in world.processes():
             print(f"--- {p.log_path.name} ---\n{p.log_tail(60)}")
     world.teardown()
+
+
+@pytest.fixture(scope="session")
+def image():
+    """The image of this checkout, built by podman as hack/image.sh builds it (cached by its
+    inputs). Needs root, podman, runc and mmdebstrap: skipped without them, except in CI."""
+    from leifur_dev import image as images
+
+    if problem := images.missing():
+        if IN_CI:
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return images.ensure_image()

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from kubernetes import client
@@ -67,11 +68,17 @@ class AgentProcess(ServedProcess):
         key_dir = self.stack.key_dir(self.host)
         if not key_dir.exists():
             secretvolume.project(key_dir, self.stack.heartbeat_keys)
-        argv = [sys.executable, "-m", "leifur.agent.main", "--kubeconfig", str(kubeconfig),
+        args = ["--kubeconfig", str(kubeconfig),
                 "--node-name", self.node_name, "--metrics-address", f"0.0.0.0:{AGENT_PORT}",
                 "--heartbeat-key-dir", str(key_dir), "--log-level", "debug", *self.stack.agent_args, *self.extra]
         log = open(self.log_path, "a")  # noqa: SIM115 - the child keeps it
-        self.proc = self.stack.lab.popen(self.host.netns, argv, stdout=log, stderr=subprocess.STDOUT)
+        if self.stack.agent_command is None:
+            self.proc = self.stack.lab.popen(self.host.netns, [sys.executable, "-m", "leifur.agent.main", *args],
+                                             stdout=log, stderr=subprocess.STDOUT)
+        else:
+            # It joins the node's namespace itself (the image: podman run --network ns:...).
+            self.proc = self.stack.lab.popen(None, [*self.stack.agent_command(self.host), *args],
+                                             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         return self
 
@@ -120,6 +127,9 @@ class Stack:
         self.workdir = workdir
         self.agent_args = agent_args
         self.controller_args = controller_args
+        # How an agent is started, given its node, if not from this interpreter inside the node's
+        # namespace: a command that joins the namespace itself (leifur_dev.image.agent_command).
+        self.agent_command: Callable[[netlab.Host], list[str]] | None = None
         # What the Secret leifur-heartbeat-key holds; each node's kubelet projects it (key_dir).
         self.heartbeat_keys = {names.HEARTBEAT_KEY_CURRENT: os.urandom(names.HEARTBEAT_KEY_BYTES)}
         self.cluster = Cluster(api_client)

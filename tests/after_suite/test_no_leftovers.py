@@ -42,3 +42,11 @@ def test_no_environment_is_still_registered():
     for kind in ("controlplanes", "labs"):
         leftover = [name for name, rec in runtime.Registry(kind).records() if not rec.get("persistent")]
         assert leftover == [], f"{kind} still registered: {leftover}"
+
+
+def test_no_containers_of_the_tests_remain():
+    from leifur_dev import image
+
+    if image.missing():
+        return  # no podman here: the image tests ran nowhere
+    assert image.our_containers() == []

@@ -36,10 +36,11 @@ class Env:
         self.controllers: list[ControllerProcess] = []
 
     def controller(self, *extra: str, identity: str | None = None, start: bool = True,
-                   kubeconfig=None) -> ControllerProcess:
+                   kubeconfig=None, command: list[str] | None = None) -> ControllerProcess:
         identity = identity or f"c{len(self.controllers) + 1}"
         c = ControllerProcess(kubeconfig or self.cp.kubeconfig, self.tmp / f"controller-{identity}.log", *extra,
-                              token=metrics_reader_token(self.cluster.api_client), identity=identity)
+                              token=metrics_reader_token(self.cluster.api_client), identity=identity,
+                              command=command)
         self.controllers.append(c)
         if start:
             c.start().wait_ready()

@@ -1,0 +1,112 @@
+"""The image as hack/image.sh builds it, run with podman: each program's --help and --version, the
+one version on its labels, a non-root default user, a read-only root filesystem, the runtime and
+nothing else inside, and the controller from the image doing its job against the real API server.
+(The agent from the image in a node namespace: tests/netns/test_agent_image.py.)"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tomllib
+import uuid
+from pathlib import Path
+
+import pytest
+from packaging.utils import canonicalize_name
+
+import leifur
+from leifur_dev import image as images
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = sorted(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"])
+
+
+def run(image: images.Image, *args: str, entrypoint: str | None = None) -> subprocess.CompletedProcess:
+    """The image run as deploy/ runs it: default user, read-only root filesystem, no network."""
+    flags = ["--entrypoint", entrypoint] if entrypoint else []
+    return subprocess.run([*images.run_args(), "--rm", "--read-only", "--network", "none", *flags, image.ref, *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def pins() -> dict[str, str]:
+    out = {}
+    for raw in (REPO / "constraints.txt").read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            out[canonicalize_name(name)] = version
+    return out
+
+
+@pytest.mark.parametrize("program", SCRIPTS)
+def test_each_program_answers_help_and_version(image, program):
+    res = run(image, program, "--help")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"usage: {program}")
+    res = run(image, program, "--version")
+    assert res.returncode == 0, res.stderr
+    revision = images.inspect(image.ref)["Config"]["Labels"]["org.opencontainers.image.revision"]
+    # argparse wraps --version to the terminal's width: compared word by word.
+    assert res.stdout.split() == f"{program} {leifur.__version__} (revision {revision})".split()
+
+
+def test_the_image_carries_the_one_version_and_runs_as_non_root(image):
+    config = images.inspect(image.ref)["Config"]
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.version"] == leifur.__version__
+    revision = labels["org.opencontainers.image.revision"]
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", revision), revision
+    assert labels["org.opencontainers.image.source"]
+    # What --version, the first log line and leifur_build_info read.
+    assert f"LEIFUR_REVISION={revision}" in config["Env"]
+    res = run(image, "-u", entrypoint="id")
+    assert res.returncode == 0 and int(res.stdout) != 0
+    # The entry point refuses what is not a program.
+    res = run(image, "sh", "-c", "id")
+    assert res.returncode == 2 and "unknown program: sh" in res.stderr
+
+
+def test_the_image_holds_the_runtime_and_nothing_else(image):
+    code = ("import importlib.metadata as m, json\n"
+            "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))")
+    res = run(image, "-c", code, entrypoint="/opt/leifur/bin/python")
+    assert res.returncode == 0, res.stderr
+    installed = {canonicalize_name(k): v for k, v in json.loads(res.stdout).items()}
+    # The pins and leifur: no installer, no build backend, no test tools.
+    assert installed.pop("leifur") == leifur.__version__
+    assert installed == pins()
+    # Nor in the system's Python: the final stage is the bare base, and it has no compiler.
+    res = run(image, "-c", "import sys, shutil; import pip", entrypoint="python3")
+    assert res.returncode != 0 and "No module named 'pip'" in res.stderr
+    res = run(image, "-c", "command -v cc gcc apt-get dpkg-deb >/dev/null && echo found || echo none",
+              entrypoint="sh")
+    assert res.stdout.strip() == "none"
+    print(f"\nimage {image.ref}: {images.size_mib(image.ref):.0f} MiB")
+
+
+@pytest.fixture
+def container():
+    """A name for a container of the test's; removed after the test's other fixtures are torn down."""
+    name = f"{images.CONTAINER_PREFIX}-{uuid.uuid4().hex[:8]}"
+    yield name
+    images.remove_container(name)
+
+
+@pytest.mark.controlplane
+def test_the_controller_from_the_image_gives_a_service_an_ip(image, container, env, control_plane):
+    # The image's user (not root) reads the kubeconfig, mounted at its own path.
+    kubeconfig = env.tmp / "kubeconfig"
+    kubeconfig.write_bytes(control_plane.kubeconfig.read_bytes())
+    kubeconfig.chmod(0o644)
+    command = images.container_command(image.ref, container, "leifur-controller", network="host",
+                                       volumes=(kubeconfig,))
+    controller = env.controller(kubeconfig=kubeconfig, command=command)
+    env.pool("a", ["203.0.113.200/30"])
+    env.svc("web")
+    [ip] = env.wait_ips("web")
+    assert ip.startswith("203.0.113.20")
+    env.wait_condition("web", "True", "Allocated")
+    # The program in the container is the image's, and says which build it is first.
+    first = controller.log_path.read_text().splitlines()[0]
+    assert f"leifur-controller {leifur.__version__}" in first, first
