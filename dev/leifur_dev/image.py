@@ -238,11 +238,34 @@ def ensure_image(log: Log = _stderr, revision: str | None = None) -> Image:
             _run(podman("load", "--input", str(archive)), log, "podman load", timeout=300)
         if not image_exists(ref):
             build(ref, revision or git_revision(), log)
-            tmp = archive.with_suffix(".tmp")
-            _run(podman("save", "--format", "oci-archive", "--output", str(tmp), ref), log, "podman save",
-                 timeout=300)
-            tmp.rename(archive)
+            if revision is None:  # a release's image goes into its release, not the cache
+                tmp = archive.with_suffix(".tmp")
+                _run(podman("save", "--format", "oci-archive", "--output", str(tmp), ref), log, "podman save",
+                     timeout=300)
+                tmp.rename(archive)
+                prune(cache, keep=ref)
     return Image(ref, key, archive)
+
+
+# How many images of older inputs are kept (archives in the cache, tags in podman's storage), so
+# that switching between a few checkouts or branches builds nothing.
+KEEP = 3
+
+
+def prune(cache: Path, keep: str) -> None:
+    """Drop all but the KEEP newest images of ours; `keep` is never dropped."""
+    archives = sorted(cache.glob(f"leifur-{leifur.__version__}-*.oci.tar"), key=lambda p: p.stat().st_mtime)
+    for old in archives[:-KEEP]:
+        old.unlink(missing_ok=True)
+    res = subprocess.run(podman("images", "--format", "{{.Repository}}:{{.Tag}} {{.CreatedAt}}", NAME),
+                         capture_output=True, text=True)
+    lines = sorted(res.stdout.splitlines(), key=lambda line: line.split(" ", 1)[1])
+    # Only what ensure_image names (NAME:VERSION-KEY): a release's own tag stays.
+    ours = re.compile(rf"{re.escape(NAME)}:[^:]+-[0-9a-f]{{16}}(-[0-9a-f]{{8}})?")
+    refs = [ref for line in lines if ours.fullmatch(ref := line.split(" ", 1)[0]) and ref != keep]
+    for old in refs[:-KEEP]:
+        # An image a container still runs stays (podman refuses).
+        subprocess.run(podman("rmi", old), capture_output=True)
 
 
 def build(ref: str, revision: str, log: Log) -> None:
