@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import leifur
-from leifur_dev import netlab
+from leifur_dev import netlab, runtime
 from leifur_dev.gobuild import cache_root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -288,8 +288,10 @@ def build(ref: str, revision: str, log: Log) -> None:
         shutil.rmtree(context, ignore_errors=True)
 
 
-# Containers the tests start are named so, so that a leftover can be found (tests/after_suite).
+# Containers the tests start are named so, so that a leftover can be found (tests/after_suite),
+# and labelled with the process that started them, so that the next run removes them if it died.
 CONTAINER_PREFIX = "leifur-test"
+OWNER_LABEL = "io.leifur.test-owner"
 
 
 def container_command(ref: str, name: str, program: str, *, network: str, user: str | None = None,
@@ -298,8 +300,8 @@ def container_command(ref: str, name: str, program: str, *, network: str, user: 
     filesystem, every capability dropped but `caps`, no privilege escalation; each of `volumes`
     read-only at its own path (so that paths in the program's arguments hold). The program's
     arguments follow."""
-    argv = [*run_args(), "--rm", "--name", name, "--network", network, "--read-only", "--cap-drop", "all",
-            "--security-opt", "no-new-privileges"]
+    argv = [*run_args(), "--rm", "--name", name, "--label", f"{OWNER_LABEL}={json.dumps(runtime.owner_record())}",
+            "--network", network, "--read-only", "--cap-drop", "all", "--security-opt", "no-new-privileges"]
     for cap in caps:
         argv += ["--cap-add", cap]
     if user is not None:
@@ -326,6 +328,25 @@ def agent_container(lab: netlab.Lab, host: netlab.Host) -> str:
 def remove_container(name: str) -> None:
     """Remove a container of ours whatever its state (its podman run may have been killed)."""
     subprocess.run(podman("rm", "--force", "--ignore", "--time", "5", name), capture_output=True, timeout=60)
+
+
+def reap_orphan_containers() -> list[str]:
+    """Remove the containers whose test run is gone (SIGKILLed: podman run died, the container did
+    not); another run's live containers stay. Their names."""
+    res = subprocess.run(podman("ps", "--all", "--filter", f"label={OWNER_LABEL}", "--format",
+                                f'{{{{.Names}}}} {{{{index .Labels "{OWNER_LABEL}"}}}}'),
+                         capture_output=True, text=True, timeout=60)
+    reaped = []
+    for line in res.stdout.splitlines():
+        name, _, owner = line.partition(" ")
+        try:
+            alive = runtime.owner_alive(json.loads(owner))
+        except ValueError:
+            alive = False
+        if not alive:
+            remove_container(name)
+            reaped.append(name)
+    return reaped
 
 
 def our_containers() -> list[str]:

@@ -138,4 +138,5 @@ def image():
         if IN_CI:
             pytest.fail(problem)
         pytest.skip(problem)
+    images.reap_orphan_containers()
     return images.ensure_image()

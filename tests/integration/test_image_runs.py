@@ -6,6 +6,7 @@ nothing else inside, and the controller from the image doing its job against the
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import tomllib
@@ -17,6 +18,7 @@ from packaging.utils import canonicalize_name
 
 import leifur
 from leifur_dev import image as images
+from leifur_dev import runtime
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"])
@@ -110,3 +112,20 @@ def test_the_controller_from_the_image_gives_a_service_an_ip(image, container, e
     # The program in the container is the image's, and says which build it is first.
     first = controller.log_path.read_text().splitlines()[0]
     assert f"leifur-controller {leifur.__version__}" in first, first
+
+
+def test_a_container_left_by_a_dead_test_run_is_removed_and_a_live_ones_is_not(image, container):
+    dead = f"{container}-dead"
+    # The same pid with another start time: a process that is gone and whose pid was reused.
+    records = {dead: {"owner_pid": os.getpid(), "owner_start": -1}, container: runtime.owner_record()}
+    try:
+        for name, record in records.items():
+            res = subprocess.run(images.podman("create", "--name", name, "--label",
+                                               f"{images.OWNER_LABEL}={json.dumps(record)}", image.ref),
+                                 capture_output=True, text=True, timeout=60)
+            assert res.returncode == 0, res.stderr
+        reaped = images.reap_orphan_containers()
+        assert dead in reaped and container not in reaped
+        assert container in images.our_containers() and dead not in images.our_containers()
+    finally:
+        images.remove_container(dead)
