@@ -11,22 +11,17 @@
 # and /bin/sh will do: hack/image.sh builds on a Debian bookworm base made without a registry
 # (docs/operations/image.md).
 ARG PYTHON_IMAGE=python:3.11-slim-trixie
-# Where pip finds the wheels: the package index (WHEELS=index), or the build context's
-# wheelhouse/ (WHEELS=dir, with PIP_NO_INDEX=1), for a build that reaches no index; hack/image.sh
-# downloads them on the host.
-ARG WHEELS=index
-
-FROM scratch AS wheels-index
-FROM scratch AS wheels-dir
-COPY wheelhouse /
-FROM wheels-${WHEELS} AS wheels
 
 FROM ${PYTHON_IMAGE} AS build
 # The installer and the build backend are pinned like the dependencies, so that rebuilding
 # one commit gives the same environment. pip >= 25.3 for --build-constraint.
 ARG PIP_VERSION=26.3
 ARG SETUPTOOLS_VERSION=84.2.1
+# Wheels for a build that reaches no package index: image/wheelhouse/ holds none in the
+# repository (pip uses the index); hack/image.sh fills its build context's copy and sets
+# PIP_NO_INDEX=1. Only this stage sees them.
 ARG PIP_NO_INDEX
+COPY image/wheelhouse /wheels
 # PIP_BREAK_SYSTEM_PACKAGES: a Debian python3 marks itself externally managed; this stage is
 # thrown away, so its installer may go into the system.
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
@@ -34,8 +29,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=igno
 # A base without pip (Debian's python3) runs the pinned pip from its wheel, as get-pip does.
 # The environment gets no pip of its own: this stage's pip installs into it (--python), so the
 # final stage carries no installer in /opt/leifur.
-RUN --mount=type=bind,from=wheels,target=/wheels \
-    if python3 -m pip --version >/dev/null 2>&1; then pip="python3 -m pip"; \
+RUN if python3 -m pip --version >/dev/null 2>&1; then pip="python3 -m pip"; \
     else pip="python3 /wheels/pip-${PIP_VERSION}-py3-none-any.whl/pip"; fi \
     && $pip install "pip==${PIP_VERSION}" \
     && echo "setuptools==${SETUPTOOLS_VERSION}" > /tmp/build-constraints.txt \
@@ -43,15 +37,13 @@ RUN --mount=type=bind,from=wheels,target=/wheels \
 # Dependencies in a layer of their own: rebuilt only when the pins change. Wheels only, so
 # nothing is compiled and neither stage needs a compiler.
 COPY constraints.txt /src/
-RUN --mount=type=bind,from=wheels,target=/wheels \
-    python3 -m pip --python /opt/leifur/bin/python install --only-binary=:all: -r /src/constraints.txt
+RUN python3 -m pip --python /opt/leifur/bin/python install --only-binary=:all: -r /src/constraints.txt
 COPY pyproject.toml README.md /src/
 COPY leifur /src/leifur
 COPY agent /src/agent
 # --constraint again: the project's own requirements must resolve to what is already installed;
 # pip check fails the build if any pin contradicts them.
-RUN --mount=type=bind,from=wheels,target=/wheels \
-    python3 -m pip --python /opt/leifur/bin/python install --only-binary=:all: \
+RUN python3 -m pip --python /opt/leifur/bin/python install --only-binary=:all: \
         --constraint /src/constraints.txt --build-constraint /tmp/build-constraints.txt /src \
     && python3 -m pip --python /opt/leifur/bin/python check
 

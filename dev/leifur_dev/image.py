@@ -37,7 +37,6 @@ BASE_NAME = "localhost/leifur-base"
 # What the Dockerfile's build copies from the checkout (its COPY sources): the build context.
 CONTEXT = ("Dockerfile", ".dockerignore", "constraints.txt", "pyproject.toml", "README.md", "leifur", "agent",
            "image")
-IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
 # The base: Debian's python3 and the essential packages (a shell for the entry point and the
 # build's RUN lines), no apt, no documentation but the copyright files.
 BASE_SUITE = "bookworm"
@@ -97,7 +96,7 @@ def _files(root: Path) -> Iterator[Path]:
         return
     for path in sorted(root.rglob("*")):
         if path.is_file() and not any(p == "__pycache__" or p.endswith(".egg-info") for p in path.parts) \
-                and path.suffix != ".pyc":
+                and path.suffix not in (".pyc", ".whl"):
             yield path
 
 
@@ -186,15 +185,20 @@ def ensure_wheels(log: Log = _stderr) -> Path:
     return out
 
 
+# Where the build context holds the wheels (empty in the repository: the Dockerfile says why).
+WHEELHOUSE = Path("image") / "wheelhouse"
+
+
 def stage_context(dest: Path, wheels: Path) -> None:
-    """The build context: the checkout's files the Dockerfile copies, and wheelhouse/."""
+    """The build context: the checkout's files the Dockerfile copies, the wheels in WHEELHOUSE."""
     for top in CONTEXT:
         src = REPO / top
         if src.is_dir():
-            shutil.copytree(src, dest / top, ignore=IGNORED)
+            shutil.copytree(src, dest / top, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc",
+                                                                           "*.whl"))
         else:
             shutil.copy2(src, dest / top)
-    shutil.copytree(wheels, dest / "wheelhouse", ignore=shutil.ignore_patterns(".complete"))
+    shutil.copytree(wheels, dest / WHEELHOUSE, ignore=shutil.ignore_patterns(".complete"), dirs_exist_ok=True)
 
 
 def git_revision() -> str:
@@ -279,9 +283,9 @@ def build(ref: str, revision: str, log: Log) -> None:
         log(f"[image] podman build {ref}")
         started = time.monotonic()
         _run(podman("build", *ulimits(), "--layers", "--tag", ref,
-                    "--build-arg", f"PYTHON_IMAGE={base}", "--build-arg", "WHEELS=dir",
-                    "--build-arg", "PIP_NO_INDEX=1", "--build-arg", f"VERSION={leifur.__version__}",
-                    "--build-arg", f"REVISION={revision}", "--build-arg", f"SOURCE={git_source()}",
+                    "--build-arg", f"PYTHON_IMAGE={base}", "--build-arg", "PIP_NO_INDEX=1",
+                    "--build-arg", f"VERSION={leifur.__version__}", "--build-arg", f"REVISION={revision}",
+                    "--build-arg", f"SOURCE={git_source()}",
                     str(context)), log, "podman build", timeout=1800)
         log(f"[image] built {ref} in {time.monotonic() - started:.0f}s ({size_mib(ref):.0f} MiB)")
     finally:
