@@ -375,6 +375,11 @@ def inspect(ref: str) -> dict:
     return json.loads(res.stdout)[0]
 
 
+def revision_label(ref: str) -> str:
+    """The commit an image says it was built from."""
+    return inspect(ref)["Config"]["Labels"]["org.opencontainers.image.revision"]
+
+
 def size_mib(ref: str) -> float:
     return inspect(ref)["Size"] / 2**20
 

@@ -48,7 +48,7 @@ def test_each_program_answers_help_and_version(image, program):
     assert res.stdout.startswith(f"usage: {program}")
     res = run(image, program, "--version")
     assert res.returncode == 0, res.stderr
-    revision = images.inspect(image.ref)["Config"]["Labels"]["org.opencontainers.image.revision"]
+    revision = images.revision_label(image.ref)
     # argparse wraps --version to the terminal's width: compared word by word.
     assert res.stdout.split() == f"{program} {leifur.__version__} (revision {revision})".split()
 
@@ -111,7 +111,7 @@ def test_the_controller_from_the_image_gives_a_service_an_ip(image, container, e
     env.wait_condition("web", "True", "Allocated")
     # The program in the container is the image's, and says which build it is first.
     first = controller.log_path.read_text().splitlines()[0]
-    assert f"leifur-controller {leifur.__version__}" in first, first
+    assert f"leifur-controller {leifur.__version__} (revision {images.revision_label(image.ref)})" in first, first
 
 
 def test_a_container_left_by_a_dead_test_run_is_removed_and_a_live_ones_is_not(image, container):

@@ -29,10 +29,11 @@ def test_the_agent_from_the_image_answers_arp_for_a_service_ip(image, stack):
         macs = wait_for(lambda: m if len(m := stack.who_answers(ip)) == 1 else None, 30, interval=0.2,
                         what=f"exactly one MAC answering for {ip}")
         assert macs == [expected.mac]
+        # The agents are the image's programs: their first log line names its build.
+        build = f"leifur-agent {leifur.__version__} (revision {images.revision_label(image.ref)})"
         for host in stack.lab.nodes:
             agent = stack.agents[host.name]
-            # The agents are the image's programs (their first log line names the build).
-            assert f"leifur-agent {leifur.__version__}" in agent.log_path.read_text().splitlines()[0]
+            assert build in agent.log_path.read_text().splitlines()[0]
             assert agent.metric("leifur_agent_announced_ips", family="ipv4") == (host is expected)
     finally:
         stack.stop()
