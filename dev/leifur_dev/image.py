@@ -247,7 +247,7 @@ def ensure_image(log: Log = _stderr, revision: str | None = None) -> Image:
                 _run(podman("save", "--format", "oci-archive", "--output", str(tmp), ref), log, "podman save",
                      timeout=300)
                 tmp.rename(archive)
-                prune(cache, keep=ref)
+            prune(cache, keep=ref)
     return Image(ref, key, archive)
 
 

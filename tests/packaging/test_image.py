@@ -1,6 +1,7 @@
 """The Dockerfile, as far as it can be checked without a container engine: its shape (stages,
 user, what the final stage holds), its entry point run for real, and the package installed from
-constraints.txt into a clean virtual environment the way the image's build stage installs it."""
+constraints.txt into a clean virtual environment the way the image's build stage installs it.
+(The image built and run: tests/integration/test_image_runs.py, tests/netns/test_agent_image.py.)"""
 
 from __future__ import annotations
 
