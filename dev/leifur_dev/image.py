@@ -272,6 +272,18 @@ def prune(cache: Path, keep: str) -> None:
         subprocess.run(podman("rmi", old), capture_output=True)
 
 
+def stamp(revision: str) -> list[str]:
+    """The build's version, revision and source: as the Dockerfile's ARGs, and again as --label and
+    --env, because buildah 1.28 keys its layer cache on the text of ENV and LABEL, not on the ARG
+    values in them: a build differing only in these would reuse layers holding the old values.
+    On the command line they are set on the image committed, whatever the cache gave."""
+    values = {"VERSION": leifur.__version__, "REVISION": revision, "SOURCE": git_source()}
+    out = [arg for name, value in values.items() for arg in ("--build-arg", f"{name}={value}")]
+    for name in ("version", "revision", "source"):
+        out += ["--label", f"org.opencontainers.image.{name}={values[name.upper()]}"]
+    return [*out, "--env", f"LEIFUR_REVISION={revision}"]
+
+
 def build(ref: str, revision: str, log: Log) -> None:
     base = ensure_base(log)
     wheels = ensure_wheels(log)
@@ -284,9 +296,7 @@ def build(ref: str, revision: str, log: Log) -> None:
         started = time.monotonic()
         _run(podman("build", *ulimits(), "--layers", "--tag", ref,
                     "--build-arg", f"PYTHON_IMAGE={base}", "--build-arg", "PIP_NO_INDEX=1",
-                    "--build-arg", f"VERSION={leifur.__version__}", "--build-arg", f"REVISION={revision}",
-                    "--build-arg", f"SOURCE={git_source()}",
-                    str(context)), log, "podman build", timeout=1800)
+                    *stamp(revision), str(context)), log, "podman build", timeout=1800)
         log(f"[image] built {ref} in {time.monotonic() - started:.0f}s ({size_mib(ref):.0f} MiB)")
     finally:
         shutil.rmtree(context, ignore_errors=True)
