@@ -311,11 +311,12 @@ OWNER_LABEL = "io.leifur.test-owner"
 def container_command(ref: str, name: str, program: str, *, network: str, user: str | None = None,
                       caps: tuple[str, ...] = (), volumes: tuple[Path, ...] = ()) -> list[str]:
     """`podman run` of one program of the image, confined as deploy/ runs it: read-only root
-    filesystem, every capability dropped but `caps`, no privilege escalation; each of `volumes`
-    read-only at its own path (so that paths in the program's arguments hold). The program's
-    arguments follow."""
+    filesystem (and, as in Kubernetes, no tmpfs on /tmp either), every capability dropped but
+    `caps`, no privilege escalation; each of `volumes` read-only at its own path (so that paths in
+    the program's arguments hold). The program's arguments follow."""
     argv = [*run_args(), "--rm", "--name", name, "--label", f"{OWNER_LABEL}={json.dumps(runtime.owner_record())}",
-            "--network", network, "--read-only", "--cap-drop", "all", "--security-opt", "no-new-privileges"]
+            "--network", network, "--read-only", "--read-only-tmpfs=false", "--cap-drop", "all",
+            "--security-opt", "no-new-privileges"]
     for cap in caps:
         argv += ["--cap-add", cap]
     if user is not None:

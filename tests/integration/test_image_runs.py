@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.utils import canonicalize_name
 
 import leifur
@@ -28,9 +29,11 @@ PROGRAMS = sorted(name for name in tomllib.loads((REPO / "pyproject.toml").read_
 
 
 def run(image: images.Image, *args: str, entrypoint: str | None = None) -> subprocess.CompletedProcess:
-    """The image run as deploy/ runs it: default user, read-only root filesystem, no network."""
+    """The image run as deploy/ runs it: default user, read-only root filesystem (no tmpfs on /tmp
+    either), no network."""
     flags = ["--entrypoint", entrypoint] if entrypoint else []
-    return subprocess.run([*images.run_args(), "--rm", "--read-only", "--network", "none", *flags, image.ref, *args],
+    return subprocess.run([*images.run_args(), "--rm", "--read-only", "--read-only-tmpfs=false", "--network", "none",
+                           *flags, image.ref, *args],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -100,12 +103,24 @@ def container():
 
 @pytest.mark.controlplane
 def test_the_controller_from_the_image_gives_a_service_an_ip(image, container, env, control_plane):
-    # The image's user (not root) reads the kubeconfig, mounted at its own path.
-    kubeconfig = env.tmp / "kubeconfig"
-    kubeconfig.write_bytes(control_plane.kubeconfig.read_bytes())
+    # A kubeconfig naming its certificate files, as in-cluster credentials are files: embedded data
+    # would make the client write them to /tmp, which is read-only too. The image's user (not
+    # root) reads them, mounted at their own paths.
+    creds = env.tmp / "creds"
+    creds.mkdir()
+    for name in ("ca.crt", "admin.crt", "admin.key"):
+        (creds / name).write_bytes((control_plane.directory / "pki" / name).read_bytes())
+        (creds / name).chmod(0o644)
+    kubeconfig = creds / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": control_plane.server,
+                                               "certificate-authority": str(creds / "ca.crt")}}],
+        "users": [{"name": "u", "user": {"client-certificate": str(creds / "admin.crt"),
+                                         "client-key": str(creds / "admin.key")}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
     kubeconfig.chmod(0o644)
-    command = images.container_command(image.ref, container, "leifur-controller", network="host",
-                                       volumes=(kubeconfig,))
+    command = images.container_command(image.ref, container, "leifur-controller", network="host", volumes=(creds,))
     controller = env.controller(kubeconfig=kubeconfig, command=command)
     env.pool("a", ["203.0.113.200/30"])
     env.svc("web")
