@@ -47,8 +47,13 @@ BASE_RECIPE = (
     "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
     "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-include=/usr/share/doc/*/copyright",
 )
-# The machine's Debian mirror, as apt on the host uses it.
+# The machine's Debian mirror, as apt on the host uses it; without this file, mmdebstrap's default
+# (deb.debian.org).
 APT_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
+
+
+def apt_sources() -> str:
+    return APT_SOURCES.read_text() if APT_SOURCES.exists() else ""
 # Enough for the programs; podman's default (the hard limit) is refused without CAP_SYS_RESOURCE.
 NPROC = 4096
 
@@ -101,7 +106,7 @@ def _files(root: Path) -> Iterator[Path]:
 
 
 def base_key() -> str:
-    return _digest(BASE_SUITE.encode(), json.dumps(BASE_RECIPE).encode(), APT_SOURCES.read_bytes())
+    return _digest(BASE_SUITE.encode(), json.dumps(BASE_RECIPE).encode(), apt_sources().encode())
 
 
 def wheels_key() -> str:
@@ -157,8 +162,9 @@ def ensure_base(log: Log = _stderr) -> str:
             log(f"[image] base: mmdebstrap {BASE_SUITE} (python3, essential packages)")
             started = time.monotonic()
             tmp = tarball.with_suffix(".tmp.tar")
-            _run(["mmdebstrap", *BASE_RECIPE, BASE_SUITE, str(tmp), "-"], log, "mmdebstrap",
-                 input=APT_SOURCES.read_text(), timeout=1200)
+            sources = apt_sources()
+            _run(["mmdebstrap", *BASE_RECIPE, BASE_SUITE, str(tmp), *(["-"] if sources else [])], log, "mmdebstrap",
+                 input=sources, timeout=1200)
             tmp.rename(tarball)
             log(f"[image] base made in {time.monotonic() - started:.0f}s ({tarball.stat().st_size / 2**20:.0f} MiB)")
         if not image_exists(ref):
