@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 
+import leifur
 from leifur.kube import observability
 from leifur.kube.certificate import CertificateProblem
 from leifur.kube.client import load_client
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = AgentSettings()
     hb = defaults.heartbeat
     p = argparse.ArgumentParser(prog="leifur-agent", description=__doc__)
-    observability.add_version_flag(p)
+    leifur.add_version_flag(p)
     observability.add_common_flags(p, defaults.metrics_port, defaults.health_address)
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node's name (env NODE_NAME)")
     p.add_argument("--load-balancer-class", default=os.environ.get("LEIFUR_LOAD_BALANCER_CLASS") or None,

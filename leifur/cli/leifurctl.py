@@ -152,7 +152,7 @@ def program_name(argv0: str) -> str:
 def build_parser(prog: str = "leifurctl") -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=raw)
-    p.add_argument("--version", action="version", version=leifur.version_line(p.prog))
+    leifur.add_version_flag(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     status = sub.add_parser("status", help="pools with their usage, Services with IPs and nodes; problems first",

@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 
+import leifur
 from leifur.controller import heartbeat_secret
 from leifur.kube import observability
 from leifur.kube.certificate import CertificateProblem
@@ -25,7 +26,7 @@ DEFAULTS = ControllerSettings()
 def build_parser() -> argparse.ArgumentParser:
     d = DEFAULTS
     p = argparse.ArgumentParser(prog="leifur-controller", description=__doc__)
-    observability.add_version_flag(p)
+    leifur.add_version_flag(p)
     observability.add_common_flags(p, d.metrics_port, d.health_address)
     p.add_argument("--load-balancer-class", default=os.environ.get("LEIFUR_LOAD_BALANCER_CLASS") or None,
                    help="handle exactly this spec.loadBalancerClass and nothing else "

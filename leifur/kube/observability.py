@@ -66,10 +66,6 @@ def started(program: str) -> None:
     logging.getLogger(program).info("%s starting", leifur.version_line(program))
 
 
-def add_version_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--version", action="version", version=leifur.version_line(parser.prog))
-
-
 def setup_logging(level: str, **defaults: str) -> None:
     """JSON lines on stderr at `level`. `defaults` are fields (logfields.FIELDS) every line carries
     unless its call gives them, e.g. the agent's node=NAME."""

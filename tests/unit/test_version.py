@@ -18,12 +18,15 @@ from leifur_dev.cluster import REPO
 @pytest.mark.parametrize("main, program", [
     (controller_main.main, "leifur-controller"), (agent_main.main, "leifur-agent"), (leifurctl.main, "leifurctl"),
 ], ids=["controller", "agent", "leifurctl"])
-def test_every_program_says_its_version(main, program, capsys, monkeypatch):
-    monkeypatch.setenv("LEIFUR_REVISION", "abc1234")
+def test_every_program_says_its_version_on_one_line(main, program, capsys, monkeypatch):
+    # A release's revision (40 hex digits, -dirty from a modified checkout) on a narrow terminal.
+    revision = "0123456789abcdef0123456789abcdef01234567-dirty"
+    monkeypatch.setenv("LEIFUR_REVISION", revision)
+    monkeypatch.setenv("COLUMNS", "40")
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0
-    assert capsys.readouterr().out.strip() == f"{program} {leifur.__version__} (revision abc1234)"
+    assert capsys.readouterr().out == f"{program} {leifur.__version__} (revision {revision})\n"
 
 
 def test_the_package_takes_its_version_from_the_one_place():
