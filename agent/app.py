@@ -102,6 +102,9 @@ class Agent:
         self._announced_ever: set[str] = set()  # IPs this process announced: never new again
         self._in_use_reported: dict[str, str] = {}  # ip -> the InUse Event sent (to send each once)
         self._claimed: dict[str, tuple[str, str]] = {}  # ip -> (interface, since) of persistent claims reported
+        # (inputs, decisions, digest) of the last decisions made: see _decide.
+        self._decided: tuple[tuple[int, frozenset[str], dict[str, interfaces.Lost]],
+                             Mapping[str, plan.Decision], str] | None = None
 
     # -- signals from other threads -----------------------------------------------------------
 
@@ -204,6 +207,7 @@ class Agent:
 
     def sync(self) -> None:
         """Read, decide (step.step, pure), apply, record, report."""
+        generation = self.caches.generation
         cluster = self.caches.cluster()
         self.heartbeat.set_peers(peer_addresses(cluster.nodes, self.node))
         self.heartbeat.catch_up()
@@ -216,8 +220,7 @@ class Agent:
         links = tuple(read_links())
         self.records.set_macs([link.mac for link in links if link.mac and not link.loopback])
         lost = self._lost(cluster, links)
-        decisions = plan.decide_announcements(cluster, live, self.load_balancer_class, lost)
-        view = digest(decisions)
+        decisions, view = self._decide(generation, cluster, frozenset(live), lost)
         self.heartbeat.set_view(view)
         verdict = self._observe_agreement(view, decisions)
         starting = self.heartbeat.starting(self.settings.start_reserve_for_peers)
@@ -237,6 +240,19 @@ class Agent:
         self._apply(outcome.claims, {link.name: link for link in links})
         self.records.check(self.caches.record.get(self.node), self.caches.record.has_synced())
         self.last_sync = time.monotonic()
+
+    def _decide(self, generation: int, cluster: plan.Cluster, live: frozenset[str],
+                lost: dict[str, interfaces.Lost]) -> tuple[Mapping[str, plan.Decision], str]:
+        """The decisions and their digest: the last ones again if their inputs are the same (the
+        caches' generation, the live nodes, what links lost), else made anew."""
+        inputs = (generation, live, lost)
+        if self._decided is None or self._decided[0] != inputs:
+            decisions = plan.decide_announcements(cluster, live, self.load_balancer_class, lost)
+            self._decided = (inputs, decisions, digest(decisions))
+            metrics.DECISIONS.labels("made").inc()
+        else:
+            metrics.DECISIONS.labels("reused").inc()
+        return self._decided[1], self._decided[2]
 
     def _lost(self, cluster: plan.Cluster, links: tuple[interfaces.Link, ...]) -> dict[str, interfaces.Lost]:
         """What down links keep nodes from announcing, ours told to the peers: they elect around it."""

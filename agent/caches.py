@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -26,8 +27,23 @@ class Caches:
         # our nodes announce (never probed again) and our nodes' MACs (a handover, not a conflict).
         self.record = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}", names.L2NODESTATUSES)
         self.all = (self.services, self.slices, self.nodes, self.pools, self.ads, self.record)
+        # Counts the changes of what the decisions are made from (not the records): equal counts,
+        # equal cluster(), so a sync may reuse its last decisions (at thousands of Services they
+        # are most of a sync's CPU, and most syncs are the periodic resync with nothing changed).
+        self._changes = itertools.count(1)
+        self.generation = 0
         for inf in self.all:
-            inf.add_handler(lambda _o: on_change(), lambda _o, _n: on_change(), lambda _o: on_change())
+            self._notify(inf, on_change if inf is self.record else self._decision_input_changed(on_change))
+
+    @staticmethod
+    def _notify(inf: Informer, changed: Callable[[], None]) -> None:
+        inf.add_handler(lambda _o: changed(), lambda _o, _n: changed(), lambda _o: changed())
+
+    def _decision_input_changed(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        def changed() -> None:
+            self.generation = next(self._changes)  # next() on a count is atomic under the GIL
+            on_change()
+        return changed
 
     def start(self) -> None:
         for inf in self.all:
@@ -42,7 +58,8 @@ class Caches:
 
     def cluster(self) -> plan.Cluster:
         """The objects as the informers hold them, not copies: the agent only reads them (the
-        decisions are pure functions of them)."""
+        decisions are pure functions of them). Read `generation` before: a change during the read
+        then shows as a new generation at the next sync."""
         return plan.Cluster(self.services.shared(), self.slices.shared(), self.nodes.shared(),
                             self.pools.shared(), self.ads.shared())
 

@@ -36,6 +36,9 @@ HEARTBEATS = _metric(Counter, "leifur_agent_heartbeats_total", "Liveness datagra
                      ("direction",))
 HEARTBEATS_REJECTED = _metric(Counter, "leifur_agent_heartbeats_rejected_total",
                               "Datagrams on the heartbeat port refused, by reason (see docs/security.md).", ("reason",))
+DECISIONS = _metric(Counter, "leifur_agent_decisions_total",
+                    "Syncs by whether they decided who announces what anew (made: the cluster, the live "
+                    "nodes or the links changed) or reused the last decisions (reused).", ("result",))
 PACKET_ERRORS = _metric(Counter, "leifur_agent_packet_errors_total",
                         "Exceptions while handling a frame or sending one (the responder drops it and goes on).",
                         ("family", "interface"))
