@@ -178,6 +178,8 @@ class ServiceReconciler:
         self.lb_class = load_balancer_class
         self.enqueue_pool = enqueue_pool
         self.enqueue_service = enqueue_service
+        # Service key -> resourceVersions that its last sync's writes replaced (see _sync).
+        self._superseded: dict[str, set[str]] = {}
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -219,9 +221,15 @@ class ServiceReconciler:
         svc = self.services.get(key)
         if svc is None:
             # Gone without our finalizer (it was never ours, or it is already cleaned up).
+            self._superseded.pop(key, None)
             self._release(key)
             return
         meta = svc["metadata"]
+        if meta.get("resourceVersion") in self._superseded.get(key, ()):
+            # A version our own writes replaced (the informer has not caught up): a write built on
+            # it would only fail with 409. The newer version's event syncs the Service again.
+            return
+        self._superseded.pop(key, None)
         if meta.get("deletionTimestamp") or not service.is_ours(svc, self.lb_class):
             # Status first, then the allocator: an IP is free only once no status shows it, so a
             # restart in between cannot hand it back to this Service after someone else got it.
@@ -262,6 +270,7 @@ class ServiceReconciler:
     def _write(self, svc: dict, outcome: allocation.Outcome) -> None:
         key = key_of(svc)
         meta = svc["metadata"]
+        replaced = {meta.get("resourceVersion")}
         before = [str(ip) for ip in service.ingress_ips(svc)]
         after = [str(ip) for ip in outcome.shown]
         current = (meta.get("annotations") or {}).get(names.ANN_ALLOCATED_FROM_POOL)
@@ -279,6 +288,8 @@ class ServiceReconciler:
                 finalizers.append(names.SERVICE_FINALIZER)
             svc = self.writer.patch_metadata(svc, finalizers,
                                              {names.ANN_ALLOCATED_FROM_POOL: pools} if current != pools else {})
+            self._superseded[key] = set(replaced)
+            replaced.add(svc["metadata"].get("resourceVersion"))
         status = svc.get("status") or {}
         old_conditions = status.get("conditions")
         conditions = condition(old_conditions, names.COND_SERVICE_ALLOCATED, outcome.ok, outcome.reason,
@@ -289,6 +300,7 @@ class ServiceReconciler:
         if after != before or not same_conditions(old_conditions, conditions):
             ingress = [{"ip": ip, "ipMode": "VIP"} for ip in after] + service.foreign_ingress(svc)
             self.writer.patch_status(svc, ingress, conditions)
+            self._superseded[key] = replaced
             for ip in {*before, *after}:
                 self._touch_pools_of(ipaddress.ip_address(ip))
             if after != before and after:

@@ -361,6 +361,32 @@ def test_a_failed_require_dual_stack_change_keeps_what_the_service_had(requested
     assert w.shown(c) == ["192.0.2.11"]
 
 
+def test_a_sync_on_a_version_its_own_writes_replaced_writes_nothing():
+    # The informer delivers the version of our metadata patch, then of our status write: a sync
+    # in between would build a write on the first and fail with 409 (a second sync per Service,
+    # when Services are created fast).
+    w = World({"lan": ["192.0.2.10-192.0.2.11"]})
+    a = w.add(svc("a"))
+    versions = [copy.deepcopy(w.services.store[a])]
+    patch = w.writer.patch_metadata
+
+    def recorded(*args, **kw):
+        written = patch(*args, **kw)
+        versions.append(copy.deepcopy(written))
+        return written
+
+    w.writer.patch_metadata = recorded
+    w.sync(a)
+    latest = copy.deepcopy(w.services.store[a])
+    for stale in versions:  # the informer lagging behind: the original, then our metadata patch
+        w.services.store[a] = copy.deepcopy(stale)
+        assert w.sync(a) == []
+    w.services.store[a] = latest  # caught up: nothing to do either
+    assert w.sync(a) == []
+    w.edit(a, lambda o: o["metadata"]["annotations"].update({names.ANN_LOAD_BALANCER_IPS: "192.0.2.11"}))
+    assert writes(w.sync(a))[-1] == "status ns/a: 192.0.2.11 [True Allocated]"  # a user's edit is no replay
+
+
 # -- start-up ---------------------------------------------------------------------------------
 
 
