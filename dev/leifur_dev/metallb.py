@@ -353,6 +353,16 @@ class World:
         self.speakers[node_name] = s
         return s.start()
 
+    def start_speakers(self, kubeconfig: Path, nodes: dict[str, tuple[str, str]]) -> None:
+        """A speaker on every node (name -> (netns, address)), until all are ready. Every Pod is
+        made first: each speaker lists its memberlist peers' Pods once, when it starts."""
+        for name, (_netns, address) in nodes.items():
+            self.speaker_pod(name, address)
+        for name, (netns, address) in nodes.items():
+            self.speaker(kubeconfig, netns, name, address)
+        for s in self.speakers.values():
+            s.wait_ready()
+
     def announcing_nodes(self, service: str, namespace: str | None = None) -> list[str]:
         """The nodes MetalLB's ServiceL2Status objects say announce `service` (speakers write them)."""
         namespace = namespace or self.ns

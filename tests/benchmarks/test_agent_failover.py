@@ -53,6 +53,31 @@ def _draw(stack, result: dict, faulted_at: float, fault: str, name: str) -> None
         record, f"{name}: who answered the client's ARP probes"))
 
 
+def _failover(stack, ip: str, first, second, fault, name: str, label: str) -> float:
+    """One failover from `first` to `second` (lab hosts) by `fault()`, with the client probing
+    every 10 ms: its blackout (the longest gap between answers), drawn as `name`."""
+    wait_for(lambda: stack.who_answers(ip) == [first.mac], 90, what="the owner answering alone")
+    probe = stack.probe(ip, duration=120.0, interval=0.01)
+    # The fault comes once the probe sees the owner answer, however long the probe took to start.
+    assert stack.probe_first_answer(probe) == first.mac
+    time.sleep(BEFORE_FAULT)
+    faulted_at = time.time()
+    fault()
+    wait_for(lambda: stack.who_answers(ip) == [second.mac], 90, what="the new owner answering alone")
+    result = stack.stop_probe(probe)
+    assert result["last_mac"] == second.mac, result["changes"]
+    print(f"{name}: blackout {result['longest_gap'] * 1000:.0f} ms")
+    _draw(stack, result, faulted_at, label, name)
+    return result["longest_gap"]
+
+
+def _kill(agent, sig: signal.Signals):
+    def fault() -> None:
+        agent.signal(sig)
+        agent.wait_exit(10)
+    return fault
+
+
 @pytest.mark.parametrize("auth", ["signed", "unsigned"])
 def test_failover_blackout(stack, auth):
     """`signed` is the default; `unsigned` (--insecure-heartbeats, the format before signing) is the
@@ -66,20 +91,8 @@ def test_failover_blackout(stack, auth):
         for sig in (signal.SIGKILL, signal.SIGTERM):
             first = _owner_host(stack, ip, stack.lab.nodes)
             second = _owner_host(stack, ip, [h for h in stack.lab.nodes if h != first])
-            wait_for(lambda f=first: stack.who_answers(ip) == [f.mac], 30, what="the owner answering alone")
-            probe = stack.probe(ip, duration=60.0, interval=0.01)
-            # Signalled once the probe sees the owner answer, however long the probe took to start.
-            assert stack.probe_first_answer(probe) == first.mac
-            time.sleep(BEFORE_FAULT)
-            faulted_at = time.time()
-            stack.agents[first.name].signal(sig)
-            stack.agents[first.name].wait_exit(10)
-            wait_for(lambda s=second: stack.who_answers(ip) == [s.mac], 30, what="the new owner answering alone")
-            result = stack.stop_probe(probe)
-            assert result["last_mac"] == second.mac, result["changes"]
-            results[sig.name].append(result["longest_gap"])
-            print(f"{auth} run {run + 1} {sig.name}: blackout {result['longest_gap'] * 1000:.0f} ms")
-            _draw(stack, result, faulted_at, sig.name, f"failover-{auth}-{sig.name}-run{run + 1}")
+            results[sig.name].append(_failover(stack, ip, first, second, _kill(stack.agents[first.name], sig),
+                                               f"failover-{auth}-{sig.name}-run{run + 1}", sig.name))
             stack.start_agent(first).wait_ready()
     print(f"\nfailover blackout from the client, {auth} heartbeats (ARP probe every 10 ms), {RUNS} runs:")
     for name, gaps in results.items():
@@ -98,34 +111,18 @@ def test_failover_blackout_of_metallbs_speakers(stack, mlb):
     mlb.svc("web")
     stack.endpoints(mlb.ns, "web", stack.lab.nodes)
     (ip,) = mlb.wait_ips("web")
-    for name, host in nodes.items():
-        mlb.speaker_pod(name, host.ip4)
-    for name, host in nodes.items():
-        mlb.speaker(stack.kubeconfig, host.netns, name, host.ip4)
-    for speaker in mlb.speakers.values():
-        speaker.wait_ready()
+    mlb.start_speakers(stack.kubeconfig, {name: (host.netns, host.ip4) for name, host in nodes.items()})
     results: dict[str, list[float]] = {"SIGKILL": [], "SIGTERM": []}
     for run in range(RUNS):
         for sig in (signal.SIGKILL, signal.SIGTERM):
+            # MetalLB's election is not sticky: a restarted speaker takes its IP back, and fails again.
             first = nodes[metallb.l2_owner(list(nodes), ip)]
             second = nodes[metallb.l2_owner([n for n, h in nodes.items() if h != first], ip)]
-            # MetalLB's election is not sticky: a restarted speaker takes its IP back first.
-            wait_for(lambda f=first: stack.who_answers(ip) == [f.mac], 90, what="MetalLB's owner answering alone")
-            probe = stack.probe(ip, duration=120.0, interval=0.01)
-            assert stack.probe_first_answer(probe) == first.mac
-            time.sleep(BEFORE_FAULT)
-            faulted_at = time.time()
             speaker = mlb.speakers[stack.node_name(first)]
-            if sig == signal.SIGKILL:
-                speaker.kill()
-            else:
-                speaker.stop()  # SIGTERM by pid, then it is waited for
-            wait_for(lambda s=second: stack.who_answers(ip) == [s.mac], 90, what="the new owner answering alone")
-            result = stack.stop_probe(probe)
-            assert result["last_mac"] == second.mac, result["changes"]
-            results[sig.name].append(result["longest_gap"])
-            print(f"MetalLB run {run + 1} {sig.name}: blackout {result['longest_gap'] * 1000:.0f} ms")
-            _draw(stack, result, faulted_at, sig.name, f"failover-metallb-{sig.name}-run{run + 1}")
+            # SIGTERM by stop(), which waits for it to exit; SIGKILL by kill().
+            fault = speaker.kill if sig == signal.SIGKILL else speaker.stop
+            results[sig.name].append(_failover(stack, ip, first, second, fault,
+                                               f"failover-metallb-{sig.name}-run{run + 1}", sig.name))
             speaker.start().wait_ready()
     print(f"\nfailover blackout from the client, MetalLB's speakers (ARP probe every 10 ms), {RUNS} runs:")
     for name, gaps in results.items():
@@ -144,22 +141,10 @@ def test_lan_link_down_blackout(stack):
         for fault, gaps in results.items():
             first = _owner_host(stack, ip, stack.lab.nodes)
             second = _owner_host(stack, ip, [h for h in stack.lab.nodes if h != first])
-            wait_for(lambda f=first: stack.who_answers(ip) == [f.mac], 30, what="the owner answering alone")
-            probe = stack.probe(ip, duration=60.0, interval=0.01)
-            assert stack.probe_first_answer(probe) == first.mac
-            time.sleep(BEFORE_FAULT)
-            faulted_at = time.time()
-            if fault == "link down":
-                stack.lab.set_lan_port(first, up=False)
-            else:
-                stack.agents[first.name].signal(signal.SIGKILL)
-                stack.agents[first.name].wait_exit(10)
-            wait_for(lambda s=second: stack.who_answers(ip) == [s.mac], 30, what="the new owner answering alone")
-            result = stack.stop_probe(probe)
-            assert result["last_mac"] == second.mac, result["changes"]
-            gaps.append(result["longest_gap"])
-            print(f"run {run + 1} {fault}: blackout {result['longest_gap'] * 1000:.0f} ms")
-            _draw(stack, result, faulted_at, fault, f"lan-{fault.replace(' ', '-')}-run{run + 1}")
+            act = ((lambda f=first: stack.lab.set_lan_port(f, up=False)) if fault == "link down"
+                   else _kill(stack.agents[first.name], signal.SIGKILL))
+            gaps.append(_failover(stack, ip, first, second, act, f"lan-{fault.replace(' ', '-')}-run{run + 1}",
+                                  fault))
             if fault == "link down":
                 stack.lab.set_lan_port(first, up=True)
             else:

@@ -60,12 +60,7 @@ def test_the_switch_from_metallbs_speakers_to_leifurs_agents(stack: Stack, mlb: 
         stack.endpoints(mlb.ns, name, stack.lab.nodes)
     before = {n: mlb.wait_ips(n) for n in names_}
     ips = [ip for (ip,) in before.values()]
-    for name, host in nodes.items():
-        mlb.speaker_pod(name, host.ip4)
-    for name, host in nodes.items():
-        mlb.speaker(stack.kubeconfig, host.netns, name, host.ip4)
-    for s in mlb.speakers.values():
-        s.wait_ready()
+    mlb.start_speakers(stack.kubeconfig, {name: (host.netns, host.ip4) for name, host in nodes.items()})
     metallbs = {ip: nodes[metallb.l2_owner(list(nodes), ip)].mac for ip in ips}
     wait_for(lambda: stack.answers(ips, duration=0.3, interval=0.1) == {ip: [m] for ip, m in metallbs.items()}, 60,
              interval=0.2, what="MetalLB's speakers answering, one MAC per IP")

@@ -37,14 +37,9 @@ def test_metallb_speakers_announce_one_node_and_fail_over_on_sigkill(stack, mlb)
     (ip,) = mlb.wait_ips("web")
     assert stack.who_answers(ip) == []  # numbered, but nobody announces yet
 
-    # Every speaker's Pod first: each lists its memberlist peers' Pods once, when it starts.
-    for name, host in nodes.items():
-        mlb.speaker_pod(name, host.ip4)
     started = time.monotonic()
-    for name, host in nodes.items():
-        mlb.speaker(stack.kubeconfig, host.netns, name, host.ip4)
+    mlb.start_speakers(stack.kubeconfig, {name: (host.netns, host.ip4) for name, host in nodes.items()})
     for s in mlb.speakers.values():
-        s.wait_ready()
         assert Path(f"/proc/{s.pid}/exe").resolve() == gobuild.binary_path(metallb.SPEAKER).resolve()
     first = single_answer(stack, ip)
     print(f"\nspeakers started: one MAC alone answers after {time.monotonic() - started:.1f}s")
