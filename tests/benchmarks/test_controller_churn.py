@@ -19,23 +19,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from test_controller_scale import (
-    V4_SERVICES,
-    IPWatch,
-    _retrying,
-    all_ips,
-    create_services,
-    service_body,
-    service_name,
-    start_controller,
-    wait_health_ready,
-    world,
-)
+from test_controller_scale import V4_SERVICES, bench_world, ours, service_body, service_name, wanted
 
 from leifur.kube.client import request
 from leifur.kube.informer import Informer
 from leifur.model.objects import key_of
 from leifur_dev import runtime
+from leifur_dev.scale import IPWatch, all_ips, create_services, retrying, start_controller, wait_health_ready
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.controlplane]
 
@@ -78,14 +68,14 @@ def test_create_and_delete_at_a_steady_rate(tmp_path):
     first = V4_SERVICES
     base = list(range(first, first + BASE))
     ops = int(RATE * SECONDS)
-    with world() as (cp, api):
-        watch, gone = IPWatch(api).start(), GoneWatch(api).start()
+    with bench_world() as (cp, api):
+        watch, gone = IPWatch(api, wanted).start(), GoneWatch(api).start()
         proc = start_controller(cp, api, tmp_path, "controller")
         try:
             wait_health_ready(proc)
-            created, _ = create_services(api, base)
+            created, _ = create_services(api, base, service_body)
             watch.wait_all(set(created), timeout=max(600, BASE / 5), proc=proc)
-            before = all_ips(api)
+            before = all_ips(api, ours)
             print(f"\nchurn at {BASE} Services: {RATE:.0f} creates and {RATE:.0f} deletes per second for "
                   f"{SECONDS:.0f} s (load average {os.getloadavg()[0]:.1f})")
             new = list(range(first + BASE, first + BASE + ops))
@@ -98,10 +88,10 @@ def test_create_and_delete_at_a_steady_rate(tmp_path):
                 time.sleep(max(0.0, t0 + k / RATE - time.monotonic()))
                 body = service_body(new[k])
                 ns = body["metadata"]["namespace"]
-                _retrying(lambda: request(api, "POST", f"/api/v1/namespaces/{ns}/services", body=body, timeout=30))
+                retrying(lambda: request(api, "POST", f"/api/v1/namespaces/{ns}/services", body=body, timeout=30))
                 creates[f"{ns}/{body['metadata']['name']}"] = time.monotonic()
                 vns, vname = service_name(victims[k])
-                _retrying(lambda: request(api, "DELETE", f"/api/v1/namespaces/{vns}/services/{vname}", timeout=30))
+                retrying(lambda: request(api, "DELETE", f"/api/v1/namespaces/{vns}/services/{vname}", timeout=30))
                 deletes[f"{vns}/{vname}"] = time.monotonic()
 
             with ThreadPoolExecutor(16) as pool:
@@ -115,7 +105,7 @@ def test_create_and_delete_at_a_steady_rate(tmp_path):
             assert not missing, f"{len(missing)} deleted Services never went, e.g. {sorted(missing)[:5]}"
             to_ip = [watch.first[k] - creates[k] for k in creates]
             to_gone = [gone.gone[k] - deletes[k] for k in deletes]
-            after = all_ips(api)
+            after = all_ips(api, ours)
             stayed = set(before) - set(deletes)
             changed = sorted(k for k in stayed if after.get(k) != before[k])
             peak, _ = runtime.memory_kib(proc.proc.pid)
