@@ -161,7 +161,7 @@ class MetalLBProcess(runtime.ChildProcess):
         with urllib.request.urlopen(f"http://{self.metrics_host}:{self.port}/metrics", timeout=5) as r:
             return r.read().decode()
 
-    def wait_ready(self, timeout: float = 60) -> Self:
+    def wait_ready(self, timeout: float = 60, interval: float = 0.2) -> Self:
         """Until its metrics port answers and it has loaded its configuration (MetalLB's own
         `metallb_k8s_client_config_loaded_bool`, 1 also when the namespace holds no pool yet):
         from then on it acts on Services. Pools created before start() are in that first load."""
@@ -175,7 +175,7 @@ class MetalLBProcess(runtime.ChildProcess):
             return any(line.startswith("metallb_k8s_client_config_loaded_bool") and line.rstrip().endswith(" 1")
                        for line in text.splitlines())
 
-        wait_for(ready, timeout, interval=0.2, what=f"{self.what} loaded its configuration")
+        wait_for(ready, timeout, interval=interval, what=f"{self.what} loaded its configuration")
         return self
 
     def alive(self) -> bool:
@@ -232,6 +232,12 @@ class MetalLBController(MetalLBProcess):
         super().__init__(COMPONENT, kubeconfig, log_path, namespace, free_port(),
                          ["--webhook-mode=disabled", "--disable-cert-rotation"], extra,
                          lb_class=lb_class, log_level=log_level, binary=binary)
+
+    def addresses_in_use(self) -> int:
+        """How many addresses its allocator holds, over all pools (its own
+        `metallb_allocator_addresses_in_use_total`): after a restart, how far it has reloaded."""
+        return int(sum(float(line.rsplit(" ", 1)[1]) for line in self.metrics().splitlines()
+                       if line.startswith("metallb_allocator_addresses_in_use_total{")))
 
 
 class MetalLBSpeaker(MetalLBProcess):
