@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from leifur.controller.allocation import REASON_PARTIAL
 from leifur.kube.logfields import Value, fields
+from leifur.model import annotations as ann
 from leifur.model import names, service
 from leifur.model.objects import key_of
 
@@ -35,7 +36,7 @@ def _pools(svc: dict) -> list[str] | None:
     allocated = annotations.get(names.ANN_ALLOCATED_FROM_POOL)
     if allocated:
         return allocated.split(",")
-    asked = annotations.get(names.ANN_ADDRESS_POOL)
+    asked = ann.read(annotations, names.ANN_ADDRESS_POOL).value  # ours, or MetalLB's spelling
     return [asked] if asked else None
 
 
