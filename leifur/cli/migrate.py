@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable, Iterable
 
-from leifur.cli import metallb, output
+from leifur.cli import metallb, output, validate
 
 EXIT_OK = 0
 EXIT_UNREADABLE = 1  # a file or the cluster could not be read, or held no MetalLB object: nothing written
@@ -40,14 +40,17 @@ class Unreadable(RuntimeError):
 
 def read_files(paths: Iterable[str]) -> list[metallb.Source]:
     """Every object in the files (YAML documents, JSON, Lists; directories one level deep; '-' is stdin)."""
-    from leifur.cli import validate
-
     report = validate.Report()
     sources = [metallb.Source(doc.data, f"{doc.file}:{doc.line}") for doc in validate.read(paths, report)]
+    _refuse_errors(report, "cannot read the input")
+    return sources
+
+
+def _refuse_errors(report: validate.Report, what: str) -> None:
+    """Unreadable, listing the report's errors, if it has any."""
     problems = [f"{f.location}: {f.message}" for f in report.findings if f.level == validate.ERROR]
     if problems:
-        raise Unreadable("cannot read the input:\n  " + "\n  ".join(problems))
-    return sources
+        raise Unreadable(f"{what}:\n  " + "\n  ".join(problems))
 
 
 def read_cluster(kubeconfig: str | None, context: str | None, namespace: str) -> list[metallb.Source]:
@@ -164,12 +167,8 @@ examples:
 def read_leifur_files(paths: Iterable[str]) -> list[dict]:
     """Leifur's pools and advertisements from files (what `from-metallb` wrote); Unreadable if
     they do not pass `leifurctl validate`."""
-    from leifur.cli import validate
-
     report, objects = validate.validate_objects(paths)
-    problems = [f"{f.location}: {f.message}" for f in report.findings if f.level == validate.ERROR]
-    if problems:
-        raise Unreadable("the planned objects do not pass leifurctl validate:\n  " + "\n  ".join(problems))
+    _refuse_errors(report, "the planned objects do not pass leifurctl validate")
     return [o for o in objects if isinstance(o, dict)]
 
 

@@ -436,8 +436,8 @@ def validate(paths: Iterable[str]) -> Report:
 def validate_objects(paths: Iterable[str]) -> tuple[Report, list[Any]]:
     """validate(), and the objects read (each document's data), from one reading of the files."""
     report = Report()
-    inputs = list(_inputs(paths, report))
-    return _check(inputs, report), [doc.data for file, text in inputs for doc in _documents(file, text, Report())]
+    objects: list[Any] = []
+    return _check(_inputs(paths, report), report, objects), objects
 
 
 def validate_text(text: str, file: str = "<text>") -> Report:
@@ -445,12 +445,15 @@ def validate_text(text: str, file: str = "<text>") -> Report:
     return _check([(file, text)], Report(files=[file]))
 
 
-def _check(inputs: Iterable[tuple[str, str]], report: Report) -> Report:
+def _check(inputs: Iterable[tuple[str, str]], report: Report, objects: list[Any] | None = None) -> Report:
+    """The checks; `objects`, if given, gets each document's data as it is parsed."""
     pools: dict[str, tuple[Document, Pool | None]] = {}
     ads: list[Document] = []
     seen: dict[tuple[str, str], Document] = {}
     for file, text in inputs:
         for doc in _documents(file, text, report):
+            if objects is not None:
+                objects.append(doc.data)
             if not isinstance(doc.data, dict):
                 report.add(ERROR, doc, f"not a Kubernetes object: a document must be a mapping with apiVersion, "
                                        f"kind and metadata, got {type(doc.data).__name__}")
