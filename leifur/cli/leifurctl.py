@@ -198,10 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except CtlUsage as e:
         print(f"{prog}: {e}", file=sys.stderr)
-        return 2
+        return output.EXIT_USAGE
     except (RuntimeError, TimeoutError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
-        return 1
+        return output.EXIT_UNREADABLE
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable
 
 from leifur.cli import metallb, output, validate
 
-EXIT_OK = 0
-EXIT_UNREADABLE = 1  # a file or the cluster could not be read, or held no MetalLB object: nothing written
-EXIT_USAGE = 2
-EXIT_UNTRANSLATED = 3  # something could not be translated: nothing written, unless --allow-untranslated
-EXIT_WOULD_CHANGE = 3  # check: a Service would change IPs, keep them with a problem, or not be announced
+EXIT_OK = output.EXIT_OK
+EXIT_UNREADABLE = output.EXIT_UNREADABLE  # a file or the cluster could not be read, or held no MetalLB object
+EXIT_USAGE = output.EXIT_USAGE
+EXIT_UNTRANSLATED = output.EXIT_PROBLEMS  # something could not be translated: nothing written, unless allowed
+EXIT_WOULD_CHANGE = output.EXIT_PROBLEMS  # check: a Service would change IPs, keep them with a problem, or go dark
 
 OUTPUT_FORMATS = ("yaml", "json")
 
@@ -200,7 +200,8 @@ check uses them in place of the cluster's pools and advertisements of the same n
 it can run before anything of Leifur is applied.
 
 Exit codes: {EXIT_OK} every Service keeps its IPs and every IP with ready endpoints would be announced;
-{EXIT_WOULD_CHANGE} something would change or not be announced (listed first); 1 the cluster could not be read."""
+{EXIT_WOULD_CHANGE} something would change or not be announced (listed first); {EXIT_UNREADABLE} the cluster
+could not be read."""
 
 
 def register(sub: argparse._SubParsersAction,

@@ -12,6 +12,12 @@ import yaml
 from leifur.kube import timestamps
 
 FORMATS = ("table", "json", "yaml")
+
+# leifurctl's exit codes, the same for every command.
+EXIT_OK = 0
+EXIT_UNREADABLE = 1  # the cluster or the input could not be read
+EXIT_USAGE = 2  # wrong arguments
+EXIT_PROBLEMS = 3  # the command's answer is a problem: listed (status), not translated, or a change (migrate)
 NONE = "-"
 
 

@@ -119,16 +119,13 @@ def report(snap: Snapshot, lb_class: str | None, namespace: str | None = None) -
     }
 
 
-OK, CANNOT_READ, USAGE, PROBLEMS = 0, 1, 2, 3  # the exit codes of `leifurctl status`
-
-
 def exit_code(rep: dict) -> int:
-    """PROBLEMS if the report lists any (a pool or Service not OK, a stray announcement, a
-    conflict), else OK: scripts and probes can tell without parsing the output. Notes (what
+    """EXIT_PROBLEMS if the report lists any (a pool or Service not OK, a stray announcement, a
+    conflict), else EXIT_OK: scripts and probes can tell without parsing the output. Notes (what
     could not be read) are not problems of the cluster."""
     listed = (any(row["problems"] for row in (*rep["pools"], *rep["services"]))
               or rep["strayAnnouncements"] or rep["conflicts"])
-    return PROBLEMS if listed else OK
+    return output.EXIT_PROBLEMS if listed else output.EXIT_OK
 
 
 def _usage(row: dict, family: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from leifur.cli import leifurctl, status
+from leifur.cli import leifurctl, output, status
 
 
 @pytest.mark.parametrize(("argv0", "expected"), [
@@ -38,15 +38,15 @@ def row(*problems: str) -> dict:
 
 
 @pytest.mark.parametrize(("rep", "expected"), [
-    pytest.param(report(), status.OK, id="nothing at all"),
-    pytest.param(report(pools=[row()], services=[row(), row()]), status.OK, id="everything OK"),
-    pytest.param(report(pools=[row("Exhausted")], services=[row()]), status.PROBLEMS, id="a pool's problem"),
-    pytest.param(report(pools=[row()], services=[row(), row("Taken")]), status.PROBLEMS, id="a Service's problem"),
-    pytest.param(report(services=[row("Deleting")]), status.PROBLEMS, id="a Service being deleted is listed"),
-    pytest.param(report(stray=[{"ip": "192.0.2.9", "nodes": ["n1"], "message": "m"}]), status.PROBLEMS,
+    pytest.param(report(), output.EXIT_OK, id="nothing at all"),
+    pytest.param(report(pools=[row()], services=[row(), row()]), output.EXIT_OK, id="everything OK"),
+    pytest.param(report(pools=[row("Exhausted")], services=[row()]), output.EXIT_PROBLEMS, id="a pool's problem"),
+    pytest.param(report(pools=[row()], services=[row(), row("Taken")]), output.EXIT_PROBLEMS, id="a Service's problem"),
+    pytest.param(report(services=[row("Deleting")]), output.EXIT_PROBLEMS, id="a Service being deleted is listed"),
+    pytest.param(report(stray=[{"ip": "192.0.2.9", "nodes": ["n1"], "message": "m"}]), output.EXIT_PROBLEMS,
                  id="a stray announcement"),
-    pytest.param(report(conflicts=["two Services hold 192.0.2.1"]), status.PROBLEMS, id="a conflict"),
-    pytest.param(report(pools=[row()], notes=["cannot list nodes: forbidden"]), status.OK,
+    pytest.param(report(conflicts=["two Services hold 192.0.2.1"]), output.EXIT_PROBLEMS, id="a conflict"),
+    pytest.param(report(pools=[row()], notes=["cannot list nodes: forbidden"]), output.EXIT_OK,
                  id="a note is not a problem of the cluster"),
 ])
 def test_status_exits_non_zero_exactly_when_it_lists_problems(rep, expected):
