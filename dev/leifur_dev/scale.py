@@ -30,7 +30,14 @@ from leifur.model.objects import key_of
 from leifur_dev import controlplane
 from leifur_dev.cluster import ControllerProcess, install_crds, metrics_reader_token, wait_for
 
+# The Service counts the controller benchmarks run at (LEIFUR_SCALE_SIZES, comma-separated).
+SIZES = [int(n) for n in os.environ.get("LEIFUR_SCALE_SIZES", "1000,5000").split(",") if n.strip()]
 CREATE_THREADS = int(os.environ.get("LEIFUR_SCALE_CREATE_THREADS", "8"))
+# Targets of issue 16, printed beside the figures (never asserted).
+TARGET_FRACTION = 0.5  # of the bare client's status-write rate, on a backlog
+TARGET_LIVE_P99 = 2.0  # seconds from create to IP
+TARGET_RESTART_READY = 10.0  # seconds
+TARGET_MEMORY_MB = 108  # MetalLB's controller at 5,000 Services, as issue 16 measured it
 BASELINE_THREADS = (1, 4, 8, 16)
 BASELINE_SECONDS = float(os.environ.get("LEIFUR_SCALE_BASELINE_SECONDS", "4"))
 BASELINE_NAMESPACE = "bench-baseline"

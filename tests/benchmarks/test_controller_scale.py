@@ -39,6 +39,11 @@ from leifur_dev import benchfigures, runtime
 from leifur_dev.cluster import ControllerProcess, metrics_reader_token
 from leifur_dev.scale import (
     CREATE_THREADS,
+    SIZES,
+    TARGET_FRACTION,
+    TARGET_LIVE_P99,
+    TARGET_MEMORY_MB,
+    TARGET_RESTART_READY,
     IPWatch,
     all_ips,
     api_writes,
@@ -61,9 +66,8 @@ from leifur_dev.svgplot import Mark
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.controlplane]
 
-SIZES = [int(n) for n in os.environ.get("LEIFUR_SCALE_SIZES", "1000,5000").split(",") if n.strip()]
 if os.environ.get("LEIFUR_SCALE_MAX"):
-    SIZES.append(int(os.environ["LEIFUR_SCALE_MAX"]))
+    SIZES = [*SIZES, int(os.environ["LEIFUR_SCALE_MAX"])]
 LIVE = int(os.environ.get("LEIFUR_SCALE_LIVE", "5000"))
 NAMESPACES = 10
 
@@ -73,12 +77,6 @@ POOLS = {"bench-v4": ["203.0.113.0/24"], "bench-v4-b": ["192.0.2.0/24"], "bench-
          "bench-v6-b": ["2001:db8:2::/112"]}
 REQUESTED_V4 = ipaddress.ip_address("203.0.113.200")  # far above what the lowest-free search reaches
 REQUESTED_V6 = ipaddress.ip_address("2001:db8:1::8000")
-
-# Targets of issue 16, printed beside the figures (never asserted).
-TARGET_FRACTION = 0.5
-TARGET_LIVE_P99 = 2.0
-TARGET_RESTART_READY = 10.0
-TARGET_MEMORY_MB = 108
 
 
 # -- the Services -----------------------------------------------------------------------------
@@ -260,7 +258,8 @@ def test_backlog_throughput(n, tmp_path):
         print(f"  throughput (ready -> all): {throughput:.1f} Services/s = {throughput / rates['best']:.0%} of "
               f"the bare client's {rates['best']:.0f} writes/s (target >= {TARGET_FRACTION:.0%})")
         print_writes("writes until quiet", writes, n)
-        print(f"  peak RSS {peak / 1024:.0f} MB (now {rss / 1024:.0f} MB; MetalLB measured 108 MB at 5,000)")
+        print(f"  peak RSS {peak / 1024:.0f} MB (now {rss / 1024:.0f} MB; MetalLB measured {TARGET_MEMORY_MB} MB "
+              "at 5,000)")
         _summary({"run": "backlog", "n": n, "create_rate": round(create_rate, 1),
                   "baseline": {k: round(v, 1) for k, v in rates.items()},
                   "ready_s": round(ready - started, 2), "first_ip_s": round(first - started, 2),

@@ -47,6 +47,9 @@ from leifur_dev import controlplane, metallb, runtime
 from leifur_dev.cluster import ControllerProcess, metrics_reader_token, wait_for
 from leifur_dev.scale import (
     CREATE_THREADS,
+    SIZES,
+    TARGET_LIVE_P99,
+    TARGET_RESTART_READY,
     IPWatch,
     all_ips,
     api_writes,
@@ -69,7 +72,6 @@ from leifur_dev.scale import (
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.controlplane]
 
-SIZES = [int(n) for n in os.environ.get("LEIFUR_SCALE_SIZES", "1000,5000").split(",") if n.strip()]
 CREATE_RATE = float(os.environ.get("LEIFUR_VS_CREATE_RATE", "50"))
 NAMESPACES = 10
 METALLB_NAMESPACE = "metallb-system"
@@ -77,10 +79,6 @@ LEIFUR_CLASS = f"{names.GROUP}/bench"
 METALLB_CLASS = f"{metallb.GROUP}/bench"
 LEIFUR_POOL = "2001:db8:10::/112"
 METALLB_POOL = "2001:db8:20::/112"
-
-# Targets of issue 16, printed beside the figures (never asserted).
-TARGET_LIVE_P99 = 2.0
-TARGET_RESTART_READY = 10.0
 
 
 # -- the two sides ----------------------------------------------------------------------------
