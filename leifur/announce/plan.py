@@ -53,6 +53,10 @@ class Cluster:
     nodes: list[Object] = field(default_factory=list)
     pools: list[Object] = field(default_factory=list)
     advertisements: list[Object] = field(default_factory=list)
+    # BGP mode (bgp_plan.py).
+    peers: list[Object] = field(default_factory=list)
+    bgp_advertisements: list[Object] = field(default_factory=list)
+    bfd_profiles: list[Object] = field(default_factory=list)
 
 
 def ready_endpoint_nodes(slices: Iterable[Object]) -> dict[str, set[str]]:
@@ -110,30 +114,71 @@ def decide_announcements(cluster: Cluster, live: Iterable[str], load_balancer_cl
     `lost`, what links going down took from some of them (interfaces.Lost).
     """
     live = frozenset(live)
-    pools = parse_pools(cluster.pools)
-    broken = {o["metadata"]["name"] for o in cluster.pools} - {p.name for p in pools}
-    pool_labels = {o["metadata"]["name"]: (o["metadata"].get("labels") or {}) for o in cluster.pools}
+    pools = Pools.of(cluster)
     ads = [parse_advertisement(a) for a in cluster.advertisements]
     nodes = [node_of(n, live) for n in cluster.nodes]
     ready = ready_endpoint_nodes(cluster.endpoint_slices)
+    # Which nodes may announce an IP depends on its pool and its Services' endpoints only: worked
+    # out once per pool (and Local set), not once per IP (most of a sync's work at 5,000 Services).
+    eligibility: dict[tuple[str, frozenset[str] | None], dict[str, list[Advertisement]]] = {}
+    return {ip: _decide_ip(addr, svcs, pools, ads, nodes, ready, lost, eligibility)
+            for ip, (addr, svcs) in held_ips(cluster, load_balancer_class).items()}
 
-    holders: dict[str, list[Object]] = {}
-    parsed: dict[str, IP] = {}
+
+@dataclass(frozen=True)
+class Pools:
+    """The pools that parse, the names of those that do not, and every pool's labels."""
+
+    parsed: list[Pool]
+    broken: set[str]
+    labels: dict[str, Mapping[str, str]]
+
+    @classmethod
+    def of(cls, cluster: Cluster) -> Pools:
+        parsed = parse_pools(cluster.pools)
+        return cls(parsed, {o["metadata"]["name"] for o in cluster.pools} - {p.name for p in parsed},
+                   {o["metadata"]["name"]: (o["metadata"].get("labels") or {}) for o in cluster.pools})
+
+
+def held_ips(cluster: Cluster, load_balancer_class: str | None) -> dict[str, tuple[IP, list[Object]]]:
+    """IP -> (the IP, every Service of ours showing it), in the order of the IPs' text."""
+    held: dict[str, tuple[IP, list[Object]]] = {}
     for svc in cluster.services:
         if not is_ours(svc, load_balancer_class):
             continue
         for ip in ingress_ips(svc):
-            holders.setdefault(str(ip), []).append(svc)
-            parsed[str(ip)] = ip
-
-    # Which nodes may announce an IP depends on its pool and its Services' endpoints only: worked
-    # out once per pool (and Local set), not once per IP (most of a sync's work at 5,000 Services).
-    eligibility: dict[tuple[str, frozenset[str] | None], dict[str, list[Advertisement]]] = {}
-    return {ip: _decide_ip(parsed[ip], svcs, pools, broken, pool_labels, ads, nodes, ready, lost, eligibility)
-            for ip, svcs in sorted(holders.items())}
+            held.setdefault(str(ip), (ip, []))[1].append(svc)
+    return dict(sorted(held.items()))
 
 
-def _pool_of(addr: IP, svcs: list[Object], pools: list[Pool], broken: set[str]) -> str | None:
+def unusable(addr: IP, keys: tuple[str, ...]) -> Decision | None:
+    """The Decision for an IP no mode may announce (multicast and the like), or None."""
+    if addr.is_multicast or addr.is_unspecified or addr.is_loopback or addr.is_link_local:
+        return Decision(str(addr), keys, None, None, UNUSABLE, f"{addr} cannot be announced on a LAN (multicast, "
+                        "loopback, link-local or unspecified)")
+    return None
+
+
+def outside_pools(ip: str, keys: tuple[str, ...]) -> Decision:
+    return Decision(ip, keys, None, None, OUTSIDE_POOLS,
+                    f"{ip} was not allocated from an IPAddressPool by Leifur; it is not announced")
+
+
+def allowed_nodes(svcs: list[Object], ready: dict[str, set[str]]) -> tuple[set[str] | None, str | None]:
+    """The nodes every Service on an IP is reachable through (None: any node), and the first
+    Service with no ready endpoint anywhere (which leaves the IP unannounced), if one has none."""
+    allowed: set[str] | None = None
+    for svc in svcs:
+        key = key_of(svc)
+        with_endpoints = ready.get(key, set())
+        if not with_endpoints:
+            return allowed, key
+        if (svc.get("spec") or {}).get("externalTrafficPolicy") == "Local":
+            allowed = with_endpoints if allowed is None else allowed & with_endpoints
+    return allowed, None
+
+
+def pool_of(addr: IP, svcs: list[Object], pools: list[Pool], broken: set[str]) -> str | None:
     """The name of the pool the controller allocated `ip` from, by the annotation it writes on the Service.
 
     Without the annotation the IP was not allocated by Leifur (another implementation, or a hand
@@ -160,32 +205,24 @@ def _pool_of(addr: IP, svcs: list[Object], pools: list[Pool], broken: set[str]) 
     return containing or next((p.name for p in candidates if addr.version in p.families()), None)
 
 
-def _decide_ip(addr: IP, svcs: list[Object], pools: list[Pool], broken: set[str],
-               pool_labels: Mapping[str, Mapping[str, str]], ads: list[Advertisement], nodes: list[Node],
+def _decide_ip(addr: IP, svcs: list[Object], pools: Pools, ads: list[Advertisement], nodes: list[Node],
                ready: dict[str, set[str]], lost: Mapping[str, Lost] | None,
                eligibility: dict[tuple[str, frozenset[str] | None], dict[str, list[Advertisement]]]) -> Decision:
     ip = str(addr)
     keys = tuple(sorted(key_of(s) for s in svcs))
-    if addr.is_multicast or addr.is_unspecified or addr.is_loopback or addr.is_link_local:
-        return Decision(ip, keys, None, None, UNUSABLE, f"{ip} cannot be announced on a LAN (multicast, "
-                        "loopback, link-local or unspecified)")
-    pool = _pool_of(addr, svcs, pools, broken)
+    if (refused := unusable(addr, keys)) is not None:
+        return refused
+    pool = pool_of(addr, svcs, pools.parsed, pools.broken)
     if pool is None:
-        return Decision(ip, keys, None, None, OUTSIDE_POOLS,
-                        f"{ip} was not allocated from an IPAddressPool by Leifur; it is not announced")
-    labels = pool_labels.get(pool, {})
+        return outside_pools(ip, keys)
+    labels = pools.labels.get(pool, {})
     if not any(a.selects_pool(pool, labels) for a in ads):
         return Decision(ip, keys, pool, None, NO_ADVERTISEMENT,
                         f"no L2Advertisement selects pool {pool}")
     # Every Service on the IP must be reachable through the chosen node: intersect their demands.
-    allowed: set[str] | None = None
-    for svc in svcs:
-        key = key_of(svc)
-        with_endpoints = ready.get(key, set())
-        if not with_endpoints:
-            return Decision(ip, keys, pool, None, NO_ENDPOINTS, f"{key} has no ready endpoint")
-        if (svc.get("spec") or {}).get("externalTrafficPolicy") == "Local":
-            allowed = with_endpoints if allowed is None else allowed & with_endpoints
+    allowed, unready = allowed_nodes(svcs, ready)
+    if unready:
+        return Decision(ip, keys, pool, None, NO_ENDPOINTS, f"{unready} has no ready endpoint")
     candidates = [n for n in nodes if allowed is None or n.name in allowed]
     scope = (pool, None if allowed is None else frozenset(allowed))
     if scope not in eligibility:
