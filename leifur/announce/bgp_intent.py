@@ -29,7 +29,7 @@ class BFD:
 class SecretRef:
     """Where a session's password lives: key `password` of a Secret of type kubernetes.io/basic-auth."""
 
-    namespace: str
+    namespace: str  # "": the agent's own namespace
     name: str
 
 
