@@ -6,6 +6,8 @@
 - Announcement: `announce.plan.decide_announcements`, the function every agent calls. Liveness of agents is not in
   the API (agents hear each other's heartbeats), so the nodes that have an `L2NodeStatus` stand in
   for the live agents, and the `L2NodeStatus` records say who announces what.
+- BGP: `announce.bgp_plan.decide_bgp`, the agents' function, with each node's sessions as its record
+  lists them: a route leaves a node only on an Established session.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from leifur.announce import plan
+from leifur.announce import bgp_plan, plan
 from leifur.announce.interfaces import Lost
 from leifur.cli.snapshot import Snapshot
 from leifur.controller.reconcile import State
@@ -22,6 +24,10 @@ from leifur.model import names
 
 # States of an IP on the LAN, beyond plan's reasons (OutsidePools, NoAdvertisement, NoReadyEndpoints, NoEligibleNode).
 ANNOUNCED = "Announced"
+ADVERTISED = "Advertised"  # not announced on the LAN, but advertised over BGP on an Established session
+NO_SESSION = "NoEstablishedSession"  # nodes should advertise it over BGP, and none has its session up
+ESTABLISHED = "Established"
+SERVED = (ANNOUNCED, ADVERTISED)
 NOT_ANNOUNCED = "NotAnnounced"  # an agent should announce it, and its record does not list it
 MULTIPLE = "MultipleAnnouncers"  # more than one node's record lists it
 PENDING = "Pending"  # no IP and no word from the controller yet
@@ -70,11 +76,12 @@ class IPState:
     announced_by: list[dict] = field(default_factory=list)  # the records: {node, interfaces, mode, since}
     expected_node: str | None = None  # the owner by the agents' rule, among the agents seen
     owner_if_all_live: str | None = None  # the owner if every Node's agent were live
+    advertised_by: list[dict] = field(default_factory=list)  # BGP: {node, peer, prefix, ..., session}
 
     def as_dict(self) -> dict:
         return {"ip": self.ip, "services": list(self.services), "pool": self.pool, "state": self.state,
                 "message": self.message, "announcedBy": self.announced_by, "expectedNode": self.expected_node,
-                "ownerIfAllAgentsLive": self.owner_if_all_live}
+                "ownerIfAllAgentsLive": self.owner_if_all_live, "advertisedBy": self.advertised_by}
 
 
 def agents_seen(snap: Snapshot) -> list[str]:
@@ -114,9 +121,62 @@ def _where(r: dict) -> str:
     return f"{r['node']} on {ifaces} ({r['mode'] or 'Responder'})"
 
 
+def cluster_of(snap: Snapshot) -> plan.Cluster:
+    return plan.Cluster(snap.services, snap.endpoint_slices, snap.nodes, snap.pools, snap.advertisements,
+                        peers=snap.peers, bgp_advertisements=snap.bgp_advertisements, bfd_profiles=snap.bfd_profiles)
+
+
+def bgp_configured(snap: Snapshot) -> bool:
+    return bool(snap.peers or snap.bgp_advertisements)
+
+
+def sessions(snap: Snapshot) -> list[dict]:
+    """Every node's BGP sessions, as its record lists them."""
+    out = []
+    for obj in sorted(snap.node_statuses, key=lambda o: o["metadata"]["name"]):
+        for s in ((obj.get("status") or {}).get("bgp") or {}).get("sessions") or []:
+            if isinstance(s, dict) and s.get("peer"):
+                out.append({"node": obj["metadata"]["name"], "peer": s["peer"], "address": s.get("address"),
+                            "state": s.get("state"), "since": s.get("since"),
+                            "prefixesAdvertised": s.get("prefixesAdvertised"), "bfd": s.get("bfd")})
+    return out
+
+
+def session_problems(snap: Snapshot) -> list[str]:
+    """A session a node's plan wants and that is not Established, and what is wrong with the BGP objects."""
+    out = [f"{p.kind} {p.name}: {p.message}" for p in bgp_plan.problems(cluster_of(snap))]
+    out += [f"node {s['node']}: session to BGPPeer {s['peer']} ({s['address']}) is {s['state']}"
+            + (f" since {s['since']}" if s["since"] else "") for s in sessions(snap) if s["state"] != ESTABLISHED]
+    return out
+
+
+def _bgp(state: IPState, d: bgp_plan.BGPDecision, up: dict[tuple[str, str], str]) -> None:
+    """Fold what BGP does for an IP into its state: served if a node advertises it on an Established
+    session; when layer 2 does not serve the pool at all, BGP's reason is the IP's."""
+    state.advertised_by = [{"node": p.node, "peer": p.peer, "prefix": p.route.prefix,
+                            "communities": [*p.route.communities, *(f"large:{c}" for c in p.route.large_communities)],
+                            "localPref": p.route.local_preference,
+                            "session": up.get((p.node, p.peer), "unknown (no record)")} for p in d.paths]
+    live = [a for a in state.advertised_by if a["session"] == ESTABLISHED]
+    summary = ", ".join(f"{a['node']} to {a['peer']}" for a in live)
+    if state.state == ANNOUNCED:
+        if live:
+            state.message += f"; advertised over BGP by {summary}"
+        return
+    if live:
+        state.state, state.message = ADVERTISED, f"advertised over BGP by {summary}"
+    elif state.state == plan.NO_ADVERTISEMENT:
+        if d.paths:
+            state.state = NO_SESSION
+            state.message = "no session is Established on the nodes that should advertise it over BGP: " + ", ".join(
+                f"{a['node']} to {a['peer']} ({a['session']})" for a in state.advertised_by)
+        else:
+            state.state, state.message = d.reason or state.state, f"{d.message}; and {state.message}"
+
+
 def ip_states(snap: Snapshot, lb_class: str | None) -> tuple[dict[str, IPState], dict[str, list[dict]]]:
     """Every IP assigned to a Service of ours, and where it stands; and the recorded IPs no such Service holds."""
-    cluster = plan.Cluster(snap.services, snap.endpoint_slices, snap.nodes, snap.pools, snap.advertisements)
+    cluster = cluster_of(snap)
     seen = agents_seen(snap)
     all_nodes = [n["metadata"]["name"] for n in snap.nodes]
     lost = links_lost(snap)
@@ -152,6 +212,10 @@ def ip_states(snap: Snapshot, lb_class: str | None) -> tuple[dict[str, IPState],
             st.message = (f"no agent seen on a node that may announce it; node {if_all} would, once its agent runs "
                           f"(agents seen: {', '.join(seen) or 'none'})")
         out[ip] = st
+    if bgp_configured(snap):
+        up = {(s["node"], s["peer"]): s["state"] or "unknown" for s in sessions(snap)}
+        for ip, routed in bgp_plan.decide_bgp(cluster, lb_class).items():
+            _bgp(out[ip], routed, up)
     stray = {ip: by for ip, by in recorded.items() if ip not in with_seen}
     return out, stray
 

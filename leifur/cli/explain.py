@@ -202,11 +202,12 @@ def report(snap: Snapshot, namespace: str, name: str, lb_class: str | None) -> d
         # A host outside the cluster uses the IP: that is what to fix, whatever the agents decide.
         verdict = {"ok": False, "reason": conflict[0], "message": conflict[1]}
     else:
-        bad = [a for a in rep["announcements"] if a["state"] != analysis.ANNOUNCED]
+        bad = [a for a in rep["announcements"] if a["state"] not in analysis.SERVED]
         if bad:
             verdict = {"ok": False, "reason": bad[0]["state"], "message": f"{bad[0]['ip']} — {bad[0]['message']}"}
         else:
-            verdict = {"ok": True, "reason": analysis.ANNOUNCED,
+            on_lan = all(a["state"] == analysis.ANNOUNCED for a in rep["announcements"])
+            verdict = {"ok": True, "reason": analysis.ANNOUNCED if on_lan else analysis.ADVERTISED,
                        "message": "; ".join(f"{a['ip']} {a['message']}" for a in rep["announcements"])}
     rep["verdict"] = verdict
     return rep
@@ -305,6 +306,14 @@ def render(rep: dict) -> str:
                   a["state"], a["message"]) for a in rep["announcements"]]))
         else:
             out.append("Announcement: no IP to announce")
+        routed = [(a["ip"], r) for a in rep["announcements"] for r in a.get("advertisedBy") or []]
+        if routed:
+            out.append("")
+            out.append("BGP:")
+            out.append(output.table(
+                ("IP", "NODE", "PEER", "PREFIX", "COMMUNITIES", "LOCALPREF", "SESSION"),
+                [(ip, r["node"], r["peer"], r["prefix"], ",".join(r["communities"]) or None, r["localPref"],
+                  r["session"]) for ip, r in routed]))
     out.append("")
     if rep["events"]:
         out.append("Events:")

@@ -2,7 +2,7 @@
 
 Only reads. Services and pools are required; for the rest (advertisements, agents' records,
 Nodes, EndpointSlices, Events) a missing permission or CRD is noted in the report and the
-report is made without them.
+report is made without them. BGP mode's kinds not being served means no BGP, without a note.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ class Snapshot:
     namespaces: list[dict] = field(default_factory=list)
     pools: list[dict] = field(default_factory=list)
     advertisements: list[dict] = field(default_factory=list)
+    peers: list[dict] = field(default_factory=list)  # BGP mode: BGPPeer, BGPAdvertisement, BFDProfile
+    bgp_advertisements: list[dict] = field(default_factory=list)
+    bfd_profiles: list[dict] = field(default_factory=list)
     node_statuses: list[dict] = field(default_factory=list)  # L2NodeStatus: what each node's agent announces
     nodes: list[dict] = field(default_factory=list)
     endpoint_slices: list[dict] = field(default_factory=list)
@@ -94,11 +97,14 @@ class _Reader:
         self.api = api
         self.snap = snap
 
-    def list(self, what: str, path: str, *, required: bool = False,
+    def list(self, what: str, path: str, *, required: bool = False, optional_kind: bool = False,
              query: list[tuple[str, Any]] | None = None) -> list[dict]:
+        """`optional_kind`: a kind an installation may lack (BGP mode's): not served means none, no note."""
         try:
             return list_all(self.api, path, query)
         except ApiException as e:
+            if e.status == 404 and optional_kind:
+                return []
             if e.status == 404 and path.startswith(_LEIFUR):
                 problem = (f"the API server does not serve {what}: are Leifur's CRDs installed "
                            "(kubectl apply -k deploy/)?")
@@ -123,6 +129,9 @@ def fetch(api: client.ApiClient, event_for: tuple[str, str] | None = None, pools
     snap.services = r.list("Services", "/api/v1/services", required=True)
     snap.namespaces = r.list("Namespaces", "/api/v1/namespaces")
     snap.advertisements = r.list("L2Advertisements", f"{_LEIFUR}/{names.L2ADVERTISEMENTS}")
+    snap.peers = r.list("BGPPeers", f"{_LEIFUR}/{names.BGPPEERS}", optional_kind=True)
+    snap.bgp_advertisements = r.list("BGPAdvertisements", f"{_LEIFUR}/{names.BGPADVERTISEMENTS}", optional_kind=True)
+    snap.bfd_profiles = r.list("BFDProfiles", f"{_LEIFUR}/{names.BFDPROFILES}", optional_kind=True)
     snap.node_statuses = r.list("L2NodeStatuses (the agents' records)", f"{_LEIFUR}/{names.L2NODESTATUSES}")
     snap.nodes = r.list("Nodes", "/api/v1/nodes")
     snap.endpoint_slices = r.list("EndpointSlices", "/apis/discovery.k8s.io/v1/endpointslices")

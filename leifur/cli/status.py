@@ -65,7 +65,7 @@ def service_problems(svc: dict, states: dict[str, analysis.IPState]) -> list[dic
         problems.append(_problem(cond.get("reason") or "Unknown", cond.get("message") or ""))
     for ip in ips:
         st = states.get(ip)
-        if st is not None and st.state != analysis.ANNOUNCED:
+        if st is not None and st.state not in analysis.SERVED:
             problems.append(_problem(st.state, f"{ip} — {st.message}"))
     return problems
 
@@ -84,7 +84,9 @@ def _service_row(svc: dict, states: dict[str, analysis.IPState]) -> dict:
     announcements = []
     for ip in ips:
         st = states.get(ip)
-        announcements.append({"ip": ip, "nodes": [r["node"] for r in st.announced_by] if st else [],
+        nodes = ([r["node"] for r in st.announced_by] + sorted({a["node"] for a in st.advertised_by
+                                                               if a["session"] == analysis.ESTABLISHED})) if st else []
+        announcements.append({"ip": ip, "nodes": nodes,
                               "state": st.state if st else None, "message": st.message if st else ""})
     return {"service": key_of(svc), "namespace": meta["namespace"], "name": meta["name"], "ips": ips,
             "pools": pools.split(",") if pools else sorted({s.pool for ip in ips if (s := states.get(ip)) and s.pool}),
@@ -114,6 +116,10 @@ def report(snap: Snapshot, lb_class: str | None, namespace: str | None = None) -
         "strayAnnouncements": [{"ip": ip, "nodes": [r["node"] for r in by], "message": analysis.stray_message(ip, by)}
                                for ip, by in sorted(stray.items())],
         "conflicts": [message for _, _, message in rb.conflicts],
+        # BGP: problems (sessions down, objects wrong) first, then every session.
+        "bgpProblems": analysis.session_problems(snap),
+        "sessions": sorted(analysis.sessions(snap), key=lambda s: (s["state"] == analysis.ESTABLISHED,
+                                                                   s["node"], s["peer"])),
         "agentsSeen": analysis.agents_seen(snap),
         "notes": snap.notes,
     }
@@ -124,7 +130,7 @@ def exit_code(rep: dict) -> int:
     conflict), else EXIT_OK: scripts and probes can tell without parsing the output. Notes (what
     could not be read) are not problems of the cluster."""
     listed = (any(row["problems"] for row in (*rep["pools"], *rep["services"]))
-              or rep["strayAnnouncements"] or rep["conflicts"])
+              or rep["strayAnnouncements"] or rep["conflicts"] or rep["bgpProblems"])
     return output.EXIT_PROBLEMS if listed else output.EXIT_OK
 
 
@@ -148,7 +154,15 @@ def _first_message(row: dict, more_hint: str) -> str:
 
 
 def render(rep: dict) -> str:
-    out = []
+    out: list[str] = []
+    if rep["bgpProblems"] or rep["sessions"]:
+        out.extend(f"problem: {p}" for p in rep["bgpProblems"])
+        if rep["sessions"]:
+            out.append(output.table(
+                ("NODE", "PEER", "ADDRESS", "SESSION", "SINCE", "PREFIXES", "BFD"),
+                [(s["node"], s["peer"], s["address"], s["state"], s["since"], s["prefixesAdvertised"], s["bfd"])
+                 for s in rep["sessions"]]))
+        out.append("")
     if rep["pools"]:
         out.append(output.table(
             ("POOL", "ADDRESSES", "IPV4 USED/TOTAL", "IPV6 USED/TOTAL", "AUTO", "STATE", "MESSAGE"),

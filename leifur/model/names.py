@@ -6,6 +6,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 POOLS = "ipaddresspools"
 L2ADVERTISEMENTS = "l2advertisements"
 L2NODESTATUSES = "l2nodestatuses"
+BGPPEERS = "bgppeers"
+BGPADVERTISEMENTS = "bgpadvertisements"
+BFDPROFILES = "bfdprofiles"
 
 # Service annotations the user writes.
 ANN_ADDRESS_POOL = "leifur.io/address-pool"

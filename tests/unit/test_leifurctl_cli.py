@@ -27,9 +27,9 @@ def test_usage_and_examples_name_the_program_as_called(capsys):
     assert "\n  kubectl leifur status -n web -o json" in out and "leifurctl" not in out
 
 
-def report(pools=(), services=(), stray=(), conflicts=(), notes=()) -> dict:
+def report(pools=(), services=(), stray=(), conflicts=(), notes=(), bgp=()) -> dict:
     return {"pools": list(pools), "services": list(services), "strayAnnouncements": list(stray),
-            "conflicts": list(conflicts), "notes": list(notes)}
+            "conflicts": list(conflicts), "notes": list(notes), "bgpProblems": list(bgp)}
 
 
 def row(*problems: str) -> dict:
@@ -46,6 +46,8 @@ def row(*problems: str) -> dict:
     pytest.param(report(stray=[{"ip": "192.0.2.9", "nodes": ["n1"], "message": "m"}]), output.EXIT_PROBLEMS,
                  id="a stray announcement"),
     pytest.param(report(conflicts=["two Services hold 192.0.2.1"]), output.EXIT_PROBLEMS, id="a conflict"),
+    pytest.param(report(bgp=["node n1: session to BGPPeer r1 (203.0.113.1) is Active"]), output.EXIT_PROBLEMS,
+                 id="a BGP session down"),
     pytest.param(report(pools=[row()], notes=["cannot list nodes: forbidden"]), output.EXIT_OK,
                  id="a note is not a problem of the cluster"),
 ])
