@@ -170,3 +170,9 @@ def test_kubectl_explain_prints_the_descriptions(cluster, control_plane):
     deep = _explain(control_plane, "lfpool.spec.serviceAllocation.namespaceSelectors.matchExpressions.operator")
     assert "In or NotIn (the label's value is or is not one of values)" in deep
     assert "The announced IPs, comma-separated" in _explain(control_plane, "lfl2ns.status.ips")
+    # BGP mode's kinds, by plural and by short name, and the node record's sessions.
+    assert "The peer's IP address (IPv4 or IPv6)" in _explain(control_plane, "bgppeers.spec.peerAddress")
+    assert "Nodes that open a session with this peer" in _explain(control_plane, "lfbgppeer.spec.nodeSelectors")
+    assert "standard ones as A:B" in _explain(control_plane, "lfbgpadv.spec.communities")
+    assert "Packets missed in a row" in _explain(control_plane, "lfbfd.spec.detectMultiplier")
+    assert "When the session entered this state." in _explain(control_plane, "lfl2ns.status.bgp.sessions.since")
