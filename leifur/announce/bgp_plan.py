@@ -42,9 +42,9 @@ NO_BGP_NODE = "NoBGPNode"
 NO_BGP_PEER = "NoBGPPeer"
 
 # Kinds a Problem is about.
-PEER = "BGPPeer"
-ADVERTISEMENT = "BGPAdvertisement"
-BFD_PROFILE = "BFDProfile"
+PEER = names.BGP_PEER
+ADVERTISEMENT = names.BGP_ADVERTISEMENT
+BFD_PROFILE = names.BFD_PROFILE
 
 T = TypeVar("T")
 

@@ -57,10 +57,7 @@ HEARTBEAT_KEY_DIR = "/etc/leifur/heartbeat-key"
 # Bytes the controller generates; the agent refuses a key shorter than this.
 HEARTBEAT_KEY_BYTES = 32
 
-# BGP mode's kinds (DESIGN.md), and their plurals as the API serves them.
+# BGP mode's kinds (DESIGN.md); their plurals are with the others at the top.
 BGP_PEER = "BGPPeer"
 BGP_ADVERTISEMENT = "BGPAdvertisement"
 BFD_PROFILE = "BFDProfile"
-BGPPEERS = "bgppeers"
-BGPADVERTISEMENTS = "bgpadvertisements"
-BFDPROFILES = "bfdprofiles"
