@@ -303,3 +303,28 @@ def _router_id(peers: list[Peer], node: Object) -> str:
             except ValueError:
                 continue
     return ""
+
+
+def overlaps(cluster: plan.Cluster) -> dict[str, str]:
+    """BGPAdvertisement -> how it overlaps others: both send a pool's IPs to one peer with different
+    attributes, and the routes carry the union of communities and the highest local preference."""
+    parsed = Parsed.of(cluster)
+    pools = plan.Pools.of(cluster)
+    peer_names = sorted(p.name for p in parsed.peers)
+    found: dict[str, set[str]] = {}
+    ads = parsed.advertisements
+    for i, a in enumerate(ads):
+        for b in ads[i + 1:]:
+            if (a.communities, a.large_communities, a.local_preference) == (
+                    b.communities, b.large_communities, b.local_preference):
+                continue
+            shared_pools = [p for p, labels in sorted(pools.labels.items())
+                            if a.selects_pool(p, labels) and b.selects_pool(p, labels)]
+            shared_peers = [p for p in peer_names if a.selects_peer(p) and b.selects_peer(p)]
+            if shared_pools and shared_peers:
+                where = f"pool {', '.join(shared_pools)} to {', '.join(shared_peers)}"
+                found.setdefault(a.name, set()).add(f"BGPAdvertisement {b.name} ({where})")
+                found.setdefault(b.name, set()).add(f"BGPAdvertisement {a.name} ({where})")
+    return {name: ("overlaps " + "; ".join(sorted(others)) + " with other attributes: a route both give "
+                   "carries the union of their communities and the highest localPref")
+            for name, others in found.items()}

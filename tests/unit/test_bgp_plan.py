@@ -238,3 +238,20 @@ def test_every_decision_path_is_in_the_node_intents():
     from_intents = {(n, peer_name, r) for n in ("n1", "n2", "n3")
                     for peer_name, routes in bgp_plan.node_intent(c, n).routes.items() for r in routes}
     assert paths == from_intents and len(paths) == 3 + 2 + 2
+
+
+# name, ads -> the advertisements reported as overlapping
+OVERLAP_CASES = [
+    ("same attributes: no matter", [adv("a", communities=["1:1"]), adv("b", communities=["1:1"])], set()),
+    ("different communities on the same pool and peer", [adv("a", communities=["1:1"]), adv("b")], {"a", "b"}),
+    ("different pools", [adv("a", ipAddressPools=["lan"], localPref=5), adv("b", ipAddressPools=["v6"])], set()),
+    ("different peers", [adv("a", peers=["r1"], localPref=5), adv("b", peers=["r2"])], set()),
+]
+
+
+@pytest.mark.parametrize("ads,want", [c[1:] for c in OVERLAP_CASES], ids=[c[0] for c in OVERLAP_CASES])
+def test_overlapping_advertisements_are_named(ads, want):
+    found = bgp_plan.overlaps(cluster([], peers=[peer("r1"), peer("r2", "203.0.113.2")], ads=ads))
+    assert set(found) == want
+    for name in want:
+        assert "union of their communities and the highest localPref" in found[name]
