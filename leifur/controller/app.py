@@ -7,9 +7,9 @@ import threading
 
 from kubernetes import client
 
-from leifur.controller import heartbeat_secret, metrics
+from leifur.controller import bgp_status, heartbeat_secret, metrics
 from leifur.controller.reconcile import PoolReconciler, ServiceReconciler, State
-from leifur.controller.writes import PoolWriter, ServiceWriter
+from leifur.controller.writes import CustomWriter, ServiceWriter
 from leifur.kube.client import request
 from leifur.kube.events import EventRecorder
 from leifur.kube.informer import Informer
@@ -58,8 +58,14 @@ class Controller:
         # The agents' records: the address conflicts they report become a condition on the Service.
         self.records = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}", names.L2NODESTATUSES)
         self.informers = (self.services, self.namespaces, self.pools, self.records)
+        # BGP mode's kinds: only their conditions depend on them, so an installation without their
+        # CRDs (an upgrade that skipped them) still allocates: they are not waited for.
+        self.bgp = {kind: Informer(api_client, f"/apis/{names.API_VERSION}/{plural}", plural)
+                    for kind, plural in bgp_status.KINDS.items()}
         self.service_queue = RateLimitingQueue("services")
         self.pool_queue = RateLimitingQueue(names.POOLS)
+        self.bgp_queue = RateLimitingQueue("bgp")
+        self.queues = (self.service_queue, self.pool_queue, self.bgp_queue)
         self.recorder = EventRecorder(api_client, names.CONTROLLER_NAME, host=identity)
         self.state = State()
         self.api_client = api_client
@@ -70,9 +76,11 @@ class Controller:
             load_balancer_class, self._touch_pool, self.service_queue.add, self.records,
         )
         self.pool_reconciler = PoolReconciler(
-            self.state, self.pools, self.services, PoolWriter(api_client, may_write), self.recorder,
+            self.state, self.pools, self.services, CustomWriter(api_client, may_write), self.recorder,
             self.enqueue_all_services,
         )
+        self.bgp_reconciler = bgp_status.BGPStatusReconciler(
+            self.bgp, self.pools, self.records, CustomWriter(api_client, may_write).patch_any_status, self.recorder)
         self._wire_handlers()
         if leader_elect:
             self.elector = LeaderElector(
@@ -138,6 +146,30 @@ class Controller:
 
         self.records.add_handler(conflicted, record_update, conflicted)
 
+        def bgp_all(*_objs: dict) -> None:
+            self.enqueue_bgp()
+
+        def sessions_changed(old: dict, new: dict) -> None:
+            if (old.get("status") or {}).get("bgp") != (new.get("status") or {}).get("bgp"):
+                self.enqueue_bgp()
+
+        # A BGP object's conditions depend on the others and on the pools (an advertisement
+        # selecting nothing), and a peer's on the nodes' sessions: any change re-checks them all.
+        for informer in self.bgp.values():
+            informer.add_handler(bgp_all, bgp_all, bgp_all)
+        def pool_relabelled(old: dict, new: dict) -> None:
+            # Advertisements select pools by name or labels: a status write changes neither.
+            if old["metadata"].get("labels") != new["metadata"].get("labels"):
+                self.enqueue_bgp()
+
+        self.pools.add_handler(bgp_all, pool_relabelled, bgp_all)
+        self.records.add_handler(bgp_all, sessions_changed, bgp_all)
+
+    def enqueue_bgp(self) -> None:
+        for kind, informer in self.bgp.items():
+            for name in informer.keys():
+                self.bgp_queue.add(f"{kind}/{name}")
+
     def enqueue_all_services(self) -> None:
         for key in self.services.keys():
             self.service_queue.add(key)
@@ -169,7 +201,7 @@ class Controller:
         else:
             log.info("heartbeat key Secret %s/%s: not created by the controller (--no-create-heartbeat-secret); "
                      "the agents wait until it exists", self.settings.lease_namespace, self.settings.heartbeat_secret)
-        for informer in self.informers:
+        for informer in (*self.informers, *self.bgp.values()):
             informer.start()
         if self.elector is None:
             threading.Thread(target=self._start_leading, name="lead", daemon=True).start()
@@ -201,6 +233,9 @@ class Controller:
                                        self.stop_event, "service", key_field="service")
         self._threads += start_workers(self.pool_queue, self.pool_reconciler.sync, 1, self.stop_event, "pool",
                                        key_field="pool")
+        self.enqueue_bgp()
+        self._threads += start_workers(self.bgp_queue, self.bgp_reconciler.sync, 1, self.stop_event, "bgp",
+                                       key_field="object")
         self._leading.set()
         log.info("%s: workers started", self.identity)
 
@@ -213,13 +248,13 @@ class Controller:
         self.lost_leadership.set()
         # Workers stop taking keys now; the main thread then calls stop() and exits.
         self.stop_event.set()
-        self.service_queue.shut_down()
-        self.pool_queue.shut_down()
+        for queue in self.queues:
+            queue.shut_down()
 
     def stop(self) -> None:
         self.stop_event.set()
-        self.service_queue.shut_down()
-        self.pool_queue.shut_down()
+        for queue in self.queues:
+            queue.shut_down()
         for t in self._threads:
             t.join(timeout=20)
         if self._secret_thread is not None:
@@ -228,7 +263,7 @@ class Controller:
             # Hand over at once only if no sync of ours can still write.
             quiet = not any(t.is_alive() for t in self._threads)
             self.elector.stop(release=quiet and not self.lost_leadership.is_set())
-        for informer in self.informers:
+        for informer in (*self.informers, *self.bgp.values()):
             informer.stop()
         self.recorder.flush(2.0)
         self.recorder.stop()

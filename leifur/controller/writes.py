@@ -91,7 +91,9 @@ class ServiceWriter(_Guarded):
         return written
 
 
-class PoolWriter(_Guarded):
+class CustomWriter(_Guarded):
+    """Writes to our custom objects: pools' finalizers, and the status of pools and the BGP kinds."""
+
     def __init__(self, api_client: client.ApiClient, may_write: Callable[[], bool] | None = None) -> None:
         super().__init__(may_write)
         self.custom = client.CustomObjectsApi(api_client)
@@ -105,11 +107,15 @@ class PoolWriter(_Guarded):
             _request_timeout=REQUEST_TIMEOUT))
 
     def patch_status(self, pool: dict, status: dict) -> dict:
+        return self.patch_any_status(names.POOLS, pool, status)
+
+    def patch_any_status(self, plural: str, obj: dict, status: dict) -> dict:
+        """The status of a cluster-scoped object of ours (pools, the BGP kinds)."""
         self._check()
-        meta = pool["metadata"]
+        meta = obj["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
         return _json_object(self.custom.patch_cluster_custom_object_status(
-            names.GROUP, names.VERSION, names.POOLS, meta["name"], body, _content_type=MERGE,
+            names.GROUP, names.VERSION, plural, meta["name"], body, _content_type=MERGE,
             _request_timeout=REQUEST_TIMEOUT))
 
 

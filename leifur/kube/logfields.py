@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 # The fields operators filter on: the Service (namespace/name), an IP, a node, a pool, a network
-# interface. One name each, in every program.
-FIELDS = ("service", "ip", "node", "pool", "interface")
+# interface, another object of ours (Kind/name, e.g. BGPPeer/r1). One name each, in every program.
+FIELDS = ("service", "ip", "node", "pool", "interface", "object")
 
 Value = str | list[str]
 

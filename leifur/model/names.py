@@ -33,9 +33,12 @@ LABEL_EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
 COND_SERVICE_ALLOCATED = "leifur.io/IPAllocated"
 # ...and the one set while an agent reports a host outside the cluster using one of its IPs.
 COND_ADDRESS_CONFLICT = "leifur.io/AddressConflict"
-# Conditions on IPAddressPool status.
-COND_POOL_VALID = "Valid"
-COND_POOL_OVERLAPPING = "Overlapping"
+# Conditions on our custom objects' status: the spec is usable; it shares something with another object.
+COND_VALID = "Valid"
+COND_OVERLAPPING = "Overlapping"
+# ...on IPAddressPool status.
+COND_POOL_VALID = COND_VALID
+COND_POOL_OVERLAPPING = COND_OVERLAPPING
 COND_POOL_SERVICES_OUTSIDE = "ServicesOutside"
 
 CONTROLLER_NAME = "leifur-controller"

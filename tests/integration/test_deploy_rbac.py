@@ -85,6 +85,17 @@ def test_controller_does_its_whole_job_as_its_service_account(deployed, env, con
     assert names.POOL_FINALIZER in env.cluster.pool(pool)["metadata"]["finalizers"]
     lease = client.CoordinationV1Api(api_client).read_namespaced_lease("leifur-controller", "leifur-system")
     assert lease.spec.holder_identity == "rbac"
+    # BGP objects: read, and their conditions written.
+    custom = client.CustomObjectsApi(api_client)
+    peer = f"{env.ns}-rbac"
+    custom.create_cluster_custom_object(names.GROUP, names.VERSION, names.BGPPEERS, {
+        "apiVersion": names.API_VERSION, "kind": names.BGP_PEER, "metadata": {"name": peer},
+        "spec": {"peerAddress": "203.0.113.1", "myASN": 64512, "peerASN": 64500}})
+    try:
+        wait_for(lambda: (custom.get_cluster_custom_object(names.GROUP, names.VERSION, names.BGPPEERS, peer)
+                          .get("status") or {}).get("conditions"), what="BGPPeer conditions written as the SA")
+    finally:
+        custom.delete_cluster_custom_object(names.GROUP, names.VERSION, names.BGPPEERS, peer)
     env.cluster.delete_service(env.ns, "web")
     wait_for(lambda: not env.cluster.service_exists(env.ns, "web"), what="finalizer removed as the SA")
     env.cluster.delete_pool(pool)
