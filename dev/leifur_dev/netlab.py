@@ -1,10 +1,12 @@
 """A LAN made of network namespaces: a bridge namespace as the switch, node namespaces with
 an eth0 each, a client namespace, and a veth from the host into the bridge so that node
-namespaces reach a control plane running on the host.
+namespaces reach a control plane running on the host. Optionally a router namespace on the LAN
+with a second leg on an outside network, where a remote client lives (for BGP mode).
 
 Addresses come only from documentation ranges. Four labs can run at once: each takes a
-slot, a /26 of 192.0.2.0/24 and a /64 of 2001:db8::/32. Labs left behind by a run that
-died are torn down by the next one before it builds anything.
+slot, a /26 of 192.0.2.0/24 and a /64 of 2001:db8::/32 (and, for the outside network, a /26 of
+198.51.100.0/24 and a /64 of 2001:db8:1::/48). Labs left behind by a run that died are torn
+down by the next one before it builds anything.
 """
 
 from __future__ import annotations
@@ -13,24 +15,30 @@ import contextlib
 import fcntl
 import os
 import secrets
+import shutil
 import signal
 import subprocess
+import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from leifur_dev import runtime
 
 SLOTS = 4
 PREFIX = "lf"  # every namespace and host link of ours starts with this
 _REGISTRY = "labs"
+_STATE = "lab-state"  # per-lab directories of the daemons run in it (FRR, BIRD)
 MAX_NODES = 40
+SERVER_PORT = 8080  # where serve() listens on each node; the Service port is DNATed to it
 
 
 @dataclass(frozen=True)
 class Host:
-    """One namespace on the LAN (a node or the client)."""
+    """One namespace on the LAN (a node, the client or the router), or the remote client."""
 
-    name: str  # node1, node2, ..., client
+    name: str  # node1, node2, ..., client, router, remote
     netns: str
     ip4: str
     ip6: str
@@ -45,6 +53,8 @@ def slot_addresses(slot: int) -> dict[str, str]:
         "host4": f"192.0.2.{base + 1}",
         "subnet6": f"2001:db8:0:{slot}::/64",
         "backplane4": f"203.0.113.{base}/26",
+        "outside4": f"198.51.100.{base}/26",
+        "outside6": f"2001:db8:1:{slot}::/64",
     }
 
 
@@ -78,7 +88,13 @@ def _kill_netns_processes(netns: str) -> None:
         time.sleep(0.05)
 
 
-def _destroy(namespaces: list[str], host_link: str | None) -> None:
+def state_dir(lab_id: str) -> Path:
+    """Where the daemons of lab `lab_id` keep their files: under /run (world-traversable, so FRR's
+    daemons reach it as the frr user), removed with the lab."""
+    return runtime.runtime_dir(_STATE) / lab_id
+
+
+def _destroy(namespaces: list[str], host_link: str | None, lab_id: str | None = None) -> None:
     existing = set(list_netns())
     for ns in namespaces:
         if ns in existing:
@@ -86,10 +102,12 @@ def _destroy(namespaces: list[str], host_link: str | None) -> None:
             _ip("netns", "del", ns, check=False)
     if host_link:
         _ip("link", "del", host_link, check=False)
+    if lab_id:
+        shutil.rmtree(state_dir(lab_id), ignore_errors=True)
 
 
-def _teardown_record(_name: str, record: dict) -> None:
-    _destroy(record.get("namespaces", []), record.get("host_link"))
+def _teardown_record(name: str, record: dict) -> None:
+    _destroy(record.get("namespaces", []), record.get("host_link"), name)
 
 
 def reap_orphans() -> list[str]:
@@ -102,16 +120,26 @@ class Lab:
 
     `backplane`: the nodes also get an eth1 on a second switch, with no client on it (203.0.113.0/24),
     like a cluster whose nodes talk over a network of their own beside the LAN that clients use.
+
+    `router`: a router namespace on the LAN (eth0) and on an outside network (eth1, 198.51.100.0/24
+    and 2001:db8:1::/48) where the remote client lives, routed by it (its default route); the nodes
+    route the outside network through it. It forwards with a layer-4 multipath hash, so that a
+    route with several next hops spreads one client's connections. What runs in it (BIRD, see
+    leifur_dev.bird) is the test's.
     """
 
     node_count: int = 2
     backplane: bool = False
+    router: bool = False
     slot: int = -1
     id: str = field(default_factory=lambda: secrets.token_hex(2))
     nodes: list[Host] = field(default_factory=list)
     client: Host | None = None
+    router_host: Host | None = None  # on the LAN; its outside addresses are router_outside4/6
+    remote: Host | None = None  # the client on the outside network
     _lock: object = None
     _procs: list[subprocess.Popen] = field(default_factory=list)
+    _serving: set[str] = field(default_factory=set)  # nodes whose serve() server runs
 
     # -- names --------------------------------------------------------------------------
 
@@ -131,12 +159,37 @@ class Lab:
     @property
     def namespaces(self) -> list[str]:
         names = [self.bridge_netns] + [h.netns for h in self.nodes]
-        return names + ([self.client.netns] if self.client else [])
+        return names + [h.netns for h in (self.client, self.router_host, self.remote) if h]
+
+    @property
+    def router_outside4(self) -> str:
+        return f"198.51.100.{64 * self.slot + 61}"
+
+    @property
+    def router_outside6(self) -> str:
+        return f"2001:db8:1:{self.slot}::1"
+
+    @property
+    def state_dir(self) -> Path:
+        """This lab's directory for daemons' files (made on first use, removed at teardown)."""
+        path = state_dir(self.id)
+        path.mkdir(mode=0o755, exist_ok=True)
+        return path
+
+    def lan_ip(self, offset: int, version: int = 4) -> str:
+        """An address of the lab's subnet that no host uses (offsets 30..59 are free)."""
+        if version == 4:
+            return f"192.0.2.{64 * self.slot + offset}"
+        return f"2001:db8:0:{self.slot}::{offset:x}"
 
     def _host(self, name: str, index: int) -> Host:
         base = 64 * self.slot
         if name == "client":
             ip4, ip6, mac = f"192.0.2.{base + 62}", f"2001:db8:0:{self.slot}::100", "01:00"
+        elif name == "router":
+            ip4, ip6, mac = f"192.0.2.{base + 2}", f"2001:db8:0:{self.slot}::2", "02:00"
+        elif name == "remote":
+            ip4, ip6, mac = f"198.51.100.{base + 62}", f"2001:db8:1:{self.slot}::100", "03:00"
         else:
             ip4, ip6, mac = f"192.0.2.{base + 10 + index}", f"2001:db8:0:{self.slot}::{10 + index}", f"00:{index:02x}"
         backplane = f"203.0.113.{base + 10 + index}" if self.backplane and name != "client" else ""
@@ -180,6 +233,8 @@ class Lab:
         self._take_slot()
         self.nodes = [self._host(f"node{i}", i) for i in range(1, self.node_count + 1)]
         self.client = self._host("client", 0)
+        if self.router:
+            self.router_host, self.remote = self._host("router", 0), self._host("remote", 0)
         # Register before creating anything, so a crash mid-build leaves nothing unrecorded.
         self._register()
         try:
@@ -200,12 +255,9 @@ class Lab:
         addrs = slot_addresses(self.slot)
         plen4 = addrs["subnet4"].split("/")[1]
         assert self.client is not None
-        for host in [*self.nodes, self.client]:
+        for host in [*self.nodes, self.client, *([self.router_host] if self.router_host else [])]:
             self._attach(host.name, "eth0", host.netns)
-            _ip("link", "set", "eth0", "address", host.mac, netns=host.netns)
-            _ip("addr", "add", f"{host.ip4}/{plen4}", "dev", "eth0", netns=host.netns)
-            _ip("addr", "add", f"{host.ip6}/64", "dev", "eth0", "nodad", netns=host.netns)
-            _ip("link", "set", "eth0", "up", netns=host.netns)
+            self._address(host, "eth0", plen4, "64")
         if self.backplane:
             _ip("link", "add", "br1", "type", "bridge", "stp_state", "0", "forward_delay", "0", netns=sw)
             _ip("link", "set", "br1", "up", netns=sw)
@@ -214,16 +266,46 @@ class Lab:
                 self._attach(f"{host.name}-bp", "eth1", host.netns, bridge="br1")
                 _ip("addr", "add", f"{host.backplane4}/{plen}", "dev", "eth1", netns=host.netns)
                 _ip("link", "set", "eth1", "up", netns=host.netns)
+        if self.router:
+            self._build_router()
         # The host's leg: a veth whose far end is a switch port.
         _ip("link", "add", self.host_link, "type", "veth", "peer", "name", "host", "netns", sw)
         _ip("link", "set", "host", "master", "br0", "up", netns=sw)
         _ip("addr", "add", f"{addrs['host4']}/{plen4}", "dev", self.host_link)
         _ip("link", "set", self.host_link, "up")
 
+    @staticmethod
+    def _address(host: Host, dev: str, plen4: str, plen6: str) -> None:
+        _ip("link", "set", dev, "address", host.mac, netns=host.netns)
+        _ip("addr", "add", f"{host.ip4}/{plen4}", "dev", dev, netns=host.netns)
+        _ip("addr", "add", f"{host.ip6}/{plen6}", "dev", dev, "nodad", netns=host.netns)
+        _ip("link", "set", dev, "up", netns=host.netns)
+
+    def _build_router(self) -> None:
+        """The outside network is a veth pair: router eth1 <-> remote eth0."""
+        router, remote = self.router_host, self.remote
+        assert router is not None and remote is not None
+        addrs = slot_addresses(self.slot)
+        out4, out6 = addrs["outside4"], addrs["outside6"]
+        _ip("link", "add", "eth1", "netns", router.netns, "type", "veth", "peer", "name", "eth0", "netns", remote.netns)
+        self._address(remote, "eth0", out4.split("/")[1], "64")
+        _ip("addr", "add", f"{self.router_outside4}/{out4.split('/')[1]}", "dev", "eth1", netns=router.netns)
+        _ip("addr", "add", f"{self.router_outside6}/64", "dev", "eth1", "nodad", netns=router.netns)
+        _ip("link", "set", "eth1", "up", netns=router.netns)
+        _ip("route", "add", "default", "via", self.router_outside4, netns=remote.netns)
+        _ip("-6", "route", "add", "default", "via", self.router_outside6, netns=remote.netns)
+        for node in self.nodes:
+            _ip("route", "add", out4, "via", router.ip4, netns=node.netns)
+            _ip("-6", "route", "add", out6, "via", router.ip6, netns=node.netns)
+        # Layer-4 hash: one client's connections to one Service IP spread over a multipath route.
+        for key in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+                    "net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.fib_multipath_hash_policy=1"):
+            self.run(router.netns, ["sysctl", "-q", "-w", key])
+
     # -- using --------------------------------------------------------------------------
 
     def host(self, name: str) -> Host:
-        for h in [*self.nodes, *([self.client] if self.client else [])]:
+        for h in [*self.nodes, *(h for h in (self.client, self.router_host, self.remote) if h)]:
             if h.name == name:
                 return h
         raise KeyError(name)
@@ -243,6 +325,40 @@ class Lab:
         self._procs.append(proc)
         return proc
 
+    def serve(self, ip: str, port: int = 80, nodes: list[Host] | None = None) -> None:
+        """On every node (or `nodes`): a TCP server answering its node's name, and kube-proxy's DNAT of
+        ip:port to it, so that a node serves a Service IP it does not hold (IPv4 or IPv6)."""
+        # One dual-stack server per node, started with its first Service.
+        server = textwrap.dedent(f"""
+            import socket, sys
+            s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.bind(("::", {SERVER_PORT})); s.listen(64)
+            while True:
+                c, _ = s.accept(); c.sendall(sys.argv[1].encode()); c.close()
+        """)
+        v6 = ":" in ip
+        for host in self.nodes if nodes is None else nodes:
+            if host.name not in self._serving:
+                self.popen(host.netns, [sys.executable, "-c", server, host.name])
+                self._serving.add(host.name)
+            family, match, to = ("ip6", "ip6", f"[{host.ip6}]") if v6 else ("ip", "ip", host.ip4)
+            rules = (f"table {family} leifurtest {{\n chain pre {{\n  type nat hook prerouting priority -100\n"
+                     f"  {match} daddr {ip} tcp dport {port} dnat to {to}:{SERVER_PORT}\n }}\n}}\n")
+            self.run(host.netns, ["nft", "-f", "-"], input=rules)
+
+    def connect(self, ip: str, port: int = 80, timeout: float = 2, source: Host | None = None) -> str | None:
+        """From the client namespace (or `source`'s): the name of the node that served a TCP
+        connection, or None."""
+        code = ("import socket,sys\n"
+                "try:\n s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=float(sys.argv[3]))\n"
+                " print(s.recv(100).decode())\nexcept OSError as e:\n print('')\n")
+        source = source or self.client
+        assert source is not None
+        res = self.run(source.netns, [sys.executable, "-c", code, ip, str(port), str(timeout)],
+                       check=False, timeout=timeout + 10)
+        return res.stdout.strip() or None
+
     def teardown(self) -> None:
         for proc in self._procs:
             with contextlib.suppress(ProcessLookupError):
@@ -251,7 +367,7 @@ class Lab:
                 proc.wait(timeout=5)
         self._procs.clear()
         if self.slot >= 0:
-            _destroy(self.namespaces, self.host_link)
+            _destroy(self.namespaces, self.host_link, self.id)
             runtime.Registry(_REGISTRY).remove(self.id)
         if self._lock is not None:
             self._lock.close()  # type: ignore[attr-defined]

@@ -16,7 +16,6 @@ import select
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +41,7 @@ from leifur_dev.flaky import FlakyProxy
 
 AGENT_PORT = AgentSettings().metrics_port
 AGENT_HEALTH = AgentSettings().health_address
-SERVER_PORT = 8080
+SERVER_PORT = netlab.SERVER_PORT
 
 
 class AgentProcess(ServedProcess):
@@ -166,9 +165,7 @@ class Stack:
 
     def lan_ip(self, offset: int, version: int = 4) -> str:
         """An address of the lab's subnet that no host uses (offsets 30..59 are free)."""
-        if version == 4:
-            return f"192.0.2.{64 * self.lab.slot + offset}"
-        return f"2001:db8:0:{self.lab.slot}::{offset:x}"
+        return self.lab.lan_ip(offset, version)
 
     # -- bring-up ---------------------------------------------------------------------------------
 
@@ -286,28 +283,11 @@ class Stack:
 
     def serve(self, ip: str, port: int = 80) -> None:
         """On every node: a TCP server answering its node's name, and kube-proxy's DNAT of ip:port to it."""
-        server = textwrap.dedent(f"""
-            import socket, sys
-            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("0.0.0.0", {SERVER_PORT})); s.listen(64)
-            while True:
-                c, _ = s.accept(); c.sendall(sys.argv[1].encode()); c.close()
-        """)
-        for host in self.lab.nodes:
-            self.lab.popen(host.netns, [sys.executable, "-c", server, host.name])
-            rules = (f"table ip leifurtest {{\n chain pre {{\n  type nat hook prerouting priority -100\n"
-                     f"  ip daddr {ip} tcp dport {port} dnat to {host.ip4}:{SERVER_PORT}\n }}\n}}\n")
-            self.lab.run(host.netns, ["nft", "-f", "-"], input=rules)
+        self.lab.serve(ip, port)
 
     def connect(self, ip: str, port: int = 80, timeout: float = 2) -> str | None:
         """From the client namespace: the name of the node that served a TCP connection, or None."""
-        code = ("import socket,sys\n"
-                "try:\n s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=float(sys.argv[3]))\n"
-                " print(s.recv(100).decode())\nexcept OSError as e:\n print('')\n")
-        assert self.lab.client is not None
-        res = self.lab.run(self.lab.client.netns, [sys.executable, "-c", code, ip, str(port), str(timeout)],
-                           check=False, timeout=timeout + 10)
-        return res.stdout.strip() or None
+        return self.lab.connect(ip, port, timeout)
 
     def probe(self, ip: str, duration: float, interval: float = 0.01) -> subprocess.Popen:
         """Start the ARP/NDP prober in the client namespace (`ip`: one, or several comma-separated);

@@ -42,6 +42,29 @@ def test_lab_addresses_are_documentation_addresses_and_slots_do_not_overlap(slot
     assert not backplane.overlaps(subnet4)
 
 
+@pytest.mark.parametrize("slot", range(netlab.SLOTS))
+def test_the_router_and_the_remote_client_have_documentation_addresses_of_their_slot_only(slot):
+    lab = netlab.Lab(2, slot=slot, router=True)
+    router, remote = lab._host("router", 0), lab._host("remote", 0)
+    addrs = netlab.slot_addresses(slot)
+    lan = [lab._host(f"node{i}", i) for i in range(1, netlab.MAX_NODES + 1)] + [lab._host("client", 0)]
+    # The router is a LAN host like the others, at an address of its own.
+    assert ipaddress.ip_address(router.ip4) in ipaddress.ip_network(addrs["subnet4"])
+    assert ipaddress.ip_address(router.ip6) in ipaddress.ip_network(addrs["subnet6"])
+    assert router.ip4 not in {h.ip4 for h in lan} | {addrs["host4"]} and router.mac not in {h.mac for h in lan}
+    out4, out6 = ipaddress.ip_network(addrs["outside4"]), ipaddress.ip_network(addrs["outside6"])
+    for ip in (remote.ip4, lab.router_outside4):
+        assert documentation(ip) and ipaddress.ip_address(ip) in out4
+    for ip in (remote.ip6, lab.router_outside6):
+        assert documentation(ip) and ipaddress.ip_address(ip) in out6
+    assert remote.ip4 != lab.router_outside4 and remote.ip6 != lab.router_outside6
+    # Apart from every other network of every slot (overlaps() across families is False).
+    others = [ipaddress.ip_network(netlab.slot_addresses(s)[k]) for s in range(netlab.SLOTS)
+              for k in ("subnet4", "backplane4", "subnet6", "outside4", "outside6")
+              if not (s == slot and k.startswith("outside"))]
+    assert not any(out4.overlaps(o) or out6.overlaps(o) for o in others)
+
+
 def test_lab_host_addresses_are_in_the_serving_certificate_list():
     assert [netlab.slot_addresses(s)["host4"] for s in range(netlab.SLOTS)] == list(controlplane.LAB_HOST_ADDRESSES)
 
