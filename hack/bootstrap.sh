@@ -15,8 +15,11 @@ need_apt=()
 # in the tests. The package also enables a Prometheus server unit: it starts only where systemd runs
 # (not in CI's containers, whose policy-rc.d forbids starting services).
 # podman, runc and mmdebstrap: the image is built and run by the tests (hack/image.sh).
+# frr and bird2: BGP mode's lab runs FRR in each node namespace and BIRD as the router (both
+# started by the tests inside lab namespaces only; the packages' units would start where systemd
+# runs, not in CI's containers, whose policy-rc.d forbids starting services).
 [ -n "$python_only" ] || for tool in ip:iproute2 ping:iputils-ping arping:iputils-arping tcpdump:tcpdump nft:nftables \
-        promtool:prometheus podman:podman runc:runc mmdebstrap:mmdebstrap; do
+        promtool:prometheus podman:podman runc:runc mmdebstrap:mmdebstrap vtysh:frr bird:bird2; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool#*:}")
 done
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
