@@ -89,6 +89,23 @@ def lab(request) -> Iterator[netlab.Lab]:
 
 
 @pytest.fixture
+def router_lab(request) -> Iterator[netlab.Lab]:
+    """A LAN of node namespaces with the router and the remote client (netlab.Lab(router=True)); the
+    node count, or the Lab's arguments as a dict, from @pytest.mark.parametrize (default 3). When
+    the test failed, the tails of its daemons' logs (FRR, BIRD) are printed before they go."""
+    param = getattr(request, "param", 3)
+    kw = param if isinstance(param, dict) else {"node_count": param}
+    with netlab.Lab(**kw, router=True) as lab:
+        try:
+            yield lab
+        finally:
+            if failure_of(request.node):
+                for log in sorted(lab.state_dir.glob("*/*.log")):
+                    tail = log.read_text(errors="replace").splitlines()[-30:]
+                    print(f"--- {log.parent.name}/{log.name} ---\n" + "\n".join(tail))
+
+
+@pytest.fixture
 def stack(control_plane, api_client, tmp_path, request):
     """Control plane + a LAN of 3 node namespaces + controller and agents, started by the test with
     `stack.start()` once it has created its pools. @pytest.mark.parametrize gives the node count, or
