@@ -53,6 +53,7 @@ def slot_addresses(slot: int) -> dict[str, str]:
         "host4": f"192.0.2.{base + 1}",
         "subnet6": f"2001:db8:0:{slot}::/64",
         "backplane4": f"203.0.113.{base}/26",
+        # Inside the control plane's ClusterIP range too, which no lab routes (there is no kube-proxy).
         "outside4": f"198.51.100.{base}/26",
         "outside6": f"2001:db8:1:{slot}::/64",
     }

@@ -10,8 +10,10 @@ from leifur_dev import gobuild, netlab, runtime
 
 
 def _our_server_processes() -> list[str]:
-    """Live processes running a binary from our build cache, or a Leifur program."""
+    """Live processes running a binary from our build cache, or a Leifur program, or a lab's
+    daemon (FRR, BIRD: their command lines name the lab's state directory)."""
     cache_bin = str(gobuild.cache_root() / "bin")
+    lab_state = str(netlab.state_dir(""))
     persistent = {
         pid for _, rec in runtime.Registry("controlplanes").records() if rec.get("persistent")
         for pid in rec.get("pids", {}).values()
@@ -25,7 +27,7 @@ def _our_server_processes() -> list[str]:
         except OSError:
             continue
         cmd = " ".join(a.decode(errors="replace") for a in argv if a)
-        if cmd.startswith(cache_bin) or "leifur-agent" in cmd or "leifur-controller" in cmd:
+        if cmd.startswith(cache_bin) or "leifur-agent" in cmd or "leifur-controller" in cmd or lab_state in cmd:
             found.append(f"{proc.name}: {cmd[:120]}")
     return found
 
@@ -42,6 +44,11 @@ def test_no_environment_is_still_registered():
     for kind in ("controlplanes", "labs"):
         leftover = [name for name, rec in runtime.Registry(kind).records() if not rec.get("persistent")]
         assert leftover == [], f"{kind} still registered: {leftover}"
+
+
+def test_no_lab_state_directory_remains():
+    persistent = {name for name, rec in runtime.Registry("labs").records() if rec.get("persistent")}
+    assert sorted(p.name for p in netlab.state_dir("").iterdir() if p.name not in persistent) == []
 
 
 def test_no_containers_of_the_tests_remain():
