@@ -85,6 +85,12 @@ def test_the_agent_is_denied_what_it_does_not_need(agent_identity, control_plane
         "edit an advertisement": lambda: custom.delete_cluster_custom_object(
             names.GROUP, names.VERSION, names.L2ADVERTISEMENTS, "x"),
         "read pods": lambda: core.list_namespaced_pod("leifur-system"),
+        "read secrets outside its namespace": lambda: core.list_namespaced_secret("default"),
+        "edit a BGPPeer": lambda: custom.create_cluster_custom_object(names.GROUP, names.VERSION, names.BGPPEERS, {
+            "apiVersion": names.API_VERSION, "kind": names.BGP_PEER, "metadata": {"name": "x"},
+            "spec": {"myASN": 64512, "peerASN": 64513, "peerAddress": "192.0.2.1"}}),
+        "edit a BFDProfile": lambda: custom.delete_cluster_custom_object(
+            names.GROUP, names.VERSION, names.BFDPROFILES, "x"),
     }
     for what, attempt in attempts.items():
         with pytest.raises(ApiException) as e:
@@ -101,3 +107,23 @@ def test_the_agent_may_ask_who_reads_its_metrics(agent_identity, control_plane, 
     # Its own token is no reader's: the agent's identity is not bound to leifur-metrics-reader.
     own = yaml.safe_load((tmp_path / "k").read_text())["users"][0]["user"]["token"]
     assert review(api, own, "/metrics", 5, 0).status == FORBIDDEN
+
+
+def test_the_agent_reads_bgp_objects_and_the_password_secrets_of_its_namespace(agent_identity, control_plane,
+                                                                                api_client, tmp_path):
+    core = client.CoreV1Api(api_client)
+    secret = f"bgp-{uuid.uuid4().hex[:6]}"
+    core.create_namespaced_secret("leifur-system", {
+        "metadata": {"name": secret}, "type": "kubernetes.io/basic-auth", "stringData": {"password": "s3cret"}})
+    try:
+        api = as_agent_on(control_plane, api_client, agent_identity[0], tmp_path / "k")
+        custom, agent_core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+        # What its informers list (and then watch).
+        for plural in (names.BGPPEERS, names.BGPADVERTISEMENTS, names.BFDPROFILES):
+            assert custom.list_cluster_custom_object(names.GROUP, names.VERSION, plural)["items"] is not None
+        got = agent_core.read_namespaced_secret(secret, "leifur-system")
+        assert got.type == "kubernetes.io/basic-auth" and "password" in got.data
+        listed = agent_core.list_namespaced_secret("leifur-system", field_selector="type=kubernetes.io/basic-auth")
+        assert secret in {s.metadata.name for s in listed.items}
+    finally:
+        core.delete_namespaced_secret(secret, "leifur-system")

@@ -69,7 +69,7 @@ def test_the_charts_crds_are_deploys_crds(tmp_path):
     for path in sorted((DEPLOY / "crds").glob("*.yaml")):
         from_files.update(objects(path.read_text()))
     rendered = {k: v for k, v in objects(template()).items() if k[0] == "CustomResourceDefinition"}
-    assert rendered == from_files and len(rendered) == 3
+    assert rendered == from_files and len(rendered) == 6
     # Packaged, the link is followed: the archive holds the files themselves, byte for byte.
     helm("package", str(CHART), "--destination", str(tmp_path))
     (archive,) = tmp_path.glob("leifur-*.tgz")
@@ -153,9 +153,9 @@ def test_other_values_reach_the_objects(tmp_path):
     assert f"--health-address=:{c['healthPort']}" in args
     # A Secret the operator makes: named to the controller, which neither creates it nor may.
     assert "--heartbeat-secret=my-heartbeat-key" in args and "--no-create-heartbeat-secret" in args
-    for obj in rendered.values():
+    for (_, _, name), obj in rendered.items():
         for rule in obj.get("rules", []):
-            assert "secrets" not in rule.get("resources", []), obj["metadata"]["name"]
+            assert not name.startswith(names.CONTROLLER_NAME) or "secrets" not in rule.get("resources", []), name
     (pdb,) = [o for k, o in rendered.items() if k[0] == "PodDisruptionBudget"]
     assert pdb["spec"]["minAvailable"] == 2
 
@@ -188,9 +188,13 @@ def test_the_heartbeat_key_secret_is_left_to_the_controller():
     # the chart renders no Secret: a key made by helm template would change on every render.
     rendered = objects(template())
     assert not [k for k in rendered if k[0] == "Secret"]
-    roles = [o for k, o in rendered.items() if k[0] == "Role"
-             and any("secrets" in r["resources"] for r in o["rules"])]
-    assert [r["rules"] for r in roles] == [[{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]]
+    roles = {k[2]: o["rules"] for k, o in rendered.items() if k[0] == "Role"
+             and any("secrets" in r["resources"] for r in o["rules"])}
+    # ...and the agents only read them, in the same namespace: BGPPeers' passwords.
+    assert roles == {
+        "leifur-controller-heartbeat-secret": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}],
+        "leifur-agent-bgp-passwords": [{"apiGroups": [""], "resources": ["secrets"],
+                                        "verbs": ["get", "list", "watch"]}]}
     _, daemonset = _workloads(rendered)
     (volume,) = daemonset["spec"]["template"]["spec"]["volumes"]
     assert volume["secret"]["secretName"] == names.HEARTBEAT_SECRET and volume["secret"]["optional"] is False
