@@ -117,7 +117,10 @@ Check IPAddressPool and L2Advertisement manifests offline, before applying them:
 kind and apiVersion, unknown fields, names, and each pool's addresses with the controller's own
 parser (bad CIDRs, host bits set, reversed or mixed-family ranges, entries overlapping within a
 pool, selectors). Across all files given: the same object defined twice, pools sharing
-addresses, advertisements naming pools that are not in the files.
+addresses, advertisements naming pools that are not in the files. BGPPeer, BGPAdvertisement and
+BFDProfile manifests are checked with the BGP plan's own parser and the CRDs' rules (ASNs,
+addresses, hold and keepalive times, communities, BFD intervals); across files, advertisements
+naming peers and peers naming BFD profiles that are not in the files.
 
 Errors are what the API server would reject or the controller would mark invalid: exit 1.
 Warnings are accepted but probably not meant: pools sharing addresses (the controller never
@@ -171,7 +174,7 @@ def build_parser(prog: str = "leifurctl") -> argparse.ArgumentParser:
     _cluster_flags(explain)
     explain.set_defaults(func=_explain)
 
-    validate = sub.add_parser("validate", help="check pool and advertisement manifests offline; exit 1 on errors",
+    validate = sub.add_parser("validate", help="check Leifur's manifests offline; exit 1 on errors",
                               description=_VALIDATE_DESCRIPTION, epilog=_EPILOG_VALIDATE, formatter_class=raw)
     validate.add_argument("files", nargs="+", metavar="FILE",
                           help="YAML or JSON files, several objects per file allowed ('---', or a List); a "

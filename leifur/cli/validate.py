@@ -1,4 +1,4 @@
-"""`leifurctl validate`: IPAddressPool and L2Advertisement manifests checked offline, before `kubectl apply`.
+"""`leifurctl validate`: Leifur's manifests checked offline, before `kubectl apply`.
 
 The pool checks are the controller's own (`leifur.ipam.pool.parse_pool`), so a pool that passes
 here is one the controller accepts; on top of them come what the CRD schema would reject (unknown
@@ -7,6 +7,7 @@ advertisements naming pools that are not there).
 
 Errors make the command fail: the API server or the controller would refuse the object or mark it
 invalid. Warnings do not (unless --strict): the objects work, but probably not as meant.
+BGP mode's kinds are checked by leifur/cli/validate_bgp.py, with the BGP plan's parser.
 - Two pools sharing addresses: the controller accepts it (an address is never given twice, and
   the pools report `Overlapping=True`), but which pool an address comes from depends on the order
   pools are tried, which is rarely what was intended.
@@ -37,7 +38,7 @@ WARNING = "warning"
 
 POOL = "IPAddressPool"
 ADVERTISEMENT = "L2Advertisement"
-KINDS = (POOL, ADVERTISEMENT)
+KINDS = (POOL, ADVERTISEMENT, names.BGP_PEER, names.BGP_ADVERTISEMENT, names.BFD_PROFILE)
 WRITTEN_BY_AGENTS = "L2NodeStatus"
 
 _TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
@@ -447,8 +448,12 @@ def validate_text(text: str, file: str = "<text>") -> Report:
 
 def _check(inputs: Iterable[tuple[str, str]], report: Report, objects: list[Any] | None = None) -> Report:
     """The checks; `objects`, if given, gets each document's data as it is parsed."""
+    # Imported here: validate_bgp builds on this module's report and helpers.
+    from leifur.cli import validate_bgp
+
     pools: dict[str, tuple[Document, Pool | None]] = {}
-    ads: list[Document] = []
+    ads: list[Document] = []  # those that name pools: L2 and BGP advertisements
+    bgp: list[Document] = []
     seen: dict[tuple[str, str], Document] = {}
     for file, text in inputs:
         for doc in _documents(file, text, report):
@@ -460,7 +465,7 @@ def _check(inputs: Iterable[tuple[str, str]], report: Report, objects: list[Any]
                 continue
             kind, api_version = doc.kind, doc.data.get("apiVersion")
             if not kind:
-                report.add(ERROR, doc, "kind is required (IPAddressPool or L2Advertisement)")
+                report.add(ERROR, doc, f"kind is required ({_either(KINDS)})")
                 continue
             if not isinstance(api_version, str) or not api_version:
                 report.add(ERROR, doc, f"apiVersion is required ({names.API_VERSION} for {kind})")
@@ -471,7 +476,7 @@ def _check(inputs: Iterable[tuple[str, str]], report: Report, objects: list[Any]
                     report.add(WARNING, doc, "L2NodeStatus is written by the agents, not by hand; not checked")
                 elif group == names.GROUP:
                     report.add(ERROR, doc, f"unknown kind {kind!r} in {names.GROUP}: Leifur's kinds are "
-                                           f"{' and '.join(KINDS)}{_suggest(kind, KINDS)}", line=doc.line_of("kind"))
+                                           f"{', '.join(KINDS)}{_suggest(kind, KINDS)}", line=doc.line_of("kind"))
                 else:
                     report.skipped.append(doc)
                 continue
@@ -492,16 +497,26 @@ def _check(inputs: Iterable[tuple[str, str]], report: Report, objects: list[Any]
             seen[(kind, name)] = doc
             if kind == POOL:
                 pools[name] = (doc, _check_pool(report, doc))
-            else:
+            elif kind == ADVERTISEMENT:
                 _check_advertisement(report, doc)
                 ads.append(doc)
+            else:
+                validate_bgp.check(report, doc)
+                bgp.append(doc)
+                if kind == names.BGP_ADVERTISEMENT:
+                    ads.append(doc)
     _check_overlaps(report, pools)
     _check_references(report, ads, pools)
+    validate_bgp.check_references(report, bgp)
     if not report.objects and not report.findings:
-        report.add(WARNING, None, f"no {' or '.join(KINDS)} in the files given", file="")
+        report.add(WARNING, None, f"no {_either(KINDS)} in the files given", file="")
     order = {f: i for i, f in enumerate(report.files)}
     report.findings.sort(key=lambda f: (order.get(f.file, len(order)), f.line or 0))
     return report
+
+
+def _either(words: tuple[str, ...]) -> str:
+    return f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def _plural(n: int, word: str) -> str:

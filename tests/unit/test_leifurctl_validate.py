@@ -121,7 +121,8 @@ def test_an_unknown_leifur_kind_fails_and_other_kinds_are_skipped(tmp_path, caps
     other = write(tmp_path, "svc.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n")
     code, report = run_json(capsys, other)
     assert code == 0
-    assert only_finding(report, "warning")["message"] == "no IPAddressPool or L2Advertisement in the files given"
+    assert only_finding(report, "warning")["message"] == ("no IPAddressPool, L2Advertisement, BGPPeer, "
+                                                          "BGPAdvertisement or BFDProfile in the files given")
 
 
 def test_another_projects_ip_address_pool_is_an_error(tmp_path, capsys):
