@@ -188,14 +188,23 @@ def _bfd_problem(b: BFD) -> str | None:
     return None
 
 
+# bfdd's defaults: its running configuration leaves them out, and so do we, so that the text
+# reloaded equals what FRR shows and a reload of an unchanged intent changes nothing.
+_FRR_BFD = BFD("", receive_interval_ms=300, transmit_interval_ms=300, detect_multiplier=3, echo_interval_ms=50,
+               minimum_ttl=254)
+
+
 def _bfd_profile(b: BFD) -> list[str]:
-    lines = [f" profile {b.name}",
-             f"  receive-interval {b.receive_interval_ms}",
-             f"  transmit-interval {b.transmit_interval_ms}",
-             f"  detect-multiplier {b.detect_multiplier}",
-             f"  echo receive-interval {b.echo_interval_ms}",
-             f"  echo transmit-interval {b.echo_interval_ms}",
-             f"  minimum-ttl {b.minimum_ttl}"]
+    lines = [f" profile {b.name}"]
+    for command, value, default in (
+            ("detect-multiplier", b.detect_multiplier, _FRR_BFD.detect_multiplier),
+            ("receive-interval", b.receive_interval_ms, _FRR_BFD.receive_interval_ms),
+            ("transmit-interval", b.transmit_interval_ms, _FRR_BFD.transmit_interval_ms),
+            ("echo transmit-interval", b.echo_interval_ms, _FRR_BFD.echo_interval_ms),
+            ("echo receive-interval", b.echo_interval_ms, _FRR_BFD.echo_interval_ms),
+            ("minimum-ttl", b.minimum_ttl, _FRR_BFD.minimum_ttl)):
+        if value != default:
+            lines.append(f"  {command} {value}")
     if b.echo_mode:
         lines.append("  echo-mode")
     if b.passive_mode:
@@ -306,5 +315,35 @@ def _neighbor(s: Session, router_asn: int, passwords: Mapping[str, str], profile
     if s.source_address is not None:
         lines.append(f"{n} update-source {ipaddress.ip_address(s.source_address)}")
     if s.bfd is not None and s.bfd.name in profiles:
-        lines.append(f"{n} bfd profile {s.bfd.name}")
+        # FRR adds the first line itself; without it here, a reload would delete it (BFD off) first.
+        lines += [f"{n} bfd", f"{n} bfd profile {s.bfd.name}"]
     return lines
+
+
+def _managed(context: str) -> bool:
+    """The top-level contexts this module writes; frr-reload deletes whichever of them the text lacks."""
+    return (context == "bfd" or re.fullmatch(r"router bgp \d+", context) is not None
+            or context.startswith(("route-map leifur-", "ip prefix-list leifur-", "ipv6 prefix-list leifur-")))
+
+
+def keep_unmanaged(text: str, running: str) -> str:
+    """`text` with the contexts of the running configuration it does not manage put back first.
+
+    frr-reload makes the daemons' configuration equal to the file, and deleting a line can do
+    more than undo it: deleting zebra's `no ipv6 forwarding` turns forwarding on. What the node's
+    operator or zebra configured (hostname, logging, forwarding, interfaces, other route-maps)
+    therefore goes into the file as it runs."""
+    kept: list[str] = []
+    context: list[str] = []
+    for line in running.splitlines():
+        if not line.strip() or line.startswith("!") or line in ("end", "Building configuration...",
+                                                                  "Current configuration:"):
+            continue
+        if line[0] != " " and line != "exit":
+            if context and not _managed(context[0]):
+                kept += context
+            context = []
+        context.append(line)
+    if context and not _managed(context[0]):
+        kept += context
+    return "\n".join([*kept, "!", text]) if kept else text
