@@ -30,7 +30,10 @@ from leifur.model import names
 from leifur.model.settings import AgentSettings
 
 from . import conflicts, heartbeat_wire, metrics, prober, step
+from .bgp import Speaker
 from .caches import Caches, peer_addresses
+from .frr import FRR, FRRError
+from .frr_config import Problem
 from .heartbeat import Change, HeartbeatService
 from .heartbeat_keys import KeyDirectory
 from .links import read_links, watch_links
@@ -64,7 +67,7 @@ class Probe:
 
 class Agent:
     def __init__(self, api_client: client.ApiClient, node: str, settings: AgentSettings = _DEFAULTS, *,
-                 keys: KeyDirectory | None, load_balancer_class: str | None = None) -> None:
+                 keys: KeyDirectory | None, load_balancer_class: str | None = None, bgp: FRR | None = None) -> None:
         self.node = node
         self.settings = settings
         self.load_balancer_class = load_balancer_class
@@ -73,7 +76,10 @@ class Agent:
         self._dirty = threading.Event()
         self._reannounce = threading.Event()
 
-        self.caches = Caches(api_client, node, self.wake)
+        self.caches = Caches(api_client, node, self.wake, bgp=bgp is not None)
+        # BGP mode (agent/bgp.py): the node's FRR, beside layer 2 and independent of its election.
+        self.speaker = Speaker(bgp, node, report=self._bgp_problem) if bgp is not None else None
+        self._bgp_failure = ""  # the last failure to apply or read, logged once
 
         self.heartbeat = HeartbeatService(node, settings.heartbeat, keys=keys,
                                           accept_unsigned=settings.heartbeat.accept_unsigned,
@@ -165,9 +171,13 @@ class Agent:
         self.shutdown()
 
     def shutdown(self) -> None:
-        """Hand over: tell peers first, so they announce while we still answer, then go quiet."""
+        """Withdraw the BGP routes and wait until the peers have been told (the node still
+        forwards meanwhile, so the router moves the traffic without loss); then hand over layer 2:
+        tell peers first, so they announce while we still answer, then go quiet."""
         was_ready = self.ready
         self.ready = False
+        if self.speaker is not None:
+            self.speaker.withdraw(self.settings.bgp_withdraw_timeout)
         if was_ready:
             self.heartbeat.leave()
             time.sleep(self.settings.handover_grace)
@@ -238,8 +248,32 @@ class Agent:
         self._log_held(outcome.held(step.HELD_FOR_AGREEMENT))
         self._report_unannounceable(outcome)
         self._apply(outcome.claims, {link.name: link for link in links})
+        self._sync_bgp(cluster)
         self.records.check(self.caches.record.get(self.node), self.caches.record.has_synced())
         self.last_sync = time.monotonic()
+
+    def _sync_bgp(self, cluster: plan.Cluster) -> None:
+        """The node's BGP intent into FRR, its sessions into the record. A daemon that cannot be
+        reached is logged and tried again at the next sync; layer 2 goes on regardless."""
+        if self.speaker is None:
+            return
+        try:
+            sessions = self.speaker.sync(cluster, self.load_balancer_class, self.caches)
+        except FRRError as e:
+            if str(e) != self._bgp_failure:
+                log.warning("BGP: %s", e)
+            self._bgp_failure = str(e)
+            return
+        if self._bgp_failure:
+            log.info("BGP: the routing daemon answers again")
+            self._bgp_failure = ""
+        if sessions is not None:
+            self.records.set_bgp(sessions)
+
+    def _bgp_problem(self, p: Problem) -> None:
+        peer = self.caches.bgp[0].get(p.peer) if p.peer and self.caches.bgp else None
+        if peer is not None:
+            self.recorder.event(peer, "Warning", names.REASON_BGP_NOT_CONFIGURED, f"node {self.node}: {p.message}")
 
     def _decide(self, generation: int, cluster: plan.Cluster, live: frozenset[str],
                 lost: dict[str, interfaces.Lost]) -> tuple[Mapping[str, plan.Decision], str]:

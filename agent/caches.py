@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -9,15 +10,20 @@ from typing import Any
 from kubernetes import client
 
 from leifur.announce import plan
+from leifur.announce.bgp_intent import SecretRef
 from leifur.kube.informer import Informer
 from leifur.model import names
 
 
 class Caches:
-    """Services, EndpointSlices, Nodes, pools, advertisements, and every node's record."""
+    """Services, EndpointSlices, Nodes, pools, advertisements, and every node's record; in BGP
+    mode also the BGP objects and the Secrets holding the peers' passwords."""
 
-    def __init__(self, api_client: client.ApiClient, node: str, on_change: Callable[[], None]) -> None:
+    def __init__(self, api_client: client.ApiClient, node: str, on_change: Callable[[], None], *,
+                 bgp: bool = False) -> None:
+        self.api_client = api_client
         self.node = node
+        self._on_change = on_change
         self.services = Informer(api_client, "/api/v1/services", "services")
         self.slices = Informer(api_client, "/apis/discovery.k8s.io/v1/endpointslices", "endpointslices")
         self.nodes = Informer(api_client, "/api/v1/nodes", "nodes")
@@ -26,7 +32,16 @@ class Caches:
         # Every node's record: ours, to write it again should it disappear; the others', for the IPs
         # our nodes announce (never probed again) and our nodes' MACs (a handover, not a conflict).
         self.record = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}", names.L2NODESTATUSES)
-        self.all = (self.services, self.slices, self.nodes, self.pools, self.ads, self.record)
+        self.all: tuple[Informer, ...] = (self.services, self.slices, self.nodes, self.pools, self.ads, self.record)
+        # BGP mode only: a layer 2 agent neither watches these nor needs the right to.
+        self.bgp: list[Informer] = []
+        if bgp:
+            self.bgp = [Informer(api_client, f"/apis/{names.API_VERSION}/{plural}", plural)
+                        for plural in (names.BGPPEERS, names.BGPADVERTISEMENTS, names.BFDPROFILES)]
+            self.all += tuple(self.bgp)
+        # Namespace -> its Secrets of type basic-auth, watched once a BGPPeer names a Secret there.
+        self._secrets: dict[str, Informer] = {}
+        self._stopped = False
         # Counts the changes of what the decisions are made from (not the records): equal counts,
         # equal cluster(), so a sync may reuse its last decisions (at thousands of Services they
         # are most of a sync's CPU, and most syncs are the periodic resync with nothing changed).
@@ -50,7 +65,8 @@ class Caches:
             inf.start()
 
     def stop(self) -> None:
-        for inf in self.all:
+        self._stopped = True
+        for inf in (*self.all, *self._secrets.values()):
             inf.stop()
 
     def synced(self) -> bool:
@@ -60,8 +76,36 @@ class Caches:
         """The objects as the informers hold them, not copies: the agent only reads them (the
         decisions are pure functions of them). Read `generation` before: a change during the read
         then shows as a new generation at the next sync."""
+        if not self.bgp:
+            return plan.Cluster(self.services.shared(), self.slices.shared(), self.nodes.shared(),
+                                self.pools.shared(), self.ads.shared())
+        peers, ads, bfd = self.bgp
         return plan.Cluster(self.services.shared(), self.slices.shared(), self.nodes.shared(),
-                            self.pools.shared(), self.ads.shared())
+                            self.pools.shared(), self.ads.shared(), peers.shared(), ads.shared(), bfd.shared())
+
+    def watch_secrets(self, namespaces: set[str]) -> bool:
+        """Watch the basic-auth Secrets of these namespaces (from now on); True once all are synced."""
+        for ns in sorted(namespaces - self._secrets.keys()):
+            if self._stopped:
+                return False
+            inf = Informer(self.api_client, f"/api/v1/namespaces/{ns}/secrets", f"secrets/{ns}",
+                           field_selector="type=kubernetes.io/basic-auth")
+            self._notify(inf, self._decision_input_changed(self._on_change))
+            self._secrets[ns] = inf
+            inf.start()
+        return all(self._secrets[ns].has_synced() for ns in namespaces)
+
+    def password(self, ref: SecretRef) -> str | None:
+        """Key `password` of the Secret, decoded; None if it (or its namespace's watch) is missing."""
+        inf = self._secrets.get(ref.namespace)
+        secret = inf.get(f"{ref.namespace}/{ref.name}") if inf else None
+        encoded = ((secret or {}).get("data") or {}).get("password")
+        if not isinstance(encoded, str):
+            return None
+        try:
+            return base64.b64decode(encoded, validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
 
     def recorded_ips(self) -> frozenset[str]:
         """Every IP any node's record says it announces."""

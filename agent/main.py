@@ -1,4 +1,5 @@
-"""leifur-agent: announces the IPs this node owns on the LAN (ARP, NDP or netlink)."""
+"""leifur-agent: announces the IPs this node owns on the LAN (ARP, NDP or netlink), and in BGP mode
+advertises them to the operator's routers through the node's FRR."""
 
 from __future__ import annotations
 
@@ -65,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address-conflict-policy", choices=("defend", "yield"), default=cs.policy,
                    help="on a persistent foreign claim: keep announcing and defend once per defend interval "
                         f"(defend), or stop announcing the IP until the claims stop (yield; default {cs.policy})")
+    p.add_argument("--bgp-frr-config", metavar="PATH",
+                   help="BGP mode: the FRR configuration file the agent writes (frr.conf in the directory the "
+                        "daemons read it from) and reloads; with --bgp-vty-dir (default: BGP mode off)")
+    p.add_argument("--bgp-vty-dir", metavar="DIR",
+                   help="BGP mode: the directory of the FRR daemons' vty sockets; with --bgp-frr-config")
     return p
 
 
@@ -110,10 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from(args)
     if settings is None:
         return 2
+    if bool(args.bgp_frr_config) != bool(args.bgp_vty_dir):
+        print("leifur-agent: BGP mode needs both --bgp-frr-config and --bgp-vty-dir", file=sys.stderr)
+        return 2
     # Every line says which node it comes from, as a field: the agents' logs are read together.
     observability.setup_logging(args.log_level, node=args.node_name)
     observability.started(parser.prog)
     from .app import Agent
+    from .frr import FRR
     from .heartbeat_keys import KeyDirectory, KeyProblem
 
     keys = None
@@ -131,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"leifur-agent: {e}", file=sys.stderr)
         return 2
     api_client = load_client(args.kubeconfig)
-    agent = Agent(api_client, args.node_name, settings, keys=keys, load_balancer_class=args.load_balancer_class)
+    bgp = FRR(args.bgp_frr_config, args.bgp_vty_dir) if args.bgp_frr_config else None
+    agent = Agent(api_client, args.node_name, settings, keys=keys, load_balancer_class=args.load_balancer_class,
+                  bgp=bgp)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop())
     endpoints = observability.start_endpoints(args, api_client, agent.healthy, lambda: agent.ready, tls)

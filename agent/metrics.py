@@ -6,11 +6,15 @@ The packet path increments counters through children bound once per interface
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
 
+from leifur.announce.bgp_intent import SessionState
 from leifur.kube.metrics import _metric
+
+from .frr import ESTABLISHED
 
 REQUESTS = _metric(Counter, "leifur_agent_requests_total",
                    "ARP requests and Neighbor Solicitations received for IPs this node owns.", ("family", "interface"))
@@ -59,3 +63,33 @@ def for_interface(family: str, interface: str) -> InterfaceCounters:
     """`family` is leifur.kube.metrics.family(4) or family(6)."""
     return InterfaceCounters(*(m.labels(family, interface) for m in (REQUESTS, REPLIES, GRATUITOUS, MALFORMED,
                                                                       CONFLICTS)))
+
+BGP_SESSION_UP = _metric(Gauge, "leifur_agent_bgp_session_up",
+                         "1 while this node's BGP session to the peer is Established, else 0.", ("peer",))
+BGP_PREFIXES = _metric(Gauge, "leifur_agent_bgp_prefixes_advertised",
+                       "Prefixes this node advertises to the peer now.", ("peer",))
+BFD_SESSION_UP = _metric(Gauge, "leifur_agent_bfd_session_up",
+                         "1 while the BFD session beside this node's BGP session to the peer is up, else 0 "
+                         "(absent for a peer without a BFDProfile).", ("peer",))
+BGP_APPLIES = _metric(Counter, "leifur_agent_bgp_config_applies_total",
+                      "Changes of the routing daemon's configuration (a changed BGP intent applied).", ())
+_bgp_peers: set[str] = set()
+_bfd_peers: set[str] = set()
+
+
+def set_bgp_sessions(states: Iterable[SessionState]) -> None:
+    """The BGP gauges for exactly these sessions (a peer gone loses its series)."""
+    global _bgp_peers, _bfd_peers
+    peers, bfd = set(), set()
+    for s in states:
+        peers.add(s.peer)
+        BGP_SESSION_UP.labels(s.peer).set(1 if s.state == ESTABLISHED else 0)
+        BGP_PREFIXES.labels(s.peer).set(s.prefixes_advertised)
+        if s.bfd is not None:
+            bfd.add(s.peer)
+            BFD_SESSION_UP.labels(s.peer).set(1 if s.bfd == "up" else 0)
+    for gauge, before, now in ((BGP_SESSION_UP, _bgp_peers, peers), (BGP_PREFIXES, _bgp_peers, peers),
+                               (BFD_SESSION_UP, _bfd_peers, bfd)):
+        for peer in before - now:
+            gauge.remove(peer)
+    _bgp_peers, _bfd_peers = peers, bfd

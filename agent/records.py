@@ -61,6 +61,27 @@ class ConflictRecord:
 
 
 @dataclass(frozen=True)
+class SessionRecord:
+    """One session as the node's record shows it (status.bgp.sessions[])."""
+
+    peer: str
+    address: str
+    state: str
+    since: str | None = None
+    prefixes_advertised: int = 0
+    bfd: str | None = None
+
+    def as_dict(self) -> dict:
+        out: dict = {"peer": self.peer, "address": self.address, "state": self.state,
+                     "prefixesAdvertised": self.prefixes_advertised}
+        if self.since:
+            out["since"] = self.since
+        if self.bfd is not None:
+            out["bfd"] = self.bfd
+        return out
+
+
+@dataclass(frozen=True)
 class NodeState:
     """Everything the record says: the announcements, the conflicts, and the MACs of this node's
     interfaces (peers tell a handover from a foreign claim by them)."""
@@ -69,23 +90,25 @@ class NodeState:
     conflicts: tuple[ConflictRecord, ...] = ()
     macs: tuple[str, ...] = ()
     lost: Lost = field(default_factory=Lost)  # what this node's down links keep it from announcing
+    bgp: tuple[SessionRecord, ...] | None = None  # the BGP sessions; None: BGP mode is off (no status.bgp)
 
 
 def status_body(node: str, node_uid: str | None, records: Sequence[Record],
-                conflicts: Sequence[ConflictRecord] = (), macs: Sequence[str] = (), lost: Lost | None = None) -> dict:
+                conflicts: Sequence[ConflictRecord] = (), macs: Sequence[str] = (), lost: Lost | None = None,
+                bgp: Sequence[SessionRecord] | None = None) -> dict:
     """The whole L2NodeStatus object for a server-side apply."""
     meta: dict = {"name": node}
     if node_uid:
         # Garbage collection removes the record with its Node.
         meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid}]
     ordered = sorted(records, key=lambda r: r.ip)
-    return {
-        "apiVersion": names.API_VERSION, "kind": "L2NodeStatus", "metadata": meta,
-        "status": {"count": len(ordered), "ips": ",".join(r.ip for r in ordered),
-                   "announcements": [r.as_dict() for r in ordered],
-                   "conflicts": [c.as_dict() for c in sorted(conflicts, key=lambda c: c.ip)],
-                   "macs": sorted(macs), "lost": (lost or Lost()).as_dict()},
-    }
+    status = {"count": len(ordered), "ips": ",".join(r.ip for r in ordered),
+              "announcements": [r.as_dict() for r in ordered],
+              "conflicts": [c.as_dict() for c in sorted(conflicts, key=lambda c: c.ip)],
+              "macs": sorted(macs), "lost": (lost or Lost()).as_dict()}
+    if bgp is not None:
+        status["bgp"] = {"sessions": [s.as_dict() for s in sorted(bgp, key=lambda s: s.peer)]}
+    return {"apiVersion": names.API_VERSION, "kind": "L2NodeStatus", "metadata": meta, "status": status}
 
 
 class RecordWriter:
@@ -123,6 +146,9 @@ class RecordWriter:
 
     def set_lost(self, lost: Lost) -> None:
         self._want(lost=lost)
+
+    def set_bgp(self, sessions: Sequence[SessionRecord]) -> None:
+        self._want(bgp=tuple(sorted(sessions, key=lambda s: s.peer)))
 
     def _want(self, **changes: Any) -> None:
         with self._cond:
@@ -185,7 +211,7 @@ class RecordWriter:
 
     def _write(self, state: NodeState) -> None:
         uid = self.node_uid()
-        body = status_body(self.node, uid, state.records, state.conflicts, state.macs, state.lost)
+        body = status_body(self.node, uid, state.records, state.conflicts, state.macs, state.lost, state.bgp)
         request(self.api_client, "PATCH", f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}/{self.node}",
                 query=[("fieldManager", names.AGENT_NAME), ("force", "true")],
                 body=json.dumps(body), content_type="application/apply-patch+yaml", timeout=self.request_timeout)

@@ -7,7 +7,12 @@ import datetime as dt
 
 def now() -> str:
     """metav1.Time: RFC 3339 in UTC, to the second (conditions, Events, records)."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ago(0)
+
+
+def ago(seconds: float) -> str:
+    """metav1.Time of `seconds` before now."""
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def now_micro() -> str:

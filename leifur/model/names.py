@@ -48,6 +48,7 @@ REASON_NODE_ASSIGNED = "NodeAssigned"
 REASON_NOT_ANNOUNCED = "NotAnnounced"
 REASON_ADDRESS_IN_USE = "AddressInUse"  # a probe found a foreign host using a new IP: not announced
 REASON_ADDRESS_CLAIMED = "AddressClaimed"  # a foreign host keeps claiming an IP we announce
+REASON_BGP_NOT_CONFIGURED = "BGPNotConfigured"  # an agent could not write part of a BGPPeer into its daemon
 
 # The Secret holding the key that authenticates the agents' heartbeats (the controller creates it
 # if it is missing), and its data keys, which the agent reads as files where the Secret is mounted:

@@ -142,6 +142,9 @@ class AgentSettings:
     # A failover is never reserved: see agent/step.py.
     start_reserve: float = 10.0
     conflicts: ConflictSettings = ConflictSettings()
+    # On SIGTERM in BGP mode, how long to wait for the withdrawals of the node's routes to be sent
+    # to every established peer before going on (well within a pod's 30 s grace period).
+    bgp_withdraw_timeout: float = 10.0
 
     @property
     def start_reserve_for_peers(self) -> float:

@@ -100,3 +100,15 @@ def test_bad_address_conflict_flags_exit_2(argv: list[str], message: str,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert main.main(["--node-name", "n1", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--bgp-frr-config", "/etc/frr/frr.conf"], ["--bgp-vty-dir", "/var/run/frr"]],
+                         ids=["config-without-vty-dir", "vty-dir-without-config"])
+def test_bgp_mode_needs_both_of_its_flags(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main.main(["--node-name", "n1", "--insecure-heartbeats", *argv]) == 2
+    assert capsys.readouterr().err == "leifur-agent: BGP mode needs both --bgp-frr-config and --bgp-vty-dir\n"
+
+
+def test_bgp_mode_is_off_by_default() -> None:
+    args = main.build_parser().parse_args(["--node-name", "n1"])
+    assert args.bgp_frr_config is None and args.bgp_vty_dir is None
