@@ -7,8 +7,10 @@ prefix, and with which communities and local preference, is each peer's outbound
 `leifur-out-<peer>`: one entry per set of attributes, matching a prefix-list of the prefixes that
 carry them (so a thousand Services with the same attributes are one route-map entry).
 
-A session carries routes of its own address family: an IPv4 peer gets the IPv4 prefixes, an IPv6
-peer the IPv6 ones (IPv4 routes over an IPv6 session would need extended next hops).
+Every session carries both address families (multiprotocol BGP, RFC 4760), activated from the
+start whatever the routes: a dual-stack Service reaches a router over its one session, and the
+first IPv6 route does not reset a session to negotiate the family. A prefix's next hop is the
+node's address of that family on the interface towards the peer.
 
 Everything that reaches the text is checked here, because one line FRR refuses makes frr-reload
 refuse the whole file: a session that cannot be written is left out, a BFD profile or a
@@ -81,12 +83,12 @@ def render(intent: NodeIntent, passwords: Mapping[str, str]) -> Rendered:
     networks: dict[int, set[str]] = {4: set(), 6: set()}
     with_routes = set()
     for s in sessions:
-        version = ipaddress.ip_address(s.address).version
-        routes = _routes_for(s, intent.routes.get(s.peer, ()), version, problems)
+        routes = _routes_for(s, intent.routes.get(s.peer, ()), problems)
         if routes:
             with_routes.add(s.peer)
-            networks[version].update(r.prefix for r in routes)
-            out += _outbound_policy(s.peer, version, routes)
+            for r in routes:
+                networks[ipaddress.ip_network(r.prefix).version].add(r.prefix)
+            out += _outbound_policy(s.peer, routes)
     if sessions:
         out += _router(intent.router_id, router_asn, sessions, passwords, {p.name for p in profiles}, networks,
                        with_routes, problems)
@@ -216,16 +218,14 @@ _STANDARD = re.compile(r"(\d{1,5}):(\d{1,5})")
 _LARGE = re.compile(r"(\d{1,10}):(\d{1,10}):(\d{1,10})")
 
 
-def _routes_for(s: Session, routes: Iterable[Route], version: int, problems: list[Problem]) -> list[Route]:
-    """The peer's routes of its family, valid, each prefix once (sorted)."""
+def _routes_for(s: Session, routes: Iterable[Route], problems: list[Problem]) -> list[Route]:
+    """The peer's valid routes, each prefix once (sorted: IPv4 first)."""
     out: dict[str, Route] = {}
     for r in routes:
         try:
             net = ipaddress.ip_network(r.prefix)
         except ValueError:
             problems.append(Problem(s.peer, f"route {r.prefix!r} not advertised: not a prefix"))
-            continue
-        if net.version != version:
             continue
         communities = _valid(s.peer, r.communities, _STANDARD, _U16, "community", problems)
         large = _valid(s.peer, r.large_communities, _LARGE, _U32, "large community", problems)
@@ -234,7 +234,12 @@ def _routes_for(s: Session, routes: Iterable[Route], version: int, problems: lis
             problems.append(Problem(s.peer, f"local preference {preference} of {net} out of 0..{_U32}: not set"))
             preference = None
         out[str(net)] = Route(str(net), communities, large, preference)
-    return [out[p] for p in sorted(out, key=lambda p: ipaddress.ip_network(p))]
+    return [out[p] for p in sorted(out, key=_prefix_order)]
+
+
+def _prefix_order(prefix: str) -> tuple[int, ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    net = ipaddress.ip_network(prefix)
+    return net.version, net
 
 
 def _valid(peer: str, values: Iterable[str], form: re.Pattern[str], limit: int, kind: str,
@@ -249,25 +254,25 @@ def _valid(peer: str, values: Iterable[str], form: re.Pattern[str], limit: int, 
     return tuple(sorted(ok))
 
 
-def _outbound_policy(peer: str, version: int, routes: list[Route]) -> list[str]:
-    """`leifur-out-<peer>`: a permit entry per set of attributes, each matching its prefix-list;
-    whatever matches none is denied."""
-    groups: dict[tuple[tuple[str, ...], tuple[str, ...], int | None], list[str]] = {}
+def _outbound_policy(peer: str, routes: list[Route]) -> list[str]:
+    """`leifur-out-<peer>`: a permit entry per family and set of attributes, each matching its
+    prefix-list; whatever matches none is denied."""
+    groups: dict[tuple[int, tuple[str, ...], tuple[str, ...], int], list[str]] = {}
     for r in routes:
-        groups.setdefault((r.communities, r.large_communities, r.local_preference), []).append(r.prefix)
-    ip = "ip" if version == 4 else "ipv6"
+        version: int = ipaddress.ip_network(r.prefix).version
+        preference = -1 if r.local_preference is None else r.local_preference
+        groups.setdefault((version, r.communities, r.large_communities, preference), []).append(r.prefix)
     lines: list[str] = []
     entries: list[str] = []
-    for n, ((communities, large, preference), prefixes) in enumerate(
-            sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or -1)), start=1):
-        name = f"leifur-{peer}-{n}"
+    for n, ((version, communities, large, preference), prefixes) in enumerate(sorted(groups.items()), start=1):
+        ip, name = "ip" if version == 4 else "ipv6", f"leifur-{peer}-{n}"
         lines += [f"{ip} prefix-list {name} seq {seq} permit {p}" for seq, p in enumerate(prefixes, start=1)]
         entries += [f"route-map leifur-out-{peer} permit {10 * n}", f" match {ip} address prefix-list {name}"]
         if communities:
             entries.append(f" set community {' '.join(communities)}")
         if large:
             entries.append(f" set large-community {' '.join(large)}")
-        if preference is not None:
+        if preference >= 0:
             entries.append(f" set local-preference {preference}")
         entries.append("exit")
     return [*lines, "!", *entries, "!"]
@@ -286,12 +291,9 @@ def _router(router_id: str, asn: int, sessions: list[Session], passwords: Mappin
     for s in sessions:
         lines += _neighbor(s, asn, passwords, profiles)
     for version, family in ((4, "ipv4"), (6, "ipv6")):
-        members = [s for s in sessions if ipaddress.ip_address(s.address).version == version]
-        if not members:
-            continue
         lines += [" !", f" address-family {family} unicast"]
         lines += [f"  network {p}" for p in sorted(networks[version], key=ipaddress.ip_network)]
-        for s in members:
+        for s in sessions:
             address = ipaddress.ip_address(s.address)
             out = f"leifur-out-{s.peer}" if s.peer in with_routes else DENY
             lines += [f"  neighbor {address} activate", f"  neighbor {address} route-map {DENY} in",
