@@ -8,10 +8,13 @@ cluster-scoped. Only the objects of MetalLB's namespace are translated (those el
 effect in MetalLB either), so two translated objects of one kind never share a name.
 
 Findings have two levels:
-- not translated: something MetalLB does that the Leifur objects will not do (a BGP object, an
-  unknown field, an object in another namespace). The command fails unless told to accept it.
+- not translated: something MetalLB does that the Leifur objects will not do (an unknown field,
+  an object in another namespace, a BGP feature Leifur lacks). The command fails unless told to
+  accept it.
 - note: translated, but worth knowing before the cutover (a value written differently with the
   same effect, or a default that differs between the two).
+
+The BGP kinds are translated by leifur/cli/metallb_bgp.py.
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ GROUP = "metallb.io"
 DEFAULT_NAMESPACE = "metallb-system"
 POOL = "IPAddressPool"
 ADVERTISEMENT = "L2Advertisement"
-TRANSLATED_KINDS = (POOL, ADVERTISEMENT)
-BGP_KINDS = ("BGPPeer", "BGPAdvertisement", "BFDProfile", "Community")
+TRANSLATED_KINDS = (POOL, ADVERTISEMENT, names.BFD_PROFILE, names.BGP_PEER, names.BGP_ADVERTISEMENT)
+# Community aliases are not objects of Leifur's: they are written out where they are used.
+COMMUNITY = "Community"
 # Written by MetalLB itself, not configuration: nothing to translate, and nothing lost.
 STATUS_KINDS = ("ConfigurationState", "ServiceL2Status", "ServiceBGPStatus")
-# The one version MetalLB serves these kinds in (v0.13 to v0.15).
+# The version MetalLB serves each kind in (v0.13 to v0.15); BGPPeer's v1beta1 is older, and
+# `kubectl get bgppeers.v1beta2.metallb.io` shows any peer in v1beta2.
+VERSIONS = {names.BGP_PEER: "v1beta2"}
 TRANSLATED_VERSION = "v1beta1"
 
 NOT_TRANSLATED = "not translated"
@@ -47,8 +53,6 @@ _POOL_FIELDS = ("addresses", "autoAssign", "avoidBuggyIPs", "serviceAllocation")
 _ALLOCATION_FIELDS = ("priority", "namespaces", "namespaceSelectors", "serviceSelectors")
 _ADVERTISEMENT_FIELDS = ("ipAddressPools", "ipAddressPoolSelectors", "nodeSelectors", "interfaces")
 
-_NO_BGP = ("Leifur has no BGP mode yet, so nothing is advertised over BGP; its BGP kinds will keep MetalLB's "
-           "meanings, and this object can be converted then")
 _INTERFACES_DEFAULT = (
     "no interfaces given: MetalLB answers on every up, ARP-capable interface that is not enslaved to a bridge or "
     "bond; Leifur answers on the interfaces carrying an address of the node in a subnet that contains the IP. "
@@ -139,18 +143,20 @@ class _Report:
 
 def translate(sources: Iterable[Source], namespace: str = DEFAULT_NAMESPACE) -> Translation:
     """Leifur's objects for MetalLB's objects of `namespace`, and findings about everything that was read."""
+    from leifur.cli import metallb_bgp  # it builds on this module's sources and findings
+
     report = _Report(namespace)
     result = Translation()
     chosen: dict[tuple[str, str], Source] = {}
-    bgp_advertisements: list[Source] = []
+    communities: list[Source] = []
     for src in sources:
         group = src.api_version.partition("/")[0] if "/" in src.api_version else ""
         if group != GROUP:
             result.skipped.append(src)
             continue
         if not _translatable(src, report):
-            if src.kind == "BGPAdvertisement" and src.name and src.namespace(namespace) == namespace:
-                bgp_advertisements.append(src)
+            if src.kind == COMMUNITY and src.name and src.namespace(namespace) == namespace:
+                communities.append(src)
             continue
         earlier = chosen.get((src.kind, src.name))
         if earlier is not None:
@@ -158,10 +164,12 @@ def translate(sources: Iterable[Source], namespace: str = DEFAULT_NAMESPACE) -> 
                                                     "the later one, which is the one translated")
         chosen[(src.kind, src.name)] = src
     ordered = sorted(chosen.values(), key=lambda s: (TRANSLATED_KINDS.index(s.kind), s.name))
-    objects = [_translate_pool(s, report) if s.kind == POOL else _translate_advertisement(s, report)
-               for s in ordered]
-    objects = _keep_valid(objects, {(s.kind, s.name): s for s in ordered}, report)
-    _unannounced_pools(objects, bgp_advertisements, {s.name: s for s in ordered if s.kind == POOL}, report)
+    aliases = metallb_bgp.aliases(communities, report)
+    translated = [_translate_pool(s, report) if s.kind == POOL else
+                  _translate_advertisement(s, report) if s.kind == ADVERTISEMENT else
+                  metallb_bgp.translate(s, report, aliases) for s in ordered]
+    objects = _keep_valid([o for o in translated if o is not None], {(s.kind, s.name): s for s in ordered}, report)
+    _unannounced_pools(objects, {s.name: s for s in ordered if s.kind == POOL}, report)
     result.objects = objects
     result.findings = sorted(report.findings, key=lambda f: (f.kind, f.name))
     return result
@@ -185,9 +193,8 @@ def _translatable(src: Source, report: _Report) -> bool:
                    "ignores this object; if MetalLB runs in that namespace, pass --namespace "
                    f"{src.namespace(report.namespace)}")
         return False
-    if kind in BGP_KINDS:
-        report.add(NOT_TRANSLATED, src, "", _NO_BGP)
-        return False
+    if kind == COMMUNITY:
+        return False  # its aliases are read, and noted, with the advertisements
     if kind == "AddressPool":
         report.add(NOT_TRANSLATED, src, "", "AddressPool is MetalLB's old kind (removed in v0.14): MetalLB itself "
                                             "converts it into an IPAddressPool and an L2Advertisement or "
@@ -195,10 +202,11 @@ def _translatable(src: Source, report: _Report) -> bool:
         return False
     if kind not in TRANSLATED_KINDS:
         report.add(NOT_TRANSLATED, src, "kind", f"not a kind of MetalLB's configuration this converter knows "
-                                                f"(it translates {' and '.join(TRANSLATED_KINDS)})")
+                                                f"(it translates {', '.join(TRANSLATED_KINDS)})")
         return False
-    if src.api_version != f"{GROUP}/{TRANSLATED_VERSION}":
-        report.add(NOT_TRANSLATED, src, "apiVersion", f"MetalLB serves {kind} as {GROUP}/{TRANSLATED_VERSION} "
+    version = VERSIONS.get(kind, TRANSLATED_VERSION)
+    if src.api_version != f"{GROUP}/{version}":
+        report.add(NOT_TRANSLATED, src, "apiVersion", f"this converter reads MetalLB's {kind} as {GROUP}/{version} "
                                                       f"only, not {src.api_version}")
         return False
     if "spec" in src.obj and not isinstance(src.obj["spec"], dict):
@@ -309,21 +317,17 @@ def _keep_valid(objects: list[Object], sources: dict[tuple[str, str], Source], r
     return [o for o in objects if (o["kind"], o["metadata"]["name"]) not in failed]
 
 
-def _unannounced_pools(objects: list[Object], bgp_advertisements: list[Source], pools: dict[str, Source],
-                       report: _Report) -> None:
-    """A note on each pool that no L2Advertisement selects: Leifur would give its addresses but announce none."""
-    advertisements = [parse_advertisement(o) for o in objects if o["kind"] == ADVERTISEMENT]
-    bgp = [parse_advertisement(s.obj) for s in bgp_advertisements]
+def _unannounced_pools(objects: list[Object], pools: dict[str, Source], report: _Report) -> None:
+    """A note on each pool that no advertisement (L2 or BGP) selects: Leifur would give its addresses
+    but announce none."""
+    advertisements = [parse_advertisement(o) for o in objects if o["kind"] in (ADVERTISEMENT, names.BGP_ADVERTISEMENT)]
     for obj in objects:
         if obj["kind"] != POOL:
             continue
         name, labels = obj["metadata"]["name"], obj["metadata"].get("labels") or {}
-        if any(a.selects_pool(name, labels) for a in advertisements):
-            continue
-        over_bgp = any(a.selects_pool(name, labels) for a in bgp)
-        report.add(NOTE, pools[name], "", "no L2Advertisement selects this pool: Leifur gives its addresses to "
-                                          "Services but announces none of them"
-                   + (" (MetalLB advertises it over BGP, which Leifur does not do yet)" if over_bgp else ""))
+        if not any(a.selects_pool(name, labels) for a in advertisements):
+            report.add(NOTE, pools[name], "", "no L2Advertisement or BGPAdvertisement selects this pool: Leifur "
+                                              "gives its addresses to Services but announces none of them")
 
 
 def dump(objects: list[Object], fmt: str) -> str:

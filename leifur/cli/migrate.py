@@ -67,7 +67,7 @@ def read_cluster(kubeconfig: str | None, context: str | None, namespace: str) ->
         try:
             items = snapshot.list_all(api, f"/apis/{api_version}/namespaces/{namespace}/{plural}")
         except ApiException as e:
-            if e.status == 404 and kind not in metallb.TRANSLATED_KINDS:
+            if e.status == 404 and kind not in (metallb.POOL, metallb.ADVERTISEMENT):
                 continue
             if e.status == 404:
                 raise Unreadable(f"the API server does not serve {api_version} {kind}: is MetalLB (v0.13 or "
@@ -93,7 +93,9 @@ def render(result: metallb.Translation, namespace: str, written: bool) -> str:
             ("SOURCE", "OBJECT", "FIELD", "RESULT", "WHY"),
             [(f.origin, f"{f.kind} {f.name}", f.field, f.level, f.message) for f in result.findings]))
         lines.append("")
-    translated = ", ".join(_plural(result.count(k), k) for k in metallb.TRANSLATED_KINDS) or "nothing"
+    # Pools and L2 advertisements always (a zero there is worth seeing); BGP kinds when there are any.
+    translated = ", ".join(_plural(result.count(k), k) for k in metallb.TRANSLATED_KINDS
+                           if k in (metallb.POOL, metallb.ADVERTISEMENT) or result.count(k))
     summary = f"translated {translated} from {namespace}"
     if result.untranslated:
         summary += f"; {result.untranslated} not translated"
@@ -142,11 +144,13 @@ def from_metallb(args: argparse.Namespace) -> int:
 _DESCRIPTION = "Move a cluster's load-balancer configuration over to Leifur."
 
 _FROM_METALLB_DESCRIPTION = f"""\
-Translate MetalLB's configuration (metallb.io IPAddressPool and L2Advertisement) into Leifur's
+Translate MetalLB's configuration (metallb.io IPAddressPool, L2Advertisement, BGPPeer,
+BGPAdvertisement, BFDProfile; Community aliases written out where they are used) into Leifur's
 (leifur.io, cluster-scoped, same names and labels), and report, object by object and field by
-field, what could not be translated and why: BGP objects (Leifur has no BGP mode yet), fields
-MetalLB does not have, objects outside MetalLB's namespace. Notes say what is translated but
-behaves differently.
+field, what could not be translated and why: fields MetalLB does not have, objects outside
+MetalLB's namespace, BGP features Leifur lacks (unnumbered or VRF sessions, dynamic ASNs,
+plain-text passwords, graceful restart). Notes say what is translated but behaves differently
+(a password Secret to copy into Leifur's namespace, timers written out).
 
 Reads the files given, or, with none, MetalLB's objects in --namespace from the cluster. MetalLB
 reads its configuration only from its own namespace; so only objects there (or with no namespace,
@@ -213,7 +217,7 @@ def register(sub: argparse._SubParsersAction,
                              formatter_class=raw)
     steps = migrate.add_subparsers(dest="migrate_command", required=True, title="steps")
 
-    p = steps.add_parser("from-metallb", help="translate MetalLB's pools and L2 advertisements into Leifur's",
+    p = steps.add_parser("from-metallb", help="translate MetalLB's configuration (pools, L2 and BGP) into Leifur's",
                          description=_FROM_METALLB_DESCRIPTION, epilog=_FROM_METALLB_EPILOG, formatter_class=raw)
     p.add_argument("sources", nargs="*", metavar="FILE",
                    help="YAML or JSON files (several objects per file, '---' or a List); a directory means its "

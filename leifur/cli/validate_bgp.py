@@ -34,11 +34,11 @@ _BFD_FIELDS = ("receiveInterval", "transmitInterval", "detectMultiplier", "echoI
                "minimumTtl")
 _BOOLEANS = ("ebgpMultiHop", "echoMode", "passiveMode")
 # The CRD's duration syntax: whole numbers with a unit (the plan's parser also takes fractions).
-_API_DURATION = re.compile(r"([0-9]{1,5}(ms|s|m|h)){1,3}")
+API_DURATION = re.compile(r"([0-9]{1,5}(ms|s|m|h)){1,3}")
 _MAX_BGP_SECONDS = 65535  # hold and keepalive times are 16-bit in BGP's OPEN message
 _MAX_COMMUNITIES = 64  # the CRD's maxItems
 # Where the agents may read Secrets (their Role, deploy/agent/rbac.yaml): Leifur's namespace.
-_SECRETS_NAMESPACE = ControllerSettings().lease_namespace
+SECRETS_NAMESPACE = ControllerSettings().lease_namespace
 
 
 def check(report: v.Report, doc: v.Document) -> None:
@@ -91,10 +91,10 @@ def _check_peer(report: v.Report, doc: v.Document, spec: dict) -> None:
         v._unknown_fields(report, doc, secret, _SECRET_FIELDS, "spec.passwordSecret")
         if not secret.get("namespace"):
             _error(report, doc, f"spec.passwordSecret.namespace is required (the agents read Secrets in "
-                                 f"{_SECRETS_NAMESPACE})")
-        elif secret["namespace"] != _SECRETS_NAMESPACE:
+                                 f"{SECRETS_NAMESPACE})")
+        elif secret["namespace"] != SECRETS_NAMESPACE:
             report.add(v.WARNING, doc, f"spec.passwordSecret.namespace {secret['namespace']!r}: the agents may "
-                                       f"read Secrets only in Leifur's namespace ({_SECRETS_NAMESPACE} unless "
+                                       f"read Secrets only in Leifur's namespace ({SECRETS_NAMESPACE} unless "
                                        "installed elsewhere), so the session would have no password")
 
 
@@ -103,7 +103,7 @@ def _check_time(report: v.Report, doc: v.Document, spec: dict, key: str) -> None
     value = spec.get(key)
     if value is None:
         return
-    if not isinstance(value, str) or not _API_DURATION.fullmatch(value):
+    if not isinstance(value, str) or not API_DURATION.fullmatch(value):
         _error(report, doc, f"spec.{key}: {value!r} is not a duration such as 90s, 3m or 1m30s (whole numbers "
                             "with ms, s, m or h)")
         return

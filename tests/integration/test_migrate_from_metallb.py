@@ -25,6 +25,9 @@ from leifur_dev.cluster import wait_for
 
 pytestmark = pytest.mark.controlplane
 
+PLURALS = {"IPAddressPool": names.POOLS, "L2Advertisement": names.L2ADVERTISEMENTS, names.BGP_PEER: names.BGPPEERS,
+           names.BGP_ADVERTISEMENT: names.BGPADVERTISEMENTS, names.BFD_PROFILE: names.BFDPROFILES}
+
 
 class MetalLBConfig:
     """A namespace of MetalLB configuration, and the Leifur objects made from it, removed afterwards."""
@@ -37,7 +40,7 @@ class MetalLBConfig:
         self.id = uuid.uuid4().hex[:6]
         self.ns = f"mlb-{self.id}"
         env.cluster.ensure_namespace(self.ns)
-        self.advertisements: list[str] = []
+        self.others: list[tuple[str, str]] = []  # (plural, name) of Leifur's objects that are not pools
 
     def name(self, short: str) -> str:
         return f"{short}-{self.id}"
@@ -57,8 +60,8 @@ class MetalLBConfig:
                               capture_output=True, text=True, timeout=120)
 
     def leifur_object(self, obj: dict) -> dict:
-        plural = names.POOLS if obj["kind"] == "IPAddressPool" else names.L2ADVERTISEMENTS
-        return self.custom.get_cluster_custom_object(names.GROUP, names.VERSION, plural, obj["metadata"]["name"])
+        return self.custom.get_cluster_custom_object(names.GROUP, names.VERSION, PLURALS[obj["kind"]],
+                                                     obj["metadata"]["name"])
 
     def forget(self, objects: list[dict]) -> None:
         """Remove, after the test, the Leifur objects these would create (pools through env's teardown)."""
@@ -66,12 +69,12 @@ class MetalLBConfig:
             if obj["kind"] == "IPAddressPool":
                 self.env.pools.append(obj["metadata"]["name"])
             else:
-                self.advertisements.append(obj["metadata"]["name"])
+                self.others.append((PLURALS[obj["kind"]], obj["metadata"]["name"]))
 
     def cleanup(self) -> None:
-        for name in self.advertisements:
+        for plural, name in self.others:
             with contextlib.suppress(ApiException):
-                self.custom.delete_cluster_custom_object(names.GROUP, names.VERSION, names.L2ADVERTISEMENTS, name)
+                self.custom.delete_cluster_custom_object(names.GROUP, names.VERSION, plural, name)
         with contextlib.suppress(ApiException):
             self.core.delete_namespace(self.ns)
 
@@ -146,30 +149,63 @@ def test_an_l2_configuration_converts_from_the_cluster_validates_applies_and_all
                 metallb.GROUP, metallb.VERSION, "default", metallb.POOLS, first)
 
 
-def test_bgp_objects_in_the_cluster_are_named_and_fail_the_conversion(config):
+def test_a_bgp_configuration_converts_from_the_cluster_validates_and_applies(config, tmp_path):
     ns = config.ns
-    bgp = "metallb.io/v1beta2"
+    pool, peer, fast, up = (config.name(n) for n in ("pool", "router", "fast", "up"))
+    secret = config.name("bgp-pass")
     config.apply([
-        metallb.pool(config.name("pool"), ns, ["203.0.113.32/29"]),
-        {"apiVersion": bgp, "kind": "BGPPeer", "metadata": {"name": "router", "namespace": ns},
-         "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "192.0.2.254"}},
-        {"apiVersion": metallb.API_VERSION, "kind": "BGPAdvertisement", "metadata": {"name": "bgp", "namespace": ns},
-         "spec": {"ipAddressPools": [config.name("pool")]}},
-        {"apiVersion": metallb.API_VERSION, "kind": "BFDProfile", "metadata": {"name": "fast", "namespace": ns},
-         "spec": {"receiveInterval": 50}},
-        {"apiVersion": metallb.API_VERSION, "kind": "Community", "metadata": {"name": "c", "namespace": ns},
+        metallb.pool(pool, ns, ["203.0.113.32/29"]),
+        {"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": {"name": peer, "namespace": ns},
+         "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "192.0.2.254", "holdTime": "9s",
+                  "bfdProfile": fast, "passwordSecret": {"name": secret},
+                  "nodeSelectors": [{"matchLabels": {"bgp": "yes"}}]}},
+        # MetalLB peers in a VRF; Leifur does not: named, and the conversion fails until allowed.
+        {"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": {"name": config.name("vrf"),
+                                                                             "namespace": ns},
+         "spec": {"myASN": 64500, "peerASN": 64502, "peerAddress": "192.0.2.253", "vrf": "red"}},
+        {"apiVersion": metallb.API_VERSION, "kind": "BGPAdvertisement", "metadata": {"name": up, "namespace": ns},
+         "spec": {"ipAddressPools": [pool], "peers": [peer], "communities": ["no-export", "large:64500:1:2"],
+                  "localPref": 150}},
+        {"apiVersion": metallb.API_VERSION, "kind": "BFDProfile", "metadata": {"name": fast, "namespace": ns},
+         "spec": {"receiveInterval": 100, "transmitInterval": 100, "detectMultiplier": 3}},
+        {"apiVersion": metallb.API_VERSION, "kind": "Community", "metadata": {"name": "aliases", "namespace": ns},
          "spec": {"communities": [{"name": "no-export", "value": "65535:65281"}]}},
     ])
     res = config.migrate()
-    assert (res.returncode, res.stdout) == (migrate.EXIT_UNTRANSLATED, "")
-    for what in ("BGPPeer", "BGPAdvertisement", "BFDProfile", "Community"):
-        assert any(line.split()[1:2] == [what] and "not translated" in line for line in res.stderr.splitlines()), \
-            (what, res.stderr)
-    assert "MetalLB advertises it over BGP" in res.stderr
+    assert (res.returncode, res.stdout) == (migrate.EXIT_UNTRANSLATED, ""), res.stderr
+    (vrf,) = [line for line in res.stderr.splitlines() if line.startswith("cluster") and " not translated " in line]
+    assert f"BGPPeer {ns}/{config.name('vrf')}" in vrf and "spec.vrf" in vrf, res.stderr
+    assert "1 not translated" in res.stderr
 
-    allowed = config.migrate("--allow-untranslated", "-o", "json")
+    allowed = config.migrate("--allow-untranslated")
     assert allowed.returncode == migrate.EXIT_OK, allowed.stderr
-    assert [o["metadata"]["name"] for o in yaml.safe_load(allowed.stdout)["items"]] == [config.name("pool")]
+    converted = list(yaml.safe_load_all(allowed.stdout))
+    config.forget(converted)
+    assert [(o["kind"], o["metadata"]["name"]) for o in converted] == [
+        ("IPAddressPool", pool), ("BFDProfile", fast), ("BGPPeer", peer), ("BGPAdvertisement", up)]
+    by_kind = {o["kind"]: o["spec"] for o in converted}
+    # The defaults MetalLB's CRDs filled in are Leifur's too (port, aggregation lengths); the
+    # keepalive MetalLB derives is written out; the Secret is named where Leifur's agents read it.
+    assert by_kind["BGPPeer"] == {"myASN": 64500, "peerASN": 64501, "peerAddress": "192.0.2.254", "peerPort": 179,
+                                  "nodeSelectors": [{"matchLabels": {"bgp": "yes"}}], "bfdProfile": fast,
+                                  "holdTime": "9s", "keepaliveTime": "3s",
+                                  "passwordSecret": {"name": secret, "namespace": "leifur-system"}}
+    assert by_kind["BGPAdvertisement"] == {"ipAddressPools": [pool], "peers": [peer], "aggregationLength": 32,
+                                           "aggregationLengthV6": 128, "localPref": 150,
+                                           "communities": ["65535:65281", "large:64500:1:2"]}
+    assert by_kind["BFDProfile"] == {"receiveInterval": 100, "transmitInterval": 100, "detectMultiplier": 3}
+    assert "copy it there" in allowed.stderr and "written as its value 65535:65281" in allowed.stderr
+
+    out = tmp_path / "leifur.yaml"
+    out.write_text(allowed.stdout)
+    checked = subprocess.run([sys.executable, "-m", "leifur.cli.leifurctl", "validate", "--strict", str(out)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout
+    applied = config.kubectl("apply", "--server-side", "-f", str(out))
+    assert applied.returncode == 0, applied.stderr
+    for obj in converted:
+        stored = config.leifur_object(obj)
+        assert {k: stored["spec"][k] for k in obj["spec"]} == obj["spec"]
 
 
 def test_a_namespace_without_metallb_objects_is_an_error(config):

@@ -38,7 +38,13 @@ PEER = """\
 apiVersion: metallb.io/v1beta2
 kind: BGPPeer
 metadata: {name: router, namespace: metallb-system}
-spec: {myASN: 64500, peerASN: 64501, peerAddress: 192.0.2.254}
+spec: {myASN: 64500, peerASN: 64501, peerAddress: 192.0.2.254, vrf: red}
+"""
+BFD = """\
+apiVersion: metallb.io/v1beta1
+kind: BFDProfile
+metadata: {name: fast, namespace: metallb-system}
+spec: {receiveInterval: 100, transmitInterval: 100}
 """
 TRANSLATED = [("IPAddressPool", "web"), ("L2Advertisement", "l2")]
 
@@ -68,6 +74,15 @@ def test_yaml_documents_on_stdout_and_the_summary_on_stderr(tmp_path, capsys):
     assert "translated 1 IPAddressPool, 1 L2Advertisement from metallb-system" in err
 
 
+def test_bgp_objects_are_translated_and_counted(tmp_path, capsys):
+    peer = PEER.replace(", vrf: red", "")
+    code, out, err = run(capsys, write(tmp_path, "metallb.yaml", POOL, ADVERTISEMENT, BFD, peer))
+    assert code == migrate.EXIT_OK
+    written = kinds_and_names(list(yaml.safe_load_all(out)))
+    assert written == [*TRANSLATED, ("BFDProfile", "fast"), ("BGPPeer", "router")]
+    assert "translated 1 IPAddressPool, 1 L2Advertisement, 1 BFDProfile, 1 BGPPeer from metallb-system" in err
+
+
 def test_json_is_one_list(tmp_path, capsys):
     code, out, _ = run(capsys, write(tmp_path, "metallb.yaml", POOL, ADVERTISEMENT), "-o", "json")
     assert code == migrate.EXIT_OK
@@ -79,7 +94,7 @@ def test_json_is_one_list(tmp_path, capsys):
 def test_something_untranslated_fails_with_nothing_written(tmp_path, capsys):
     code, out, err = run(capsys, write(tmp_path, "metallb.yaml", POOL, ADVERTISEMENT, PEER))
     assert (code, out) == (migrate.EXIT_UNTRANSLATED, "")
-    assert "BGPPeer metallb-system/router" in err
+    assert "BGPPeer metallb-system/router" in err and "a session in a VRF" in err
     assert "FAILED: nothing written" in err
 
 
