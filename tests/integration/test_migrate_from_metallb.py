@@ -59,6 +59,21 @@ class MetalLBConfig:
                                "--kubeconfig", self.kubeconfig, "--namespace", self.ns, *args],
                               capture_output=True, text=True, timeout=120)
 
+    def validate_and_apply(self, text: str, converted: list[dict], tmp_path) -> None:
+        """The converter's output passes `leifurctl validate --strict`, applies server-side, and is
+        stored as written (spec and labels)."""
+        out = tmp_path / "leifur.yaml"
+        out.write_text(text)
+        checked = subprocess.run([sys.executable, "-m", "leifur.cli.leifurctl", "validate", "--strict", str(out)],
+                                 capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0, checked.stdout
+        applied = self.kubectl("apply", "--server-side", "-f", str(out))
+        assert applied.returncode == 0, applied.stderr
+        for obj in converted:
+            stored = self.leifur_object(obj)
+            assert {k: stored["spec"][k] for k in obj["spec"]} == obj["spec"]
+            assert stored["metadata"].get("labels") == obj["metadata"].get("labels")
+
     def leifur_object(self, obj: dict) -> dict:
         return self.custom.get_cluster_custom_object(names.GROUP, names.VERSION, PLURALS[obj["kind"]],
                                                      obj["metadata"]["name"])
@@ -124,18 +139,7 @@ def test_an_l2_configuration_converts_from_the_cluster_validates_applies_and_all
                                            "avoidBuggyIPs": True, "serviceAllocation": {}}
         assert by_name[second]["metadata"]["labels"] == {"tier": "web"}
 
-        out = tmp_path / "leifur.yaml"
-        out.write_text(res.stdout)
-        checked = subprocess.run([sys.executable, "-m", "leifur.cli.leifurctl", "validate", "--strict", str(out)],
-                                 capture_output=True, text=True, timeout=60)
-        assert checked.returncode == 0, checked.stdout
-
-        applied = config.kubectl("apply", "--server-side", "-f", str(out))
-        assert applied.returncode == 0, applied.stderr
-        for obj in converted:
-            stored = config.leifur_object(obj)
-            assert {k: stored["spec"][k] for k in obj["spec"]} == obj["spec"]
-            assert stored["metadata"].get("labels") == obj["metadata"].get("labels")
+        config.validate_and_apply(res.stdout, converted, tmp_path)
 
         env.controller()
         for pool in (first, second, manual):
@@ -196,16 +200,7 @@ def test_a_bgp_configuration_converts_from_the_cluster_validates_and_applies(con
     assert by_kind["BFDProfile"] == {"receiveInterval": 100, "transmitInterval": 100, "detectMultiplier": 3}
     assert "copy it there" in allowed.stderr and "written as its value 65535:65281" in allowed.stderr
 
-    out = tmp_path / "leifur.yaml"
-    out.write_text(allowed.stdout)
-    checked = subprocess.run([sys.executable, "-m", "leifur.cli.leifurctl", "validate", "--strict", str(out)],
-                             capture_output=True, text=True, timeout=60)
-    assert checked.returncode == 0, checked.stdout
-    applied = config.kubectl("apply", "--server-side", "-f", str(out))
-    assert applied.returncode == 0, applied.stderr
-    for obj in converted:
-        stored = config.leifur_object(obj)
-        assert {k: stored["spec"][k] for k in obj["spec"]} == obj["spec"]
+    config.validate_and_apply(allowed.stdout, converted, tmp_path)
 
 
 def test_a_namespace_without_metallb_objects_is_an_error(config):
