@@ -175,4 +175,5 @@ def test_kubectl_explain_prints_the_descriptions(cluster, control_plane):
     assert "Nodes that open a session with this peer" in _explain(control_plane, "lfbgppeer.spec.nodeSelectors")
     assert "standard ones as A:B" in _explain(control_plane, "lfbgpadv.spec.communities")
     assert "Packets missed in a row" in _explain(control_plane, "lfbfd.spec.detectMultiplier")
+    assert "Valid and Established" in _explain(control_plane, "lfbgppeer.status.conditions")
     assert "When the session entered this state." in _explain(control_plane, "lfl2ns.status.bgp.sessions.since")
