@@ -1,6 +1,7 @@
 """The lab's router: BIRD 2 in the router namespace of a `netlab.Lab(router=True)`.
 
-One BGP neighbour per node (its LAN IPv4 address, IPv4 and IPv6 channels on the one session),
+One BGP neighbour per node (its LAN IPv4 address, IPv4 and IPv6 channels on the one session; or
+its IPv6 address, IPv6 only),
 importing everything and exporting nothing to the nodes; the learnt routes go to the router's
 kernel, equal paths merged into one multipath route (ECMP), over which the router forwards the
 remote client's traffic. Readers parse birdc's text (it has no machine-readable output) and
@@ -48,6 +49,9 @@ class RouterConfig:
     graceful_restart: bool = False
     hold_time: int = 0
     password: str = ""
+    # 6: the sessions run over the nodes' and the router's IPv6 LAN addresses and carry IPv6 only
+    # (IPv4 over an IPv6 session would need extended next hops, which the lab does not set up).
+    session_family: int = 4
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,10 @@ class RoutePath:
         return {":".join(c) for c in found}
 
 
-def render(config: RouterConfig, router_id: str, neighbours: dict[str, str]) -> str:
-    """bird.conf for the router with LAN address `router_id`; neighbours: protocol name -> IPv4."""
-    bgp = [f"local {router_id} as {config.router_asn};"]
+def render(config: RouterConfig, router_id: str, neighbours: dict[str, str], local: str = "") -> str:
+    """bird.conf for the router with LAN IPv4 address `router_id`, its sessions from `local` (the
+    same by default); neighbours: protocol name -> address."""
+    bgp = [f"local {local or router_id} as {config.router_asn};"]
     if config.hold_time:
         bgp.append(f"hold time {config.hold_time};")
     # Retry soon after a lost session (BIRD waits 60..300 s after an error by default): a lab's
@@ -91,7 +96,7 @@ def render(config: RouterConfig, router_id: str, neighbours: dict[str, str]) -> 
         bgp.append(f'password "{config.password}";')
     # direct: the nodes are on the LAN (BIRD takes iBGP for multihop, with recursive next hops).
     bgp.append("direct;")
-    for family in ("ipv4", "ipv6"):
+    for family in ("ipv4", "ipv6") if config.session_family == 4 else ("ipv6",):
         bgp.append(f"{family} {{ import all; export none; }};")
     lines = [
         f"router id {router_id};",
@@ -191,14 +196,19 @@ class Router:
     def socket(self) -> Path:
         return self.dir / "bird.ctl"
 
+    @property
+    def local_address(self) -> str:
+        """The router's end of every session (what the nodes peer with)."""
+        return self.host.ip6 if self.config.session_family == 6 else self.host.ip4
+
     def neighbours(self) -> dict[str, str]:
-        return {h.name: h.ip4 for h in self.lab.nodes}
+        return {h.name: h.ip6 if self.config.session_family == 6 else h.ip4 for h in self.lab.nodes}
 
     def start(self, recovery: bool = False, timeout: float = 60) -> Router:
         """Start BIRD (`recovery`: with graceful-restart recovery, -R, as after a crash)."""
         self.dir.mkdir(mode=0o755, exist_ok=True)
         conf = self.dir / "bird.conf"
-        conf.write_text(render(self.config, self.host.ip4, self.neighbours()))
+        conf.write_text(render(self.config, self.host.ip4, self.neighbours(), self.local_address))
         argv = ["bird", "-f", "-c", str(conf), "-s", str(self.socket), "-P", str(self.dir / "bird.pid"),
                 *(["-R"] if recovery else [])]
         with open(self.dir / "bird.log", "a") as log:

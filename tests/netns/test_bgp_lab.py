@@ -19,13 +19,13 @@ SETTLE = 90
 
 
 def node_config(lab: netlab.Lab, host: netlab.Host, prefixes: list[str], *, asn: int = bird.NODE_ASN,
-                router_asn: int = bird.ROUTER_ASN, bfd: bool = False, password: str = "",
+                router_asn: int = bird.ROUTER_ASN, bfd: bool = False, password: str = "", peer: str = "",
                 local_pref: int = 0, community: str = "", large_community: str = "") -> str:
     """A hand-written FRR configuration as the agent's would be: a session to the router, nothing
     accepted, `prefixes` advertised with the given attributes."""
     router = lab.router_host
     assert router is not None
-    peer = router.ip4
+    peer = peer or router.ip4
     sets = [f" set local-preference {local_pref}"] if local_pref else []
     sets += [f" set community {community}"] if community else []
     sets += [f" set large-community {large_community}"] if large_community else []
@@ -67,9 +67,9 @@ def start_nodes(lab: netlab.Lab, prefixes: list[str], **kw) -> list[frr.FRR]:
 
 
 def all_established(router: bird.Router, nodes: list[frr.FRR]) -> bool:
-    peer = router.host.ip4
+    peer = canon(router.local_address)
     return (set(router.sessions().values()) == {"Established"} and len(router.sessions()) == len(nodes)
-            and all(n.sessions().get(peer) == "Established" for n in nodes))
+            and all({canon(a): s for a, s in n.sessions().items()}.get(peer) == "Established" for n in nodes))
 
 
 def canon(ip: str) -> str:
@@ -201,3 +201,20 @@ def test_frr_reloads_a_changed_config_and_ends_by_pid(router_lab):
     wait_for(lambda: router.sessions()["node1"] != "Established" and not router.paths(second), SETTLE,
              interval=0.5, what="the session and route gone")
 
+
+
+@pytest.mark.parametrize("router_lab", [2], indirect=True)
+def test_ipv6_sessions_carry_ipv6_service_routes(router_lab):
+    lab = router_lab
+    prefix = f"{lab.lan_ip(45, 6)}/128"
+    assert lab.router_host is not None
+    nodes = start_nodes(lab, [prefix], peer=lab.router_host.ip6)
+    router = bird.Router(lab, bird.RouterConfig(session_family=6)).start()
+    wait_for(lambda: all_established(router, nodes), SETTLE, interval=0.5, what="every IPv6 session Established")
+    protocols = bird.parse_protocols(router.birdc("show protocols all"))
+    assert sorted(canon(p["neighbor"]) for p in protocols.values() if p["proto"] == "BGP") == sorted(
+        canon(h.ip6) for h in lab.nodes)
+    want = sorted(canon(h.ip6) for h in lab.nodes)
+    wait_for(lambda: router.kernel_next_hops(prefix) == want, SETTLE, interval=0.5, what=f"ECMP for {prefix}")
+    lab.serve(lab.lan_ip(45, 6))
+    wait_for(lambda: served_by_several(lab, lab.lan_ip(45, 6)), SETTLE, interval=1, what="several nodes serving")

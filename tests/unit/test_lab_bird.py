@@ -106,6 +106,15 @@ def test_kernel_next_hops(routes, want):
 ])
 def test_router_config(config, present, absent):
     text = bird.render(config, "192.0.2.2", {"node1": "192.0.2.11", "node2": "192.0.2.12"})
+    assert "router id 192.0.2.2;" in text
     assert all(p in text for p in present), text
     assert not any(a in text for a in absent), text
     assert text.count("protocol bgp ") == 2
+
+
+def test_ipv6_sessions_carry_ipv6_only_from_the_routers_ipv6_address():
+    config = bird.RouterConfig(session_family=6)
+    text = bird.render(config, "192.0.2.2", {"node1": "2001:db8::11"}, local="2001:db8::2")
+    assert "router id 192.0.2.2;" in text and "local 2001:db8::2 as 64500;" in text
+    assert "neighbor 2001:db8::11 as 64512;" in text
+    assert "ipv6 { import all; export none; };" in text and "ipv4 { import all" not in text
