@@ -285,9 +285,10 @@ class Stack:
         """On every node: a TCP server answering its node's name, and kube-proxy's DNAT of ip:port to it."""
         self.lab.serve(ip, port)
 
-    def connect(self, ip: str, port: int = 80, timeout: float = 2) -> str | None:
-        """From the client namespace: the name of the node that served a TCP connection, or None."""
-        return self.lab.connect(ip, port, timeout)
+    def connect(self, ip: str, port: int = 80, timeout: float = 2, source: netlab.Host | None = None) -> str | None:
+        """From the client namespace (or `source`'s, such as `lab.remote` behind the router): the name
+        of the node that served a TCP connection, or None."""
+        return self.lab.connect(ip, port, timeout, source)
 
     def probe(self, ip: str, duration: float, interval: float = 0.01) -> subprocess.Popen:
         """Start the ARP/NDP prober in the client namespace (`ip`: one, or several comma-separated);
