@@ -28,6 +28,10 @@ from dataclasses import dataclass
 from leifur.announce.bgp_intent import BFD, NodeIntent, Route, Session
 
 DENY = "leifur-deny"
+# Seconds bgpd waits after a route-map or prefix-list change before it re-evaluates what each
+# peer gets (its default is 5; 0 would never re-evaluate): how long a change of a route's
+# communities or peers takes. A route added or removed (a `network` line) goes at once.
+ROUTE_MAP_DELAY_S = 1
 # Seconds between attempts to open a session that is down (FRR's default is 120: a restarted
 # router would wait up to two minutes for our routes).
 CONNECT_RETRY_S = 5
@@ -79,7 +83,7 @@ def render(intent: NodeIntent, passwords: Mapping[str, str]) -> Rendered:
         for profile in profiles:
             out += _bfd_profile(profile)
         out += ["exit", "!"]
-    out += [f"route-map {DENY} deny 10", "exit", "!"]
+    out += [f"bgp route-map delay-timer {ROUTE_MAP_DELAY_S}", "!", f"route-map {DENY} deny 10", "exit", "!"]
     networks: dict[int, set[str]] = {4: set(), 6: set()}
     with_routes = set()
     for s in sessions:
@@ -190,23 +194,13 @@ def _bfd_problem(b: BFD) -> str | None:
     return None
 
 
-# bfdd's defaults: its running configuration leaves them out, and so do we, so that the text
-# reloaded equals what FRR shows and a reload of an unchanged intent changes nothing.
-_FRR_BFD = BFD("", receive_interval_ms=300, transmit_interval_ms=300, detect_multiplier=3, echo_interval_ms=50,
-               minimum_ttl=254)
-
-
 def _bfd_profile(b: BFD) -> list[str]:
-    lines = [f" profile {b.name}"]
-    for command, value, default in (
-            ("detect-multiplier", b.detect_multiplier, _FRR_BFD.detect_multiplier),
-            ("receive-interval", b.receive_interval_ms, _FRR_BFD.receive_interval_ms),
-            ("transmit-interval", b.transmit_interval_ms, _FRR_BFD.transmit_interval_ms),
-            ("echo transmit-interval", b.echo_interval_ms, _FRR_BFD.echo_interval_ms),
-            ("echo receive-interval", b.echo_interval_ms, _FRR_BFD.echo_interval_ms),
-            ("minimum-ttl", b.minimum_ttl, _FRR_BFD.minimum_ttl)):
-        if value != default:
-            lines.append(f"  {command} {value}")
+    # Every value, bfdd's defaults too: frr-reload cannot take a value back to its default by
+    # deleting the line (bfdd refuses `no detect-multiplier 4`), only by setting it.
+    lines = [f" profile {b.name}", f"  detect-multiplier {b.detect_multiplier}",
+             f"  receive-interval {b.receive_interval_ms}", f"  transmit-interval {b.transmit_interval_ms}",
+             f"  echo receive-interval {b.echo_interval_ms}", f"  echo transmit-interval {b.echo_interval_ms}",
+             f"  minimum-ttl {b.minimum_ttl}"]
     if b.echo_mode:
         lines.append("  echo-mode")
     if b.passive_mode:
@@ -325,6 +319,7 @@ def _neighbor(s: Session, router_asn: int, passwords: Mapping[str, str], profile
 def _managed(context: str) -> bool:
     """The top-level contexts this module writes; frr-reload deletes whichever of them the text lacks."""
     return (context == "bfd" or re.fullmatch(r"router bgp \d+", context) is not None
+            or context.startswith("bgp route-map delay-timer")
             or context.startswith(("route-map leifur-", "ip prefix-list leifur-", "ipv6 prefix-list leifur-")))
 
 

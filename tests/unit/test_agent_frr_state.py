@@ -95,6 +95,7 @@ hostname node-1
 log syslog informational
 no ipv6 forwarding
 service integrated-vtysh-config
+bgp route-map delay-timer 0
 !
 router bgp 64512
  neighbor 192.0.2.254 remote-as 64513
