@@ -22,11 +22,15 @@ from .records import SessionRecord
 
 log = logging.getLogger(__name__)
 
+# How long the Secrets of a namespace a BGPPeer names may take to be read before the sessions
+# that need them are reported and left out (an informer that cannot list them retries forever).
+SECRET_PATIENCE_S = 10.0
+
 
 class Secrets(Protocol):
     """Where the sessions' passwords come from (the agent's caches)."""
 
-    def watch_secrets(self, namespaces: set[str]) -> bool: ...
+    def watch_secrets(self, namespaces: set[str], patience: float) -> bool: ...
     def password(self, ref: SecretRef) -> str | None: ...
 
 
@@ -50,7 +54,7 @@ class Speaker:
         without its password, nor torn down for want of it)."""
         intent = bgp_plan.node_intent(cluster, self.node, load_balancer_class)
         refs = [s.password_secret for s in intent.sessions if s.password_secret]
-        if not secrets.watch_secrets({r.namespace for r in refs}):
+        if not secrets.watch_secrets({r.namespace for r in refs}, SECRET_PATIENCE_S):
             return None
         passwords = {s.peer: p for s in intent.sessions if s.password_secret
                      and (p := secrets.password(s.password_secret)) is not None}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,8 +40,10 @@ class Caches:
             self.bgp = [Informer(api_client, f"/apis/{names.API_VERSION}/{plural}", plural)
                         for plural in (names.BGPPEERS, names.BGPADVERTISEMENTS, names.BFDPROFILES)]
             self.all += tuple(self.bgp)
-        # Namespace -> its Secrets of type basic-auth, watched once a BGPPeer names a Secret there.
+        # Namespace -> its Secrets of type basic-auth, watched once a BGPPeer names a Secret there,
+        # and since when (monotonic).
         self._secrets: dict[str, Informer] = {}
+        self._secrets_since: dict[str, float] = {}
         self._stopped = False
         # Counts the changes of what the decisions are made from (not the records): equal counts,
         # equal cluster(), so a sync may reuse its last decisions (at thousands of Services they
@@ -83,17 +86,20 @@ class Caches:
         return plan.Cluster(self.services.shared(), self.slices.shared(), self.nodes.shared(),
                             self.pools.shared(), self.ads.shared(), peers.shared(), ads.shared(), bfd.shared())
 
-    def watch_secrets(self, namespaces: set[str]) -> bool:
-        """Watch the basic-auth Secrets of these namespaces (from now on); True once all are synced."""
+    def watch_secrets(self, namespaces: set[str], patience: float) -> bool:
+        """Watch the basic-auth Secrets of these namespaces (from now on); True once each is synced
+        or has not synced for `patience` seconds: the agent may read Secrets only in Leifur's
+        namespace (RBAC), and a Secret elsewhere must not hold back every other session."""
         for ns in sorted(namespaces - self._secrets.keys()):
             if self._stopped:
                 return False
             inf = Informer(self.api_client, f"/api/v1/namespaces/{ns}/secrets", f"secrets/{ns}",
                            field_selector="type=kubernetes.io/basic-auth")
             self._notify(inf, self._decision_input_changed(self._on_change))
-            self._secrets[ns] = inf
+            self._secrets[ns], self._secrets_since[ns] = inf, time.monotonic()
             inf.start()
-        return all(self._secrets[ns].has_synced() for ns in namespaces)
+        now = time.monotonic()
+        return all(self._secrets[ns].has_synced() or now - self._secrets_since[ns] >= patience for ns in namespaces)
 
     def password(self, ref: SecretRef) -> str | None:
         """Key `password` of the Secret, decoded; None if it (or its namespace's watch) is missing."""

@@ -141,7 +141,7 @@ def _session_problem(s: Session, passwords: Mapping[str, str]) -> str | None:
         password = passwords.get(s.peer)
         secret = f"{s.password_secret.namespace}/{s.password_secret.name}"
         if password is None:
-            return f"no password: Secret {secret} or its key password is missing"
+            return f"no password: Secret {secret}, or its key password, is missing or cannot be read"
         if not _PASSWORD.fullmatch(password):
             return f"the password in Secret {secret} is not 1 to 80 printable ASCII characters without spaces"
     return None

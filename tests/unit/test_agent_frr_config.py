@@ -112,8 +112,8 @@ CASES = [
     Case("a session whose Secret is missing is left out, not opened without its password",
          intent(with_(R1, password_secret=SECRET), IBGP), lacks=("192.0.2.254",),
          has=("neighbor 198.51.100.1 remote-as 64512",),
-         problems=(Problem("r1", "session not configured: no password: Secret kube-system/r1-password or its key "
-                                 "password is missing"),)),
+         problems=(Problem("r1", "session not configured: no password: Secret kube-system/r1-password, or its "
+                                 "key password, is missing or cannot be read"),)),
     Case("a password FRR cannot take (a space, a newline) is not written: no configuration injected",
          intent(with_(R1, password_secret=SECRET)), passwords={"r1": "a b\nrouter bgp 1"},
          lacks=("192.0.2.254", "router bgp"),
