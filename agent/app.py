@@ -178,6 +178,10 @@ class Agent:
         self.ready = False
         if self.speaker is not None:
             self.speaker.withdraw(self.settings.bgp_withdraw_timeout)
+            try:
+                self.records.set_bgp(self.speaker.read())  # the sessions stay up, advertising nothing
+            except FRRError as e:
+                log.warning("BGP: %s", e)
         if was_ready:
             self.heartbeat.leave()
             time.sleep(self.settings.handover_grace)
