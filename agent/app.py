@@ -252,17 +252,17 @@ class Agent:
         self._log_held(outcome.held(step.HELD_FOR_AGREEMENT))
         self._report_unannounceable(outcome)
         self._apply(outcome.claims, {link.name: link for link in links})
-        self._sync_bgp(cluster)
+        self._sync_bgp(cluster, generation)
         self.records.check(self.caches.record.get(self.node), self.caches.record.has_synced())
         self.last_sync = time.monotonic()
 
-    def _sync_bgp(self, cluster: plan.Cluster) -> None:
+    def _sync_bgp(self, cluster: plan.Cluster, generation: int) -> None:
         """The node's BGP intent into FRR, its sessions into the record. A daemon that cannot be
         reached is logged and tried again at the next sync; layer 2 goes on regardless."""
         if self.speaker is None:
             return
         try:
-            sessions = self.speaker.sync(cluster, self.load_balancer_class, self.caches)
+            sessions = self.speaker.sync(cluster, self.load_balancer_class, self.caches, generation)
         except FRRError as e:
             if str(e) != self._bgp_failure:
                 log.warning("BGP: %s", e)

@@ -34,6 +34,30 @@ class Secrets(Protocol):
     def password(self, ref: SecretRef) -> str | None: ...
 
 
+class Since:
+    """When each session entered its state, fixed when the state is first seen rather than
+    recomputed from the daemon's counter at each read (which moves by a second now and then):
+    the record is written only when it changes."""
+
+    def __init__(self, ago: Callable[[float], str] = timestamps.ago) -> None:
+        self._ago = ago
+        self._seen: dict[str, tuple[str, str | None]] = {}  # peer -> (state, since)
+
+    def since(self, s: SessionState) -> tuple[str | None, bool]:
+        """The session's since, and whether its state is new (first seen, or changed)."""
+        seen = self._seen.get(s.peer)
+        if seen is not None and seen[0] == s.state:
+            return seen[1], False
+        # The daemon's time in the state if it gives one; a change it gives none for happened now.
+        since = self._ago(s.since_s) if s.since_s is not None else self._ago(0) if seen is not None else None
+        self._seen[s.peer] = (s.state, since)
+        return since, True
+
+    def keep(self, peers: set[str]) -> None:
+        for gone in self._seen.keys() - peers:
+            del self._seen[gone]
+
+
 class Speaker:
     """Keeps the node's FRR equal to its BGP intent; reports what FRR says."""
 
@@ -44,14 +68,19 @@ class Speaker:
         self.intent = NodeIntent(router_id="")
         self._passwords: dict[str, str] = {}
         self._applied: str | None = None  # the text FRR was last given successfully
-        self._since: dict[str, tuple[str, str | None]] = {}  # peer -> (state, since) as first seen
+        self._since = Since()
         self._problems: frozenset[Problem] = frozenset()
+        self._generation: int | None = None  # of the caches the applied intent was made from
 
-    def sync(self, cluster: plan.Cluster, load_balancer_class: str | None,
-             secrets: Secrets) -> tuple[SessionRecord, ...] | None:
+    def sync(self, cluster: plan.Cluster, load_balancer_class: str | None, secrets: Secrets,
+             generation: int | None = None) -> tuple[SessionRecord, ...] | None:
         """Apply the intent if it changed; the sessions as they are now. None while the Secrets
         the sessions name are not read yet (FRR keeps what it has: a session is not opened
-        without its password, nor torn down for want of it)."""
+        without its password, nor torn down for want of it). `generation` (the caches'): the
+        same as at the last successful apply means the same intent, not made again (the plan
+        covers every Service; most syncs are the periodic resync with nothing changed)."""
+        if generation is not None and generation == self._generation:
+            return self.read()
         intent = bgp_plan.node_intent(cluster, self.node, load_balancer_class)
         refs = [s.password_secret for s in intent.sessions if s.password_secret]
         if not secrets.watch_secrets({r.namespace for r in refs}, SECRET_PATIENCE_S):
@@ -67,14 +96,13 @@ class Speaker:
             log.info("BGP configuration applied: %d session(s), %d route(s) to advertise",
                      len(rendered.configured(intent)), routes)
             self._applied = rendered.text
-        self.intent, self._passwords = intent, passwords
+        self.intent, self._passwords, self._generation = intent, passwords, generation
         return self.read()
 
     def read(self) -> tuple[SessionRecord, ...]:
         """The intent's sessions as FRR reports them, into the metrics."""
         states = self.frr.sessions(self.intent.sessions)
-        for gone in self._since.keys() - {s.peer for s in states}:
-            del self._since[gone]
+        self._since.keep({s.peer for s in states})
         records = tuple(self._record(s) for s in states)
         metrics.set_bgp_sessions(states)
         return records
@@ -95,19 +123,10 @@ class Speaker:
         return done
 
     def _record(self, s: SessionState) -> SessionRecord:
-        seen = self._since.get(s.peer)
-        if seen is None or seen[0] != s.state:
-            # Fixed when the state is first seen, not recomputed from the daemon's counter at each
-            # read: the record is written only when it changes.
-            since = None
-            if s.since_s is not None:
-                since = timestamps.ago(s.since_s)
-            elif seen is not None:
-                since = timestamps.now()
-            seen = (s.state, since)
-            self._since[s.peer] = seen
+        since, changed = self._since.since(s)
+        if changed:
             log.info("BGP session to %s (%s) is %s", s.peer, s.address, s.state)
-        return SessionRecord(s.peer, s.address, s.state, seen[1], s.prefixes_advertised, s.bfd)
+        return SessionRecord(s.peer, s.address, s.state, since, s.prefixes_advertised, s.bfd)
 
     def _problems_changed(self, problems: frozenset[Problem]) -> None:
         for p in sorted(problems - self._problems, key=lambda p: (p.peer or "", p.message)):
