@@ -126,7 +126,8 @@ class Speaker:
         since, changed = self._since.since(s)
         if changed:
             log.info("BGP session to %s (%s) is %s", s.peer, s.address, s.state)
-        return SessionRecord(s.peer, s.address, s.state, since, s.prefixes_advertised, s.bfd)
+        message = "; ".join(sorted(p.message for p in self._problems if p.peer == s.peer)) or None
+        return SessionRecord(s.peer, s.address, s.state, since, s.prefixes_advertised, s.bfd, message)
 
     def _problems_changed(self, problems: frozenset[Problem]) -> None:
         for p in sorted(problems - self._problems, key=lambda p: (p.peer or "", p.message)):

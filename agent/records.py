@@ -70,6 +70,7 @@ class SessionRecord:
     since: str | None = None
     prefixes_advertised: int = 0
     bfd: str | None = None
+    message: str | None = None  # what of the peer's configuration the agent could not write
 
     def as_dict(self) -> dict:
         out: dict = {"peer": self.peer, "address": self.address, "state": self.state,
@@ -78,6 +79,8 @@ class SessionRecord:
             out["since"] = self.since
         if self.bfd is not None:
             out["bfd"] = self.bfd
+        if self.message:
+            out["message"] = self.message
         return out
 
 
