@@ -3,6 +3,9 @@
 A write built from a stale cache fails with 409 Conflict; the work queue retries after
 the informer has caught up. Merge patches replace lists whole, so finalizers are written
 as the complete list we want.
+
+Plain JSON, as the informers read: the typed CoreV1Api would load some 250 model classes
+(about 20 MB, a quarter of an idle controller) to decode an answer we only read as a dict.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from kubernetes import client
 
 from leifur.controller import status_log
 from leifur.kube import timestamps
+from leifur.kube.client import request
 from leifur.kube.worker import Retryable
 from leifur.model import names
 
@@ -67,7 +71,7 @@ class _Guarded:
 class ServiceWriter(_Guarded):
     def __init__(self, api_client: client.ApiClient, may_write: Callable[[], bool] | None = None) -> None:
         super().__init__(may_write)
-        self.core = client.CoreV1Api(api_client)
+        self.api_client = api_client
 
     def patch_metadata(self, svc: dict, finalizers: list[str], annotations: dict[str, str | None]) -> dict:
         """Set the finalizer list and our annotations (None deletes one). Returns the new object."""
@@ -75,8 +79,7 @@ class ServiceWriter(_Guarded):
         meta = svc["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers,
                              "annotations": annotations}}
-        written = self.core.api_client.sanitize_for_serialization(self.core.patch_namespaced_service(
-            meta["name"], meta["namespace"], body, _content_type=MERGE, _request_timeout=REQUEST_TIMEOUT))
+        written = _patch(self.api_client, _service_path(meta), body)
         _log(status_log.finalizer_removed(svc, finalizers))
         return written
 
@@ -85,8 +88,7 @@ class ServiceWriter(_Guarded):
         meta = svc["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"]},
                 "status": {"loadBalancer": {"ingress": ingress or None}, "conditions": conditions or None}}
-        written = self.core.api_client.sanitize_for_serialization(self.core.patch_namespaced_service_status(
-            meta["name"], meta["namespace"], body, _content_type=MERGE, _request_timeout=REQUEST_TIMEOUT))
+        written = _patch(self.api_client, _service_path(meta) + "/status", body)
         _log(status_log.status_written(svc, ingress, conditions))
         return written
 
@@ -96,15 +98,13 @@ class CustomWriter(_Guarded):
 
     def __init__(self, api_client: client.ApiClient, may_write: Callable[[], bool] | None = None) -> None:
         super().__init__(may_write)
-        self.custom = client.CustomObjectsApi(api_client)
+        self.api_client = api_client
 
     def patch_finalizers(self, pool: dict, finalizers: list[str]) -> dict:
         self._check()
         meta = pool["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers}}
-        return _json_object(self.custom.patch_cluster_custom_object(
-            names.GROUP, names.VERSION, names.POOLS, meta["name"], body, _content_type=MERGE,
-            _request_timeout=REQUEST_TIMEOUT))
+        return _patch(self.api_client, _custom_path(names.POOLS, meta), body)
 
     def patch_status(self, pool: dict, status: dict) -> dict:
         return self.patch_any_status(names.POOLS, pool, status)
@@ -114,9 +114,7 @@ class CustomWriter(_Guarded):
         self._check()
         meta = obj["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
-        return _json_object(self.custom.patch_cluster_custom_object_status(
-            names.GROUP, names.VERSION, plural, meta["name"], body, _content_type=MERGE,
-            _request_timeout=REQUEST_TIMEOUT))
+        return _patch(self.api_client, _custom_path(plural, meta) + "/status", body)
 
 
 def _log(lines: list[status_log.Line]) -> None:
@@ -125,8 +123,15 @@ def _log(lines: list[status_log.Line]) -> None:
         log.log(line.level, line.message, extra=line.fields)
 
 
-def _json_object(obj: object) -> dict:
-    """The custom-objects API is typed `object`; for a patch it returns the decoded JSON object."""
-    if not isinstance(obj, dict):
-        raise TypeError(f"expected a JSON object from the API server, got {type(obj).__name__}")
-    return obj
+def _service_path(meta: dict) -> str:
+    return f"/api/v1/namespaces/{meta['namespace']}/services/{meta['name']}"
+
+
+def _custom_path(plural: str, meta: dict) -> str:
+    return f"/apis/{names.API_VERSION}/{plural}/{meta['name']}"
+
+
+def _patch(api_client: client.ApiClient, path: str, body: dict) -> dict:
+    """A merge patch; the object as the API server returns it, or ApiException (409 on a stale
+    resourceVersion)."""
+    return request(api_client, "PATCH", path, body=body, content_type=MERGE, timeout=REQUEST_TIMEOUT)

@@ -1,0 +1,30 @@
+"""What an idle leifur-controller process loads: the heavy modules it does without stay out
+(issue 16: each is megabytes of resident memory before the first Service)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+# Built and wired as main() does, without starting: nothing here reaches an API server.
+_PROBE = """
+import json, sys
+from kubernetes import client
+from leifur.controller import main
+from leifur.controller.app import Controller
+api = client.ApiClient(client.Configuration(host="https://192.0.2.1:6443"))
+Controller(api, "probe")
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def loaded() -> list[str]:
+    out = subprocess.run([sys.executable, "-c", _PROBE], check=True, capture_output=True, text=True, timeout=120)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_the_controller_does_without_the_typed_kubernetes_models():
+    """The typed CoreV1Api loads some 250 model classes (about 20 MB); the writes are plain JSON."""
+    modules = loaded()
+    assert not [m for m in modules if m.startswith(("kubernetes.client.models.", "kubernetes.client.api."))]
