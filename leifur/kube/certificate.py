@@ -1,5 +1,6 @@
 """The metrics port's TLS certificate: from a directory (tls.crt and tls.key, as cert-manager
-writes them into a Secret), or self-signed in memory at start-up.
+writes them into a Secret), or self-signed in memory at start-up (made by a child process:
+leifur.kube.selfsigned).
 
 Nothing is written to disk: the agent's root filesystem is read-only, and a private key in a
 file is one more thing to protect. Python's ssl module loads certificates only from paths, so
@@ -9,26 +10,25 @@ closed at once.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import logging
 import os
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 log = logging.getLogger("leifur.certificate")
 
 CERT_FILE = "tls.crt"
 KEY_FILE = "tls.key"
 SELF_SIGNED_DAYS = 365
+# PKCS #8, as the child writes the key after the certificate.
+_KEY_BEGIN = b"-----BEGIN PRIVATE KEY-----"
+# Seconds the child that makes it may take (it starts an interpreter; about 0.2 s on an idle machine).
+SELF_SIGNED_TIMEOUT = 60.0
 # How often the files are looked at for a renewal (cert-manager renews them in place, and the
 # kubelet updates a mounted Secret about a minute later).
 RELOAD_CHECK_SECONDS = 10.0
@@ -40,34 +40,20 @@ class CertificateProblem(Exception):
 
 def self_signed(names: Sequence[str], days: int = SELF_SIGNED_DAYS) -> tuple[bytes, bytes]:
     """An ECDSA P-256 key and a certificate for it, valid `days`, for `names` (host names or IP
-    addresses; the first is the subject); both PEM."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    alt: list[x509.GeneralName] = []
-    for name in dict.fromkeys(n for n in names if n):
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            alt.append(x509.DNSName(name))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (names[0] if names else "") or "leifur")])
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        # A little in the past: a client whose clock is slightly behind accepts it too.
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    )
-    if alt:
-        builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
-    cert = builder.sign(key, hashes.SHA256())
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    addresses; the first is the subject); both PEM.
+
+    Made by a child process (leifur.kube.selfsigned): loading cryptography would keep some 10 MB
+    resident in this process for the rest of its life, for one use at start-up. The pair comes
+    back through a pipe; nothing touches the disk."""
+    argv = [sys.executable, "-m", "leifur.kube.selfsigned", "--days", str(days), "--", *names]
+    try:
+        out = subprocess.run(argv, capture_output=True, check=True, timeout=SELF_SIGNED_TIMEOUT).stdout
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(f"could not make a self-signed certificate: {e.stderr.decode(errors='replace')}") from e
+    cert, sep, key = out.partition(_KEY_BEGIN)
+    if not sep or not cert.startswith(b"-----BEGIN CERTIFICATE-----"):
+        raise RuntimeError("could not make a self-signed certificate: the child process wrote no PEM pair")
+    return cert, sep + key
 
 
 def _server_context() -> ssl.SSLContext:

@@ -32,11 +32,11 @@ def test_the_checkout_keeps_every_contract() -> None:
     ("leifur/cli/broken.py", "import leifur_dev.stack", "never imports the dev tooling"),
     ("agent/broken2.py", "import scapy.all", "never imports the dev tooling"),
     ("leifur/announce/broken.py", "import kubernetes", "pure layers do no I/O"),
-    ("leifur/kube/broken.py", "from cryptography import x509", "Only leifur.kube.certificate imports cryptography"),
-    ("agent/broken3.py", "import cryptography", "Only leifur.kube.certificate imports cryptography"),
+    ("leifur/kube/broken.py", "from cryptography import x509", "Only leifur.kube.selfsigned imports cryptography"),
+    ("agent/broken3.py", "import cryptography", "Only leifur.kube.selfsigned imports cryptography"),
 ], ids=["model-imports-controller", "ipam-imports-kube", "agent-imports-controller",
         "controller-imports-agent", "cli-imports-dev-tooling", "agent-imports-scapy", "announce-imports-kubernetes",
-        "kube-imports-cryptography-outside-the-certificate", "agent-imports-cryptography"])
+        "kube-imports-cryptography-outside-selfsigned", "agent-imports-cryptography"])
 def test_a_contract_broken_on_purpose_fails(checkout: Path, where: str, line: str, contract: str) -> None:
     (checkout / where).write_text(f'"""Broken on purpose."""\n\n{line}\n')
     res = lint_imports(checkout)
