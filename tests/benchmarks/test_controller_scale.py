@@ -1,4 +1,4 @@
-"""Controller scale against one real kube-apiserver: throughput on a backlog, live creation,
+"""Controller scale against one real kube-apiserver: memory with no Services, throughput on a backlog, live creation,
 restart, peak memory and writes per Service, each next to the rate a bare client can write
 Service status to the same API server (issue 16).
 
@@ -70,6 +70,7 @@ if os.environ.get("LEIFUR_SCALE_MAX"):
     SIZES = [*SIZES, int(os.environ["LEIFUR_SCALE_MAX"])]
 LIVE = int(os.environ.get("LEIFUR_SCALE_LIVE", "5000"))
 NAMESPACES = 10
+IDLE_SETTLE = 5.0  # seconds an idle controller runs after ready before its memory is read
 
 # The IPv4 ClusterIPs of the default /24 hold about 250 Services: the mix with IPv4 is the first 200.
 V4_SERVICES = 200
@@ -225,6 +226,25 @@ def _summary(record: dict) -> None:
 
 
 # -- the benchmarks ---------------------------------------------------------------------------
+
+@pytest.mark.timeout(600)
+def test_idle_memory(tmp_path):
+    """The controller with no Services: its resident memory once ready and settled, the base that
+    every Service adds to."""
+    with bench_world() as (cp, api):
+        proc = start_controller(cp, api, tmp_path, "controller")
+        started = time.monotonic()
+        try:
+            ready = wait_health_ready(proc)
+            time.sleep(IDLE_SETTLE)  # the first Lease renewals and informer watches are under way
+            peak, rss = runtime.memory_kib(proc.proc.pid)
+        finally:
+            proc.stop()
+        print(f"\nno Services: controller ready {ready - started:.1f} s after start; RSS {rss / 1024:.1f} MB, "
+              f"peak {peak / 1024:.1f} MB")
+        _summary({"run": "idle", "n": 0, "ready_s": round(ready - started, 2), "rss_mb": round(rss / 1024, 1),
+                  "peak_rss_mb": round(peak / 1024, 1)})
+
 
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("n", SIZES)
