@@ -1,11 +1,9 @@
 """A small reflector: LIST, then WATCH from the list's resourceVersion, into a store of plain dicts.
 
 Objects are kept as the API server returns them (JSON, camelCase keys), keyed "namespace/name"
-or "name" for cluster-scoped kinds, less `metadata.managedFields`: server-side apply's record of
-who set which field, one entry per writer, often the largest part of a small object, and read
-by no one here (at 5,000 Services, dropping it took the controller's peak memory from 172 to
-138 MB: docs/benchmarks.md). Items of a LIST response carry no apiVersion/kind; the informer
-fills them in from the list, so every stored object has both.
+or "name" for cluster-scoped kinds, less `metadata.managedFields` and with their keys and short
+strings shared (leifur.kube.kept says why). Items of a LIST response carry no apiVersion/kind;
+the informer fills them in from the list, so every stored object has both.
 
 Connection handling, the part the official client gets wrong for us:
 - a failed LIST or WATCH, or a stream that breaks, is retried with exponential backoff with
@@ -47,6 +45,7 @@ from kubernetes.client.exceptions import ApiException
 from leifur.kube import metrics
 from leifur.kube.backoff import Backoff
 from leifur.kube.client import describe_error, request, send
+from leifur.kube.kept import kept
 from leifur.model.objects import key_of
 
 log = logging.getLogger(__name__)
@@ -282,8 +281,8 @@ class Informer:
             meta = body.get("metadata") or {}
             kind, api_version = body.get("kind") or "", body.get("apiVersion")
             item_kind = kind.removesuffix("List") if kind.endswith("List") else None
-            for obj in body.get("items") or []:
-                _trim(obj)
+            for item in body.get("items") or []:
+                obj = kept(item)
                 if item_kind and "kind" not in obj:
                     obj["kind"] = item_kind
                 if api_version and "apiVersion" not in obj:
@@ -369,7 +368,7 @@ class Informer:
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             log.warning("%s: ignoring watch event of type %r", self.resource, kind)
             return
-        _trim(obj)
+        obj = kept(obj)
         key = key_of(obj)
         with self._dispatch_lock:
             with self._store_lock:
@@ -420,13 +419,6 @@ class Informer:
                 if sock is not None:
                     with contextlib.suppress(OSError):
                         sock.shutdown(socket.SHUT_RDWR)
-
-
-def _trim(obj: dict) -> None:
-    """Drop what the cache need not hold (see the module's docstring): metadata.managedFields."""
-    meta = obj.get("metadata")
-    if isinstance(meta, dict):
-        meta.pop("managedFields", None)
 
 
 def _lines(raw: Any) -> Iterator[str]:

@@ -1,9 +1,11 @@
-"""The informer's cache without metadata.managedFields, from a LIST and from watch events
-(the API is faked: the informer's request function and its event handling are driven directly)."""
+"""The informer's cache without metadata.managedFields and with its keys and short strings
+shared, from a LIST and from watch events (the API is faked: the informer's request function
+and its event handling are driven directly)."""
 
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 from kubernetes import client
@@ -51,3 +53,31 @@ def test_a_deleted_object_reaches_its_handler_without_managed_fields(inf):
     inf._handle_event({"type": "DELETED", "object": svc("listed", "13")})
     assert inf.get("ns/listed") is None
     assert "managedFields" not in inf.seen[-1]["metadata"]
+
+
+def decoded(obj: dict) -> dict:
+    """As the API answer's JSON decoding makes it: every string a copy of its own."""
+    return json.loads(json.dumps(obj))
+
+
+def test_stored_objects_share_their_keys_and_short_strings_and_keep_their_content(inf):
+    long = "x" * 200
+    a, b = svc("a", "20"), svc("b", "21")
+    for s in (a, b):
+        s["status"] = {"conditions": [{"type": "Ready", "message": long}]}
+        s["spec"]["ipFamilies"] = ["IPv6"]
+    inf._handle_event({"type": "ADDED", "object": decoded(a)})
+    inf._handle_event({"type": "ADDED", "object": decoded(b)})
+    sa, sb = inf.shared()[-2:]
+    for s, want in ((sa, a), (sb, b)):
+        del want["metadata"]["managedFields"]
+        assert s == want
+    # One copy of each, whichever object it came from: keys, values, list items.
+    assert next(k for k in sa["metadata"] if k == "namespace") is next(k for k in sb["metadata"] if k == "namespace")
+    assert sa["spec"]["type"] is sb["spec"]["type"]
+    assert sa["spec"]["ipFamilies"][0] is sb["spec"]["ipFamilies"][0]
+    assert sa["status"]["conditions"][0]["type"] is sb["status"]["conditions"][0]["type"]
+    # Long strings are kept as decoded (seldom repeated: interning them would only cost).
+    assert sa["status"]["conditions"][0]["message"] == long
+    assert sa["status"]["conditions"][0]["message"] is not sb["status"]["conditions"][0]["message"]
+
