@@ -17,10 +17,10 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from leifur.kube.client import load_client, request
+from leifur.kube import client as kube_client
+from leifur.kube.client import load_client
 from leifur.model import names
 
-_PAGE = 500
 _TIMEOUT = (5.0, 30.0)
 _LEIFUR = f"/apis/{names.API_VERSION}"
 
@@ -81,15 +81,7 @@ def connect(kubeconfig: str | None, context: str | None = None) -> client.ApiCli
 
 def list_all(api: client.ApiClient, path: str, query: list[tuple[str, Any]] | None = None) -> list[dict]:
     """Every item of a LIST, page by page."""
-    items: list[dict] = []
-    cont = None
-    while True:
-        q = [("limit", _PAGE), *(query or [])] + ([("continue", cont)] if cont else [])
-        body = request(api, "GET", path, query=q, timeout=_TIMEOUT)
-        items.extend(body.get("items") or [])
-        cont = (body.get("metadata") or {}).get("continue")
-        if not cont:
-            return items
+    return kube_client.list_all(api, path, query=query, timeout=_TIMEOUT)
 
 
 class _Reader:

@@ -10,9 +10,10 @@ from kubernetes import client
 from leifur.controller import bgp_status, heartbeat_secret, metrics
 from leifur.controller.reconcile import PoolReconciler, ServiceReconciler, State
 from leifur.controller.writes import CustomWriter, ServiceWriter
-from leifur.kube.client import request
+from leifur.kube.client import list_all
 from leifur.kube.events import EventRecorder
 from leifur.kube.informer import Informer
+from leifur.kube.kept import kept
 from leifur.kube.leader import LeaderElector
 from leifur.kube.worker import start_workers
 from leifur.kube.workqueue import RateLimitingQueue
@@ -226,7 +227,9 @@ class Controller:
             return
         # Pools first, then every IP already in Services' status, before the first new allocation.
         self.state.refresh_pools(self.pools.objects())
-        fresh = request(self.api_client, "GET", "/api/v1/services", timeout=30)["items"]
+        # Paged, and only what the cache would keep of each: one LIST of 5,000 Services, decoded
+        # whole, was most of the controller's peak memory (101 against 83 MB once quiet).
+        fresh = list_all(self.api_client, "/api/v1/services", keep=kept)
         self.service_reconciler.rebuild(fresh)
         self.enqueue_all_services()
         self._threads += start_workers(self.service_queue, self.service_reconciler.sync, self.workers,

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+
+# Items per page of a LIST: a reader holds one decoded page at a time besides what it keeps.
+PAGE_SIZE = 500
 
 
 def load_client(kubeconfig: str | None = None) -> client.ApiClient:
@@ -32,6 +36,31 @@ def request(api_client: client.ApiClient, method: str, path: str, *, query: list
     if not 200 <= resp.status <= 299:
         raise ApiException.from_response(http_resp=resp, body=text, data=None)
     return json.loads(text) if text else {}
+
+
+def list_all(api_client: client.ApiClient, path: str, *, query: list[tuple[str, Any]] | None = None,
+             timeout: float | tuple[float, float] = 30.0, keep: Callable[[dict], dict] | None = None,
+             page_size: int = PAGE_SIZE) -> list[dict]:
+    """Every item of a LIST, page by page, each passed through `keep` as its page arrives (what the
+    caller holds of it). A continue token that outlived etcd's compaction window (410 Gone)
+    starts the LIST over in one page."""
+    items: list[dict] = []
+    cont: str | None = None
+    limit: int | None = page_size
+    while True:
+        q = [*(query or []), *([("limit", limit)] if limit else []), *([("continue", cont)] if cont else [])]
+        try:
+            body = request(api_client, "GET", path, query=q, timeout=timeout)
+        except ApiException as e:
+            if e.status == 410 and cont:
+                items.clear()
+                cont, limit = None, None
+                continue
+            raise
+        items.extend(keep(o) if keep else o for o in body.get("items") or [])
+        cont = (body.get("metadata") or {}).get("continue")
+        if not cont:
+            return items
 
 
 def send(api_client: client.ApiClient, method: str, path: str, *, query: list[tuple[str, Any]] | None,

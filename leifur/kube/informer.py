@@ -44,7 +44,7 @@ from kubernetes.client.exceptions import ApiException
 
 from leifur.kube import metrics
 from leifur.kube.backoff import Backoff
-from leifur.kube.client import describe_error, request, send
+from leifur.kube.client import PAGE_SIZE, describe_error, request, send
 from leifur.kube.kept import kept
 from leifur.model.objects import key_of
 
@@ -86,7 +86,7 @@ class Informer:
 
     def __init__(self, api_client: client.ApiClient, path: str, resource: str, request_timeout: float = 10.0, *,
                  watch_timeout: float = 300.0, label_selector: str | None = None, field_selector: str | None = None,
-                 page_size: int = 500) -> None:
+                 page_size: int = PAGE_SIZE) -> None:
         self.api_client = api_client
         self.path = path
         self.resource = resource

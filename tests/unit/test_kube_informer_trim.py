@@ -1,6 +1,6 @@
 """The informer's cache without metadata.managedFields and with its keys and short strings
-shared, from a LIST and from watch events (the API is faked: the informer's request function
-and its event handling are driven directly)."""
+shared, from a LIST and from watch events; list_all's restart when a page expires (the API is
+faked: the request function and the informer's event handling are driven directly)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import json
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
+from leifur.kube import client as client_module
 from leifur.kube import informer as informer_module
 from leifur.kube.informer import Informer
+from leifur.kube.kept import kept
 
 MANAGED = [{"manager": "kubectl", "operation": "Update", "apiVersion": "v1", "fieldsType": "FieldsV1",
             "fieldsV1": {"f:spec": {"f:ports": {}}}}]
@@ -81,3 +84,22 @@ def test_stored_objects_share_their_keys_and_short_strings_and_keep_their_conten
     assert sa["status"]["conditions"][0]["message"] == long
     assert sa["status"]["conditions"][0]["message"] is not sb["status"]["conditions"][0]["message"]
 
+
+def test_list_all_starts_over_in_one_page_when_its_continue_token_expired(monkeypatch):
+    """410 Gone on a later page (the token outlived etcd's compaction window): the pages read so
+    far are dropped and the LIST is read again unpaged, so nothing is counted twice."""
+    sent: list[dict] = []
+
+    def fake(_api, _method, _path, *, query, timeout):
+        q = dict(query)
+        sent.append(q)
+        if "continue" in q:
+            raise ApiException(status=410, reason="Gone")
+        if "limit" in q:
+            return {"metadata": {"continue": "t1"}, "items": [svc("a", "1")]}
+        return {"metadata": {}, "items": [svc("a", "2"), svc("b", "2")]}
+
+    monkeypatch.setattr(client_module, "request", fake)
+    items = client_module.list_all(client.ApiClient(), "/api/v1/services", keep=kept)
+    assert [(o["metadata"]["name"], o["metadata"]["resourceVersion"]) for o in items] == [("a", "2"), ("b", "2")]
+    assert [("limit" in q, "continue" in q) for q in sent] == [(True, False), (True, True), (False, False)]
