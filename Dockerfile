@@ -7,10 +7,10 @@
 #
 # Both stages start from the same base, so the virtual environment built in the first one finds
 # its interpreter at the same path in the second. Python 3.11: the interpreter constraints.txt
-# was frozen with (tests/packaging/test_image.py checks that they agree). Any base with python3
-# and /bin/sh will do: hack/image.sh builds on a Debian bookworm base made without a registry
-# (docs/operations/image.md).
-ARG PYTHON_IMAGE=python:3.11-slim-trixie
+# was frozen with (tests/packaging/test_image.py checks that they agree). Any Debian bookworm
+# base with python3 and /bin/sh will do: hack/image.sh builds on one made without a registry
+# (docs/operations/image.md). Bookworm: its FRR (8.4) is the one the tests run.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 # The installer and the build backend are pinned like the dependencies, so that rebuilding
@@ -51,8 +51,20 @@ FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="leifur" \
       org.opencontainers.image.description="A bare-metal load balancer for Kubernetes: leifur-controller and leifur-agent." \
       org.opencontainers.image.licenses="Apache-2.0"
+# FRR for BGP mode: the agent's sidecar runs its daemons from this image (image/leifur-frr), and
+# the agent drives them with vtysh and frr-reload.py. Debian's packages, with the frr accounts'
+# ids fixed first (the manifests name the vty group by number). A base that holds them already
+# (hack/image.sh makes its base with them) installs nothing here.
+ARG FRR_PACKAGES=frr,frr-pythontools
+COPY image/frr-accounts /usr/local/lib/leifur/frr-accounts
+RUN if [ ! -x /usr/lib/frr/bgpd ]; then \
+        sh /usr/local/lib/leifur/frr-accounts / && apt-get update \
+        && apt-get install -y --no-install-recommends $(echo "$FRR_PACKAGES" | tr , " ") \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
 COPY --from=build /opt/leifur /opt/leifur
 COPY --chmod=0755 image/leifur /usr/local/bin/leifur
+COPY --chmod=0755 image/leifur-frr /usr/local/bin/leifur-frr
 # Bytecode was compiled at install time; the root filesystem is read-only in deploy/.
 ENV PATH=/opt/leifur/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 # Non-root by default and numeric, so that runAsNonRoot can verify it. The agent's DaemonSet

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,16 +37,31 @@ BASE_NAME = "localhost/leifur-base"
 # What the Dockerfile's build copies from the checkout (its COPY sources): the build context.
 CONTEXT = ("Dockerfile", ".dockerignore", "constraints.txt", "pyproject.toml", "README.md", "leifur", "agent",
            "image")
-# The base: Debian's python3 and the essential packages (a shell for the entry point and the
-# build's RUN lines), no apt, no documentation but the copyright files.
+
+
+def dockerfile_arg(name: str) -> str:
+    """An ARG's default in the Dockerfile: the pins of pip and setuptools and the FRR packages
+    are written there once."""
+    m = re.search(rf"^ARG {name}=(\S+)$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
+    if not m:
+        raise ValueError(f"the Dockerfile has no ARG {name}=...")
+    return m.group(1)
+
+
+# The base: Debian's python3, FRR for BGP mode's sidecar (the packages the Dockerfile's
+# FRR_PACKAGES names, which a base without them installs there) and the essential packages (a
+# shell for the entry point and the build's RUN lines), no apt, no documentation but the
+# copyright files.
 BASE_SUITE = "bookworm"
 BASE_RECIPE = (
-    "--variant=essential", "--include=python3",
+    "--variant=essential", f"--include=python3,{dockerfile_arg('FRR_PACKAGES')}",
     # merged /usr by a hook rather than the usrmerge package, which would bring perl.
     "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
     "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
     "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-include=/usr/share/doc/*/copyright",
 )
+# FRR's accounts with the ids the manifests name, made before the frr package is installed.
+ACCOUNTS = REPO / "image" / "frr-accounts"
 # The machine's Debian mirror, as apt on the host uses it; without this file, mmdebstrap's default
 # (deb.debian.org).
 APT_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
@@ -54,6 +69,8 @@ APT_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 
 def apt_sources() -> str:
     return APT_SOURCES.read_text() if APT_SOURCES.exists() else ""
+
+
 # Enough for the programs; podman's default (the hard limit) is refused without CAP_SYS_RESOURCE.
 NPROC = 4096
 
@@ -80,14 +97,6 @@ def run_args() -> list[str]:
     return [*podman("run"), *ulimits()]
 
 
-def dockerfile_arg(name: str) -> str:
-    """An ARG's default in the Dockerfile: the pins of pip and setuptools are written there once."""
-    m = re.search(rf"^ARG {name}=(\S+)$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
-    if not m:
-        raise ValueError(f"the Dockerfile has no ARG {name}=...")
-    return m.group(1)
-
-
 def _digest(*parts: bytes) -> str:
     h = hashlib.sha256()
     for part in parts:
@@ -106,7 +115,8 @@ def _files(root: Path) -> Iterator[Path]:
 
 
 def base_key() -> str:
-    return _digest(BASE_SUITE.encode(), json.dumps(BASE_RECIPE).encode(), apt_sources().encode())
+    return _digest(BASE_SUITE.encode(), json.dumps(BASE_RECIPE).encode(), ACCOUNTS.read_bytes(),
+                   apt_sources().encode())
 
 
 def wheels_key() -> str:
@@ -159,11 +169,12 @@ def ensure_base(log: Log = _stderr) -> str:
     tarball = cache / f"base-{BASE_SUITE}-{key}.tar"
     with _Locked(cache / ".base.lock"):
         if not tarball.exists():
-            log(f"[image] base: mmdebstrap {BASE_SUITE} (python3, essential packages)")
+            log(f"[image] base: mmdebstrap {BASE_SUITE} (python3, FRR, essential packages)")
             started = time.monotonic()
             tmp = tarball.with_suffix(".tmp.tar")
             sources = apt_sources()
-            _run(["mmdebstrap", *BASE_RECIPE, BASE_SUITE, str(tmp), *(["-"] if sources else [])], log, "mmdebstrap",
+            _run(["mmdebstrap", *BASE_RECIPE, f'--essential-hook=sh {ACCOUNTS} "$1"', BASE_SUITE, str(tmp),
+                  *(["-"] if sources else [])], log, "mmdebstrap",
                  input=sources, timeout=1200)
             tmp.rename(tarball)
             log(f"[image] base made in {time.monotonic() - started:.0f}s ({tarball.stat().st_size / 2**20:.0f} MiB)")
@@ -315,11 +326,13 @@ OWNER_LABEL = "io.leifur.test-owner"
 
 
 def container_command(ref: str, name: str, program: str, *, network: str, user: str | None = None,
-                      caps: tuple[str, ...] = (), volumes: tuple[Path, ...] = ()) -> list[str]:
+                      caps: tuple[str, ...] = (), volumes: tuple[Path, ...] = (), groups: tuple[int, ...] = (),
+                      writable: Mapping[str, Path] | None = None) -> list[str]:
     """`podman run` of one program of the image, confined as deploy/ runs it: read-only root
     filesystem (and, as in Kubernetes, no tmpfs on /tmp either), every capability dropped but
     `caps`, no privilege escalation; each of `volumes` read-only at its own path (so that paths in
-    the program's arguments hold). The program's arguments follow."""
+    the program's arguments hold); `groups` supplementary; `writable`: a path in the container ->
+    the host directory mounted there read-write (as an emptyDir). The program's arguments follow."""
     argv = [*run_args(), "--rm", "--name", name, "--label", f"{OWNER_LABEL}={json.dumps(runtime.owner_record())}",
             "--network", network, "--read-only", "--read-only-tmpfs=false", "--cap-drop", "all",
             "--security-opt", "no-new-privileges"]
@@ -327,23 +340,74 @@ def container_command(ref: str, name: str, program: str, *, network: str, user: 
         argv += ["--cap-add", cap]
     if user is not None:
         argv += ["--user", user]
+    for gid in groups:
+        argv += ["--group-add", str(gid)]
     for volume in volumes:
         argv += ["--volume", f"{volume}:{volume}:ro"]
+    for inside, directory in (writable or {}).items():
+        argv += ["--volume", f"{directory}:{inside}"]
     return [*argv, ref, program]
 
 
-def agent_command(ref: str, lab: netlab.Lab, volumes: tuple[Path, ...]) -> Callable[[netlab.Host], list[str]]:
+@dataclass(frozen=True)
+class BGPPod:
+    """What deploy/bgp (the component that adds BGP mode) gives the agent's Pod, read from its files
+    so that the lab runs the containers as the manifests do."""
+
+    sidecar: dict  # the frr init container (native sidecar)
+    agent_args: tuple[str, ...]  # what the component appends to the agent's args
+    groups: tuple[int, ...]  # the Pod's supplementalGroups
+    volume_path: str  # where both containers mount the shared directory
+
+
+def bgp_pod() -> BGPPod:
+    import yaml
+
+    component = REPO / "deploy" / "bgp"
+    patch = yaml.safe_load((component / "frr-sidecar.yaml").read_text())["spec"]["template"]["spec"]
+    (sidecar,) = patch["initContainers"]
+    (mount,) = sidecar["volumeMounts"]
+    ops = [op for entry in yaml.safe_load((component / "kustomization.yaml").read_text())["patches"]
+           if "patch" in entry for op in yaml.safe_load(entry["patch"])]
+    args = tuple(op["value"] for op in ops if op["path"] == "/spec/template/spec/containers/0/args/-")
+    return BGPPod(sidecar, args, tuple(patch["securityContext"]["supplementalGroups"]), mount["mountPath"])
+
+
+def frr_command(ref: str, lab: netlab.Lab, host: netlab.Host, directory: Path) -> list[str]:
+    """BGP mode's FRR sidecar from the image in `host`'s namespace, as deploy/bgp runs it (the
+    user, capabilities, groups and command of its container); `directory` is the shared volume."""
+    pod = bgp_pod()
+    security = pod.sidecar["securityContext"]
+    return [*container_command(ref, frr_container(lab, host), pod.sidecar["command"][0],
+                               network=f"ns:/run/netns/{host.netns}", user=str(security["runAsUser"]),
+                               caps=tuple(security["capabilities"]["add"]), groups=pod.groups,
+                               writable={pod.volume_path: directory}), *pod.sidecar["args"]]
+
+
+def agent_command(ref: str, lab: netlab.Lab, volumes: tuple[Path, ...],
+                  frr_dirs: Mapping[str, Path] | None = None) -> Callable[[netlab.Host], list[str]]:
     """For Stack.agent_command: the agent from the image in its node's namespace, as the DaemonSet
-    runs it (uid 0 with NET_RAW and NET_ADMIN only); `volumes` hold what its arguments name."""
+    runs it (uid 0 with NET_RAW and NET_ADMIN only); `volumes` hold what its arguments name. With
+    `frr_dirs` (node name -> the directory its FRR sidecar was given), in BGP mode as deploy/bgp
+    runs it: the shared directory, the vty group and the component's arguments."""
     def command(host: netlab.Host) -> list[str]:
-        return container_command(ref, agent_container(lab, host), "leifur-agent",
+        bgp = {}
+        if frr_dirs is not None:
+            pod = bgp_pod()
+            bgp = {"groups": pod.groups, "writable": {pod.volume_path: frr_dirs[host.name]}}
+        argv = container_command(ref, agent_container(lab, host), "leifur-agent",
                                  network=f"ns:/run/netns/{host.netns}", user="0", caps=("NET_RAW", "NET_ADMIN"),
-                                 volumes=volumes)
+                                 volumes=volumes, **bgp)
+        return [*argv, *(bgp_pod().agent_args if frr_dirs is not None else ())]
     return command
 
 
 def agent_container(lab: netlab.Lab, host: netlab.Host) -> str:
     return f"{CONTAINER_PREFIX}-{lab.id}-{host.name}"
+
+
+def frr_container(lab: netlab.Lab, host: netlab.Host) -> str:
+    return f"{CONTAINER_PREFIX}-{lab.id}-{host.name}-frr"
 
 
 def remove_container(name: str) -> None:

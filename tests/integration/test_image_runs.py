@@ -1,7 +1,8 @@
 """The image as hack/image.sh builds it, run with podman: each program's --help and --version, the
 one version on its labels, a non-root default user, a read-only root filesystem, the runtime and
-nothing else inside, and the controller from the image doing its job against the real API server.
-(The agent from the image in a node namespace: tests/netns/test_agent_image.py.)"""
+nothing else inside (but FRR for BGP mode's sidecar), and the controller from the image doing its
+job against the real API server. (The agent and its FRR sidecar from the image in node
+namespaces: tests/netns/test_agent_image.py.)"""
 
 from __future__ import annotations
 
@@ -91,6 +92,26 @@ def test_the_image_holds_the_runtime_and_nothing_else(image):
               entrypoint="sh")
     assert res.stdout.strip() == "none"
     print(f"\nimage {image.ref}: {images.size_mib(image.ref):.0f} MiB")
+
+
+def test_the_image_holds_frr_for_bgp_modes_sidecar(image):
+    """What the sidecar runs and the agent drives: Debian's FRR 8.4 (the daemons, vtysh,
+    frr-reload.py on the system's Python), and the accounts with the ids deploy/bgp names."""
+    script = ("for d in zebra bgpd bfdd; do test -x /usr/lib/frr/$d || echo missing $d; done; "
+              "/usr/lib/frr/bgpd --version | head -n 1; vtysh -h | head -n 1; "
+              "/usr/lib/frr/frr-reload.py --help | head -n 1; id frr")
+    res = run(image, "-c", script, entrypoint="sh")
+    assert res.returncode == 0, res.stderr
+    bgpd, vtysh, reload, frr = res.stdout.splitlines()
+    assert bgpd.startswith("bgpd version 8.4.") and vtysh.startswith("Usage : vtysh"), res.stdout
+    assert reload.startswith("usage: frr-reload.py"), res.stdout
+    # The vty group's id is the one the Pod's supplementalGroups name: the agent reaches the
+    # daemons' sockets (mode 0770, group frrvty) through it.
+    (gid,) = images.bgp_pod().groups
+    assert frr == f"uid=100(frr) gid=101(frr) groups=101(frr),{gid}(frrvty)"
+    # The sidecar's program, through the entry point: its usage without a directory.
+    res = run(image, "leifur-frr")
+    assert res.returncode == 2 and res.stderr == "usage: leifur-frr DIR\n"
 
 
 @pytest.fixture

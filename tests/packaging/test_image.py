@@ -177,7 +177,13 @@ def test_the_final_stage_carries_the_environment_and_no_build_tools():
     build, final = stages()[0], stages()[-1]
     for ins in final:
         if ins.keyword == "RUN":
-            assert not re.search(r"\b(gcc|g\+\+|cc|make|build-essential|apt-get|pip|setuptools)\b", ins.args), ins
+            assert not re.search(r"\b(gcc|g\+\+|cc|make|build-essential|pip|setuptools)\b", ins.args), ins
+            # apt-get only to add FRR to a base without it, and its lists removed in the same layer.
+            if "apt-get" in ins.args:
+                assert re.search(r"if \[ ! -x /usr/lib/frr/bgpd \]", ins.args), ins
+                installs = [i.strip() for i in re.findall(r"apt-get install ([^&;]+)", ins.args)]
+                assert installs == ['-y --no-install-recommends $(echo "$FRR_PACKAGES" | tr , " ")'], ins
+                assert "rm -rf /var/lib/apt/lists/*" in ins.args
         if ins.keyword == "COPY" and "from" in ins.flags():
             assert ins.words() == ["/opt/leifur", "/opt/leifur"], ins
     # Wheels only in the build stage: nothing compiled, so no compiler anywhere.
@@ -212,12 +218,35 @@ def test_constraints_pin_every_dependency_within_what_pyproject_allows():
         assert name == "leifur" or name not in pins, dep
 
 
+def test_the_frr_packages_are_debians_and_named_once():
+    """hack/image.sh's base gets the packages the Dockerfile installs into a base without them."""
+    from leifur_dev.image import BASE_RECIPE
+
+    assert args_defaults()["FRR_PACKAGES"] == "frr,frr-pythontools"
+    assert "--include=python3,frr,frr-pythontools" in BASE_RECIPE
+
+
+def copied_to_path() -> dict[str, str]:
+    """Programs the final stage copies into /usr/local/bin: name -> the checkout's file."""
+    return {Path(ins.words()[-1]).name: ins.words()[0] for ins in stages()[-1]
+            if ins.keyword == "COPY" and ins.words()[-1].startswith("/usr/local/bin/")}
+
+
 def test_the_manifests_start_console_scripts_the_image_puts_on_its_path():
+    # BGP mode's sidecar runs the image's FRR script (image/leifur-frr), copied onto the PATH.
+    programs = set(SCRIPTS) | {"leifur-frr"}
+    assert copied_to_path()["leifur-frr"] == "image/leifur-frr"
     for path in ("deploy/controller/deployment.yaml", "deploy/agent/daemonset.yaml"):
         doc = yaml.safe_load((REPO / path).read_text())
         for container in doc["spec"]["template"]["spec"]["containers"]:
             command = container["command"]
             assert command[0] in SCRIPTS, f"{path}: {command[0]} is no console script"
+    for patch in (REPO / "deploy" / "bgp").glob("*.yaml"):
+        for doc in yaml.safe_load_all(patch.read_text()):
+            spec = (((doc or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
+            for container in spec.get("initContainers", []) + spec.get("containers", []):
+                if "command" in container:
+                    assert container["command"][0] in programs, f"{patch}: {container['command'][0]}"
     # PATH leads to the scripts (checked above): command: [leifur-agent] finds /opt/leifur/bin/leifur-agent.
 
 
@@ -246,6 +275,20 @@ def test_the_entry_point_runs_each_program_by_name(tmp_path):
         res = run_entry_point(script, name, "--help")
         assert res.returncode == 0, (name, res.stderr)
         assert res.stdout.startswith(f"usage: {name}"), res.stdout[:200]
+
+
+def test_the_entry_point_runs_the_frr_sidecar_by_name(tmp_path):
+    script = entry_point_script(tmp_path)
+    # The sidecar's own usage (no DIR): the entry point ran it rather than refusing it.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "leifur-frr").symlink_to(REPO / copied_to_path()["leifur-frr"])
+    env = {**os.environ, "PATH": f"{bindir}:/usr/bin:/bin"}
+    res = subprocess.run(["sh", str(script), "leifur-frr"], capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 2 and res.stderr == "usage: leifur-frr DIR\n", res.stderr
+    res = subprocess.run(["sh", str(script), "leifur-frr", str(tmp_path / "absent")], capture_output=True,
+                         text=True, timeout=60, env=env)
+    assert res.returncode == 2 and res.stderr == "usage: leifur-frr DIR\n", res.stderr
 
 
 def test_the_entry_point_refuses_what_is_not_a_program(tmp_path):
