@@ -183,3 +183,50 @@ def test_the_controller_does_its_job_behind_the_fence(cp, installed, tmp_path):
         assert wait_for(ip, 60, what="an IP written by the leader through the fence").startswith("203.0.113.20")
     finally:
         ctl.stop()
+
+
+BGP_OVERLAY = """apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: lf-bgp
+namePrefix: bgp-
+resources:
+  - ../deploy
+components:
+  - ../deploy/bgp
+images:
+  - {name: leifur, newName: registry.example.com/leifur, newTag: 9.9.9}
+"""
+
+
+def test_bgp_mode_applies_as_a_component_of_an_overlay(cp, tmp_path):
+    """deploy/bgp added to an overlay of the base: the API server takes the agent's Pod with its FRR
+    sidecar (a native sidecar), and the overlay's image and namespace reach both containers."""
+    shutil.copytree(REPO / "deploy", tmp_path / "deploy")
+    (tmp_path / "overlay").mkdir()
+    (tmp_path / "overlay" / "kustomization.yaml").write_text(BGP_OVERLAY)
+    kubectl = str(gobuild.ensure_built("kubectl"))
+    res = subprocess.run([kubectl, "--kubeconfig", str(cp.kubeconfig), "apply", "--server-side",
+                          "-k", str(tmp_path / "overlay")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    api = config.new_client_from_config(str(cp.kubeconfig))
+    ds = client.AppsV1Api(api).read_namespaced_daemon_set("bgp-leifur-agent", "lf-bgp")
+    pod = ds.spec.template.spec
+    (sidecar,) = pod.init_containers
+    (agent,) = pod.containers
+    assert sidecar.name == "frr" and sidecar.restart_policy == "Always"
+    assert sidecar.image == agent.image == "registry.example.com/leifur:9.9.9"
+    assert sidecar.command == ["leifur-frr"] and sidecar.args == ["/run/leifur-frr"]
+    assert agent.args[-2:] == ["--bgp-frr-config=/run/leifur-frr/frr.conf", "--bgp-vty-dir=/run/leifur-frr"]
+    # One in-memory volume, the same path in both; the agent in the vty group, with no more
+    # capabilities than without BGP.
+    frr = next(v for v in pod.volumes if v.name == "frr")
+    assert frr.empty_dir.medium == "Memory"
+    for container in (sidecar, agent):
+        assert {(m.name, m.mount_path) for m in container.volume_mounts} >= {("frr", "/run/leifur-frr")}
+    assert pod.security_context.supplemental_groups == [102]
+    assert agent.security_context.capabilities.add == ["NET_RAW", "NET_ADMIN"]
+    confined = sidecar.security_context
+    assert confined.capabilities.drop == ["ALL"]
+    assert confined.read_only_root_filesystem and not confined.allow_privilege_escalation
+    # The rest of the base is there as without the component (the agent's RBAC, under the prefix).
+    assert client.RbacAuthorizationV1Api(api).read_cluster_role("bgp-leifur-agent").rules
