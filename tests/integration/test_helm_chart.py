@@ -6,6 +6,7 @@ test_helm_install.py.)"""
 from __future__ import annotations
 
 import difflib
+import shutil
 import tarfile
 
 import yaml
@@ -62,6 +63,33 @@ def test_the_charts_monitoring_renders_deploy_monitoring():
     assert_same_objects(monitoring, {k: v for k, v in charted.items() if k not in base},
                         "the monitoring kit (deploy/monitoring/)")
     assert {k: v for k, v in charted.items() if k in base} == base  # the rest unchanged
+
+
+def test_the_charts_bgp_mode_renders_the_base_with_deploy_bgp(tmp_path):
+    """bgp.enabled adds what the kustomize component deploy/bgp adds, field for field; off, the
+    chart renders the base (the test above): existing installs render the same."""
+    shutil.copytree(DEPLOY, tmp_path / "deploy")
+    (tmp_path / "overlay").mkdir()
+    (tmp_path / "overlay" / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        "resources: [../deploy]\ncomponents: [../deploy/bgp]\n")
+    with_bgp = objects(kustomize(tmp_path / "overlay"))
+    (ns_key,) = [k for k in with_bgp if k[0] == "Namespace"]
+    del with_bgp[ns_key]
+    charted = objects(template("--set", "bgp.enabled=true"))
+    assert_same_objects(with_bgp, charted, "the kustomize base with deploy/bgp")
+    # Only the agent's DaemonSet differs from BGP mode off.
+    base = objects(template())
+    assert [k for k in base if base[k] != charted[k]] == [("DaemonSet", "leifur-system", "leifur-agent")]
+
+    # The image, its pull policy and the sidecar's resources follow the values.
+    rendered = objects(template("--set", "bgp.enabled=true", "--set", "image.repository=registry.example.com/lf",
+                                "--set", "image.tag=9.9.9", "--set", "image.pullPolicy=Always",
+                                "--set", "bgp.resources.limits.memory=99Mi"))
+    _, daemonset = _workloads(rendered)
+    (sidecar,) = daemonset["spec"]["template"]["spec"]["initContainers"]
+    assert sidecar["image"] == "registry.example.com/lf:9.9.9" and sidecar["imagePullPolicy"] == "Always"
+    assert sidecar["resources"]["limits"] == {"memory": "99Mi"}
 
 
 def test_the_charts_crds_are_deploys_crds(tmp_path):
@@ -205,7 +233,9 @@ def test_a_misspelt_or_wrong_value_is_refused():
     for flags, words in ((("--set", "heartbeat.deadafter=1"), "additional properties 'deadafter'"),
                          (("--set", "agent.logLevel=verbose"), "/agent/logLevel"),
                          (("--set", "agent.addressConflictPolicy=fight"), "/agent/addressConflictPolicy"),
-                         (("--set", "heartbeat.secret.name=Not_A_Name"), "/heartbeat/secret/name")):
+                         (("--set", "heartbeat.secret.name=Not_A_Name"), "/heartbeat/secret/name"),
+                         (("--set", "bgp.enable=true"), "additional properties 'enable'"),
+                         (("--set", "bgp.enabled=yes"), "/bgp/enabled")):
         try:
             template(*flags)
         except AssertionError as e:
