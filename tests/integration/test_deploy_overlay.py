@@ -50,17 +50,21 @@ def cp(tmp_path_factory) -> Iterator[controlplane.ControlPlane]:
         plane.stop()
 
 
-@pytest.fixture(scope="module")
-def installed(cp, tmp_path_factory) -> Iterator[tuple[client.ApiClient, list[str]]]:
-    work = tmp_path_factory.mktemp("overlay")
+def apply_overlay(cp, work: Path, kustomization: str) -> client.ApiClient:
+    """`kustomization` as an overlay beside a copy of deploy/ in `work`, applied server-side."""
     shutil.copytree(REPO / "deploy", work / "deploy")
     (work / "overlay").mkdir()
-    (work / "overlay" / "kustomization.yaml").write_text(OVERLAY)
+    (work / "overlay" / "kustomization.yaml").write_text(kustomization)
     kubectl = str(gobuild.ensure_built("kubectl"))
     res = subprocess.run([kubectl, "--kubeconfig", str(cp.kubeconfig), "apply", "--server-side",
                           "-k", str(work / "overlay")], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    api = config.new_client_from_config(str(cp.kubeconfig))
+    return config.new_client_from_config(str(cp.kubeconfig))
+
+
+@pytest.fixture(scope="module")
+def installed(cp, tmp_path_factory) -> Iterator[tuple[client.ApiClient, list[str]]]:
+    api = apply_overlay(cp, tmp_path_factory.mktemp("overlay"), OVERLAY)
     core = client.CoreV1Api(api)
     suffix = uuid.uuid4().hex[:6]
     nodes = [f"ov-{suffix}-a", f"ov-{suffix}-b"]
@@ -201,14 +205,7 @@ images:
 def test_bgp_mode_applies_as_a_component_of_an_overlay(cp, tmp_path):
     """deploy/bgp added to an overlay of the base: the API server takes the agent's Pod with its FRR
     sidecar (a native sidecar), and the overlay's image and namespace reach both containers."""
-    shutil.copytree(REPO / "deploy", tmp_path / "deploy")
-    (tmp_path / "overlay").mkdir()
-    (tmp_path / "overlay" / "kustomization.yaml").write_text(BGP_OVERLAY)
-    kubectl = str(gobuild.ensure_built("kubectl"))
-    res = subprocess.run([kubectl, "--kubeconfig", str(cp.kubeconfig), "apply", "--server-side",
-                          "-k", str(tmp_path / "overlay")], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    api = config.new_client_from_config(str(cp.kubeconfig))
+    api = apply_overlay(cp, tmp_path, BGP_OVERLAY)
     ds = client.AppsV1Api(api).read_namespaced_daemon_set("bgp-leifur-agent", "lf-bgp")
     pod = ds.spec.template.spec
     (sidecar,) = pod.init_containers
