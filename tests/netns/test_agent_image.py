@@ -116,6 +116,16 @@ def test_the_agent_and_its_frr_sidecar_from_the_image_advertise_a_service_ip_to_
         build = f"leifur-agent {leifur.__version__} (revision {images.revision_label(image.ref)})"
         for host in lab.nodes:
             assert build in stack.agents[host.name].log_path.read_text().splitlines()[0]
+
+        # Stopping, the agents withdraw the route while their sidecars keep the sessions up (in the
+        # Pod the sidecar is stopped after the agent, as a native sidecar).
+        for agent in stack.agents.values():
+            agent.signal(15)
+        for agent in stack.agents.values():
+            assert agent.wait_exit(30) == 0
+        wait_for(lambda: not router.paths(prefix), SETTLE, interval=0.5, what=f"{prefix} withdrawn at the router")
+        assert router.sessions() == {h.name: "Established" for h in lab.nodes}
+        assert all(proc.poll() is None for proc in sidecars.values())
     finally:
         stack.stop()
         for plural, name in objects:
