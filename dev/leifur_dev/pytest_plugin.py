@@ -7,9 +7,10 @@ the reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from kubernetes import client, config
@@ -100,9 +101,9 @@ def router_lab(request) -> Iterator[netlab.Lab]:
             yield lab
         finally:
             if failure_of(request.node):
-                for log in sorted(lab.state_dir.glob("*/*.log")):
-                    tail = log.read_text(errors="replace").splitlines()[-30:]
-                    print(f"--- {log.parent.name}/{log.name} ---\n" + "\n".join(tail))
+                from leifur_dev.bgpstack import daemon_log_tails
+
+                print(daemon_log_tails(lab))
 
 
 @pytest.fixture
@@ -110,24 +111,52 @@ def stack(control_plane, api_client, tmp_path, request):
     """Control plane + a LAN of 3 node namespaces + controller and agents, started by the test with
     `stack.start()` once it has created its pools. @pytest.mark.parametrize gives the node count, or
     the Lab's arguments as a dict."""
-    from leifur_dev.stack import Stack
-
     param = getattr(request, "param", 3)
     # A count, or the Lab's arguments ({"node_count": 3, "backplane": True}).
     kw = param if isinstance(param, dict) else {"node_count": param}
-    with netlab.Lab(**kw) as lab:
+    with _running_stack(control_plane, api_client, tmp_path, request, kw) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def _running_stack(control_plane, api_client, tmp_path, request, lab_args: dict,
+                   after_stop: Callable[[], None] = lambda: None, tails: Callable[[], str] = str):
+    """A Stack in a fresh lab; stopped (then `after_stop`) even when the test failed, then the
+    agents' log tails, `tails()`, and the failure printed."""
+    from leifur_dev.stack import Stack
+
+    with netlab.Lab(**lab_args) as lab:
         s = Stack(control_plane, api_client, lab, tmp_path)
         try:
             yield s
         finally:
             try:
                 s.stop()
+                after_stop()
             finally:
                 for a in s.agents.values():
                     print(f"--- {a.node_name} log tail ---\n{a.log_tail(30)}")
+                if failure_of(request.node):
+                    print(tails())
                 # Again after the tails: CI shows the end of a failure's output, the tails fill it.
                 if failure := failure_of(request.node):
                     print(f"--- the test failed ---\n{failure[:3000]}")
+
+
+@pytest.fixture
+def bgp_stack(control_plane, api_client, tmp_path, request):
+    """A stack in BGP mode (leifur_dev.bgpstack): a router lab of 3 nodes (or the count from
+    @pytest.mark.parametrize), BIRD on the router, FRR per node driven by its agent; started by the
+    test with `bgp_stack.start()` once it has created its pools and BGP objects."""
+    from leifur_dev.bgpstack import BGPStack, daemon_log_tails
+
+    holder: list[BGPStack] = []
+    kw = {"node_count": getattr(request, "param", 3), "router": True}
+    with _running_stack(control_plane, api_client, tmp_path, request, kw,
+                        after_stop=lambda: holder[0].stop(),
+                        tails=lambda: daemon_log_tails(holder[0].lab)) as s:
+        holder.append(BGPStack(s))
+        yield holder[0]
 
 
 @pytest.fixture
