@@ -87,18 +87,16 @@ def probe(ip: str, port: int, interval: float, duration: float, drain: float) ->
 
 def summarize(start: float, sent: list[float], answers: dict[int, tuple[float, str]]) -> dict:
     """The report: `lost` sequence numbers, each datagram's send time and answerer, the nodes that
-    answered, and the blackout: the longest run of unanswered datagrams, in seconds of sending."""
+    answered, and the blackout: from the first lost datagram's sending to the next answered one
+    sent after the last lost (with several next hops only some flows lose, so the losses of one
+    failure are interleaved with answers)."""
     lost = [seq for seq in range(len(sent)) if seq not in answers]
-    longest, run_start = 0.0, None
-    for seq in range(len(sent) + 1):
-        if seq < len(sent) and seq not in answers:
-            run_start = sent[seq] if run_start is None else run_start
-            continue
-        if run_start is not None:
-            end = sent[seq] if seq < len(sent) else sent[-1]
-            longest, run_start = max(longest, end - run_start), None
+    blackout = 0.0
+    if lost:
+        after = next((sent[seq] for seq in range(lost[-1] + 1, len(sent)) if seq in answers), sent[-1])
+        blackout = after - sent[lost[0]]
     return {"start": start, "sent": len(sent), "answered": len(answers), "lost": lost,
-            "nodes": sorted({node for _, node in answers.values()}), "blackout": longest,
+            "nodes": sorted({node for _, node in answers.values()}), "blackout": blackout,
             "send_times": [round(t, 6) for t in sent],
             "answers": {str(seq): [round(t, 6), node] for seq, (t, node) in sorted(answers.items())}}
 

@@ -145,17 +145,20 @@ def _running_stack(control_plane, api_client, tmp_path, request, lab_args: dict,
 
 @pytest.fixture
 def bgp_stack(control_plane, api_client, tmp_path, request):
-    """A stack in BGP mode (leifur_dev.bgpstack): a router lab of 3 nodes (or the count from
-    @pytest.mark.parametrize), BIRD on the router, FRR per node driven by its agent; started by the
-    test with `bgp_stack.start()` once it has created its pools and BGP objects."""
+    """A stack in BGP mode (leifur_dev.bgpstack): a router lab of 3 nodes, BIRD on the router, FRR
+    per node driven by its agent; started by the test with `bgp_stack.start()` once it has created
+    its pools and BGP objects. @pytest.mark.parametrize gives the node count, or a dict of
+    `node_count` and `router` (a bird.RouterConfig)."""
     from leifur_dev.bgpstack import BGPStack, daemon_log_tails
 
+    param = getattr(request, "param", 3)
+    param = param if isinstance(param, dict) else {"node_count": param}
     holder: list[BGPStack] = []
-    kw = {"node_count": getattr(request, "param", 3), "router": True}
+    kw = {"node_count": param.get("node_count", 3), "router": True}
     with _running_stack(control_plane, api_client, tmp_path, request, kw,
                         after_stop=lambda: holder[0].stop(),
                         tails=lambda: daemon_log_tails(holder[0].lab)) as s:
-        holder.append(BGPStack(s))
+        holder.append(BGPStack(s, param.get("router")))
         yield holder[0]
 
 
