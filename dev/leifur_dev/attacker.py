@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 
 from leifur.agent import heartbeat_wire as wire
 from leifur.model.settings import HeartbeatSettings
+from leifur_dev import runtime
 
 PORT = HeartbeatSettings().port
 
@@ -65,18 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     key_id = next((r[len(wire.MAGIC2):len(wire.MAGIC2) + wire.KEY_ID_BYTES] for r in replays
                    if r.startswith(wire.MAGIC2)), b"\0" * wire.KEY_ID_BYTES)
     targets = args.targets.split(",")
-    stop = {"now": False}
-
-    def _stop(*_a: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop = runtime.stop_on_signals()
     sock = conf.L3socket()
     sent, start = 0, time.time()
     deadline = time.monotonic() + args.duration
     for i in range(int(args.duration * args.rate) + 1):
-        if stop["now"] or time.monotonic() > deadline:
+        if stop.is_set() or time.monotonic() > deadline:
             break
         payloads = forged(args.node, i + 1, args.claim, key_id)
         if replays:

@@ -16,10 +16,11 @@ import argparse
 import contextlib
 import json
 import select
-import signal
 import socket
 import sys
 import time
+
+from leifur_dev import runtime
 
 SOURCES = 64  # source ports: enough flows that every next hop of a multipath route gets some
 
@@ -39,13 +40,7 @@ def probe(ip: str, port: int, interval: float, duration: float, drain: float) ->
     socks = [socket.socket(family, socket.SOCK_DGRAM) for _ in range(SOURCES)]
     for s in socks:
         s.setblocking(False)
-    stop = {"now": False}
-
-    def _stop(*_a: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop = runtime.stop_on_signals()
     start = time.time()
     sent: list[float] = []  # seq -> send time, seconds since start
     answers: dict[int, tuple[float, str]] = {}  # seq -> (receive time, node)
@@ -65,7 +60,7 @@ def probe(ip: str, port: int, interval: float, duration: float, drain: float) ->
 
     deadline = time.monotonic() + duration
     next_send = time.monotonic()
-    while not stop["now"] and time.monotonic() < deadline:
+    while not stop.is_set() and time.monotonic() < deadline:
         now = time.monotonic()
         if now >= next_send:
             seq = len(sent)

@@ -18,7 +18,6 @@ import ipaddress
 import itertools
 import json
 import select
-import signal
 import socket
 import statistics
 import struct
@@ -27,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 from leifur.agent import arp, bpf, ndp
+from leifur_dev import runtime
 
 
 def _mac_bytes(mac: str) -> bytes:
@@ -116,13 +116,7 @@ def probe_many(ifname: str, ips: list[str], interval: float, duration: float) ->
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
     sock.bind((ifname, proto))
     sock.setblocking(False)
-    stop = {"now": False}
-
-    def _stop(*_a: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop = runtime.stop_on_signals()
     start = time.monotonic()
     start_wall = time.time()
     sent: list[float] = []
@@ -148,7 +142,7 @@ def probe_many(ifname: str, ips: list[str], interval: float, duration: float) ->
 
     next_send = start
     deadline = start + duration
-    while not stop["now"]:
+    while not stop.is_set():
         now = time.monotonic()
         if now >= deadline:
             break
