@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 
 import pytest
@@ -182,18 +183,24 @@ def answered_after(result: dict, since: float) -> list[tuple[int, str | None]]:
             for seq, t in enumerate(result["send_times"]) if result["start"] + t > since]
 
 
-def test_a_gracefully_stopped_agent_withdraws_first_and_the_client_loses_nothing(bgp_stack):
-    bgp = bgp_stack
-    _, _, ns = setup(bgp)
-    leaving, *staying = bgp.lab.nodes
+def probed_service(bgp: BGPStack, ns: str) -> tuple[str, subprocess.Popen]:
+    """A Service advertised by every node and served by each, and the remote client's flow probe
+    running against it once every node serves some of the client's flows."""
     ip = bgp.stack.service(ns, "web")
     bgp.serve(ip)
     bgp.wait_advertised(ip, bgp.lab.nodes)
     probe = bgp.probe(ip, duration=300)
     Stack.probe_first_answer(probe)
-    # Every node answers some of the probe's flows (the router spreads them) before one stops.
     wait_for(lambda: bgp.reached(ip) == {h.name for h in bgp.lab.nodes}, SETTLE, interval=0.5,
              what="every node serving the remote client")
+    return ip, probe
+
+
+def test_a_gracefully_stopped_agent_withdraws_first_and_the_client_loses_nothing(bgp_stack):
+    bgp = bgp_stack
+    _, _, ns = setup(bgp)
+    leaving, *staying = bgp.lab.nodes
+    ip, probe = probed_service(bgp, ns)
 
     agent = bgp.stack.agents[leaving.name]
     agent.signal(signal.SIGTERM)
@@ -223,13 +230,7 @@ def test_a_crashed_node_is_withdrawn_by_bfd_and_the_client_recovers(bgp_stack):
     wait_for(lambda: all([(s["state"], s.get("bfd")) for s in bgp.sessions(h)] == [("Established", "up")]
                          for h in bgp.lab.nodes), SETTLE, interval=0.5, what="every session Established with BFD up")
     assert set(bgp.router.bfd_sessions().values()) == {"Up"}
-    ip = bgp.stack.service(ns, "web")
-    bgp.serve(ip)
-    bgp.wait_advertised(ip, bgp.lab.nodes)
-    probe = bgp.probe(ip, duration=300)
-    Stack.probe_first_answer(probe)
-    wait_for(lambda: bgp.reached(ip) == {h.name for h in bgp.lab.nodes}, SETTLE, interval=0.5,
-             what="every node serving the remote client")
+    ip, probe = probed_service(bgp, ns)
 
     crashed = time.time()
     bgp.crash(dead)
