@@ -218,18 +218,25 @@ def test_a_gracefully_stopped_agent_withdraws_first_and_the_client_loses_nothing
 
 
 BFD_ROUTER = bird.RouterConfig(bfd=bird.BFDTimers(min_rx_ms=100, min_tx_ms=100, multiplier=3))
+# Without BFD only the hold timer tells the router: the shortest the router accepts from FRR.
+HOLD_ROUTER = bird.RouterConfig(hold_time=9)
 
 
-@pytest.mark.parametrize("bgp_stack", [{"node_count": 3, "router": BFD_ROUTER}], indirect=True)
-def test_a_crashed_node_is_withdrawn_by_bfd_and_the_client_recovers(bgp_stack):
+@pytest.mark.parametrize("bgp_stack,bfd", [
+    pytest.param({"node_count": 3, "router": BFD_ROUTER}, True, id="bfd-100msx3"),
+    pytest.param({"node_count": 3, "router": HOLD_ROUTER}, False, id="hold-time-9s")], indirect=["bgp_stack"])
+def test_a_crashed_node_is_withdrawn_by_bfd_or_the_hold_timer_and_the_client_recovers(bgp_stack, bfd):
     bgp = bgp_stack
     profile = f"{bgp.lab.id}-fast"
-    _, _, ns = setup(bgp, peer={"bfdProfile": profile})
-    bgp.bfd_profile("fast", receiveInterval=100, transmitInterval=100, detectMultiplier=3)
+    _, _, ns = setup(bgp, peer={"bfdProfile": profile} if bfd else {"holdTime": "9s", "keepaliveTime": "3s"})
+    if bfd:
+        bgp.bfd_profile("fast", receiveInterval=100, transmitInterval=100, detectMultiplier=3)
     dead, *alive = bgp.lab.nodes
-    wait_for(lambda: all([(s["state"], s.get("bfd")) for s in bgp.sessions(h)] == [("Established", "up")]
-                         for h in bgp.lab.nodes), SETTLE, interval=0.5, what="every session Established with BFD up")
-    assert set(bgp.router.bfd_sessions().values()) == {"Up"}
+    wanted = ("Established", "up" if bfd else None)
+    wait_for(lambda: all([(s["state"], s.get("bfd")) for s in bgp.sessions(h)] == [wanted] for h in bgp.lab.nodes),
+             SETTLE, interval=0.5, what=f"every session {wanted}")
+    if bfd:
+        assert set(bgp.router.bfd_sessions().values()) == {"Up"}
     ip, probe = probed_service(bgp, ns)
 
     crashed = time.time()
@@ -246,5 +253,6 @@ def test_a_crashed_node_is_withdrawn_by_bfd_and_the_client_recovers(bgp_stack):
     assert after and all(node in {h.name for h in alive} for _, node in after), [a for a in after if a[1] is None]
     lost_after_crash = [seq for seq in result["lost"] if result["start"] + result["send_times"][seq] >= crashed]
     assert len(lost_after_crash) == len(result["lost"]), "probes lost before the crash"
-    print(f"crash with BFD 100 ms x 3: {len(lost_after_crash)} of {result['sent']} probes lost, "
+    how = "BFD 100 ms x 3" if bfd else "hold time 9 s"
+    print(f"crash, {how}: {len(lost_after_crash)} of {result['sent']} probes lost, "
           f"blackout {result['blackout']:.3f} s, path gone {gone - crashed:.3f} s after the crash (as polled)")
