@@ -93,6 +93,9 @@ class FRR:
         self.config_path.write_text(config)
         (self.dir / "vtysh.conf").write_text("service integrated-vtysh-config\n")
         shutil.chown(self.dir, _USER, _USER)
+        # Sockets of an instance that was killed (a restart): the waits below must see the new ones.
+        for stale in (self.dir / "zserv.api", *(self.dir / f"{d}.vty" for d in DAEMONS)):
+            stale.unlink(missing_ok=True)
         for path in self.dir.iterdir():
             shutil.chown(path, _USER, _USER)
         for daemon in DAEMONS:
