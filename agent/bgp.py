@@ -16,7 +16,7 @@ from leifur.announce.bgp_intent import NodeIntent, SecretRef, SessionState
 from leifur.kube import timestamps
 
 from . import metrics
-from .frr import FRR, FRRError
+from .frr import FRR, NOT_CONFIGURED, FRRError
 from .frr_config import Problem, render, withdrawn
 from .records import SessionRecord
 
@@ -71,6 +71,9 @@ class Speaker:
         self._since = Since()
         self._problems: frozenset[Problem] = frozenset()
         self._generation: int | None = None  # of the caches the applied intent was made from
+        self._configured: set[str] = set()  # peers whose session FRR was given at the last apply
+        self._unknown: set[str] = set()  # peers whose session FRR did not know at the last read
+        self._in_doubt = False  # an apply failed: what FRR and its file hold is not known
 
     def sync(self, cluster: plan.Cluster, load_balancer_class: str | None, secrets: Secrets,
              generation: int | None = None) -> tuple[SessionRecord, ...] | None:
@@ -79,7 +82,10 @@ class Speaker:
         without its password, nor torn down for want of it). `generation` (the caches'): the
         same as at the last successful apply means the same intent, not made again (the plan
         covers every Service; most syncs are the periodic resync with nothing changed)."""
-        if generation is not None and generation == self._generation:
+        # FRR restarted without its configuration (a daemon restarted alone, a fresh volume) knows
+        # none of the sessions it was given: the same text again, or nothing would bring them back.
+        lost = self._unknown & self._configured
+        if generation is not None and generation == self._generation and not lost:
             return self.read()
         intent = bgp_plan.node_intent(cluster, self.node, load_balancer_class)
         refs = [s.password_secret for s in intent.sessions if s.password_secret]
@@ -89,19 +95,28 @@ class Speaker:
                      and (p := secrets.password(s.password_secret)) is not None}
         rendered = render(intent, passwords)
         self._problems_changed(frozenset(rendered.problems))
-        if rendered.text != self._applied:
+        if lost and rendered.text == self._applied:
+            log.warning("BGP: FRR does not know the session(s) to %s it was given (restarted?): applying again",
+                        ", ".join(sorted(lost)))
+        if rendered.text != self._applied or lost or self._in_doubt:
+            # A daemon that died during an apply may come back from the file written for it: not
+            # what was last applied, and perhaps not what comes next either.
+            self._in_doubt = True
             self.frr.apply(rendered.text)
+            self._in_doubt = False
             metrics.BGP_APPLIES.inc()
             routes = sum(len(r) for r in intent.routes.values())
             log.info("BGP configuration applied: %d session(s), %d route(s) to advertise",
                      len(rendered.configured(intent)), routes)
             self._applied = rendered.text
+        self._configured = {s.peer for s in rendered.configured(intent)}
         self.intent, self._passwords, self._generation = intent, passwords, generation
         return self.read()
 
     def read(self) -> tuple[SessionRecord, ...]:
         """The intent's sessions as FRR reports them, into the metrics."""
         states = self.frr.sessions(self.intent.sessions)
+        self._unknown = {s.peer for s in states if s.state == NOT_CONFIGURED}
         self._since.keep({s.peer for s in states})
         records = tuple(self._record(s) for s in states)
         metrics.set_bgp_sessions(states)

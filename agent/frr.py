@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 VTYSH = "/usr/bin/vtysh"
 RELOAD = "/usr/lib/frr/frr-reload.py"
 ESTABLISHED = "Established"
+NOT_CONFIGURED = "NotConfigured"  # a session of the intent that bgpd does not know
 
 
 class FRRError(Exception):
@@ -164,7 +165,7 @@ def session_states(sessions: Iterable[Session], neighbors: Mapping[str, Any],
         address = _canonical(s.address)
         n = by_address.get(address)
         if n is None:
-            out.append(SessionState(s.peer, address, "NotConfigured"))
+            out.append(SessionState(s.peer, address, NOT_CONFIGURED))
             continue
         state = str(n.get("bgpState", "Unknown"))
         # Up time while established; otherwise the time since the session last went down, if it ever did.
