@@ -17,7 +17,7 @@ from leifur.kube import timestamps
 
 from . import metrics
 from .frr import FRR, NOT_CONFIGURED, FRRError
-from .frr_config import Problem, render, withdrawn
+from .frr_config import Problem, render, withdrawal
 from .records import SessionRecord
 
 log = logging.getLogger(__name__)
@@ -126,13 +126,12 @@ class Speaker:
         """Advertise nothing, keep the sessions, and wait until the peers have been told."""
         if self._applied is None:
             return True  # never configured by this process: nothing of ours to withdraw
-        text = render(withdrawn(self.intent), self._passwords).text
         try:
-            done = self.frr.withdraw(text, timeout)
+            done = self.frr.withdraw(withdrawal(self.intent), timeout)
         except FRRError as e:
             log.warning("could not withdraw the BGP routes: %s", e)
             return False
-        self._applied = text
+        self._applied = None  # FRR no longer runs the text last applied
         if done:
             log.info("BGP routes withdrawn from every established session")
         return done

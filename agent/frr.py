@@ -97,11 +97,12 @@ class FRR:
         """Neighbour address -> what bgpd has sent it."""
         return progress(self.show("show bgp neighbors json"))
 
-    def withdraw(self, text: str, timeout: float, sleep: Callable[[float], None] = time.sleep) -> bool:
-        """Apply `text` (the same sessions, no routes), then wait until every established session
-        has been sent the withdrawals; False if that did not happen within `timeout` seconds."""
+    def withdraw(self, commands: list[str], timeout: float, sleep: Callable[[float], None] = time.sleep) -> bool:
+        """Run `commands` (frr_config.withdrawal: the same sessions, no routes), then wait until
+        every established session has been sent the withdrawals; False if that did not happen
+        within `timeout` seconds."""
         before = self.progress()
-        self.apply(text)
+        self._run([self.vtysh, "--vty_socket", self.vty_dir, *(a for c in commands for a in ("-c", c))])
         deadline = time.monotonic() + timeout
         while True:
             now = self.progress()

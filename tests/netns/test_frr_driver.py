@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from leifur.agent.frr import ESTABLISHED, FRR
-from leifur.agent.frr_config import render, withdrawn
+from leifur.agent.frr_config import render, withdrawal
 from leifur.announce.bgp_intent import BFD, NodeIntent, Route, SecretRef, Session
 from leifur_dev import bird, frr, netlab
 from leifur_dev.cluster import wait_for
@@ -105,7 +105,7 @@ def test_the_intent_reaches_the_router_changes_exactly_and_withdraws(driven) -> 
     assert driver.show("show bgp neighbors json")[router.host.ip4]["connectionsEstablished"] == connections
 
     # Withdrawn: the session stays, the router has nothing.
-    assert driver.withdraw(render(withdrawn(second), {"router": PASSWORD}).text, timeout=SETTLE)
+    assert driver.withdraw(withdrawal(second), timeout=SETTLE)
     assert driver.progress()[router.host.ip4].prefixes == 0
     wait_for(lambda: not any(at_router(router, [a4, b4, a6]).values()), SETTLE, interval=0.5,
              what="no route at the router")

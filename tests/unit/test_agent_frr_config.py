@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from leifur.agent.frr_config import DENY, Problem, render, withdrawn
+from leifur.agent.frr_config import DENY, Problem, render, withdrawal
 from leifur.announce.bgp_intent import BFD, NodeIntent, Route, SecretRef, Session
 
 R1 = Session("r1", "192.0.2.254", peer_asn=64513, my_asn=64512)
@@ -221,12 +221,14 @@ def test_the_same_intent_renders_the_same_text_whatever_its_order() -> None:
     assert a.text == b.text
 
 
-def test_withdrawn_keeps_every_session_and_advertises_nothing() -> None:
-    full = intent(R1, R6, routes={"r1": (HOST,), "r6": (HOST6,)}, router_id="192.0.2.1")
-    text = render(withdrawn(full), {}).text
-    assert "neighbor 192.0.2.254 remote-as 64513" in text and "neighbor 2001:db8::fe remote-as 64513" in text
-    assert "bgp router-id 192.0.2.1" in text
-    assert "\n  network " not in text and "leifur-out" not in text
+def test_the_withdrawal_denies_ahead_of_every_outbound_policy_and_touches_no_session() -> None:
+    full = intent(R1, R6, IBGP, routes={"r1": (HOST,), "r6": (HOST6,), "core": ()}, router_id="192.0.2.1")
+    commands = withdrawal(full)
+    assert commands == ["configure terminal", "route-map leifur-out-r1 deny 1", "exit",
+                        "route-map leifur-out-r6 deny 1", "exit", "end"]
+    # Ahead of every entry the rendered policy has (they start at 10).
+    assert " permit 1\n" not in render(full, {}).text and "leifur-out-r1 permit 10" in render(full, {}).text
+    assert withdrawal(intent(R1)) == ["configure terminal", "end"]
 
 
 def test_configured_names_the_sessions_in_the_text() -> None:
