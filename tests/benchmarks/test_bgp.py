@@ -288,3 +288,16 @@ def test_a_thousand_services_to_routes(bgp_stack):
         print(f"  {name}: agent CPU {cpu[name]:.1f} s with its vtysh and frr-reload ({share:.0f} % of a core"
               f" over {converged:.0f} s), FRR CPU {frr_cpu[name]:.1f} s; agent RSS {rss_before[name]} kB "
               f"before, peak {peak} kB, now {now} kB")
+
+    # A graceful stop with every route advertised: the agent withdraws them all before it exits.
+    first = bgp.lab.nodes[0]
+    agent = bgp.stack.agents[first.name]
+    stopping = time.monotonic()
+    agent.signal(signal.SIGTERM)
+    code = agent.wait_exit(60)
+    exited = time.monotonic() - stopping
+    # Only this node stopped: a route still with a next hop per node still goes through it.
+    via_stopped = _complete_routes(bgp, pool)
+    print(f"  SIGTERM of {first.name}'s agent with {SCALE} routes: exit {code} after {exited:.1f} s; routes via "
+          f"{first.name} left at the router when it had exited: {via_stopped}")
+    assert code == 0 and via_stopped == 0
