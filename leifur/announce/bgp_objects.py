@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from leifur.announce.bgp_intent import BFD, SecretRef
-from leifur.ipam.selectors import label_selector_problems, selector_matches
+from leifur.ipam.selectors import label_selector_problems, selects_by_labels, selects_by_name_or_labels
 from leifur.model.objects import Object
 
 MAX_ASN = 4294967295
@@ -45,7 +45,7 @@ class Peer:
     ebgp_multihop: bool = False
 
     def selects_node(self, node_labels: Mapping[str, str]) -> bool:
-        return not self.node_selectors or any(selector_matches(s, dict(node_labels)) for s in self.node_selectors)
+        return selects_by_labels(self.node_selectors, node_labels)
 
 
 @dataclass(frozen=True)
@@ -64,12 +64,10 @@ class BGPAdvertisement:
     aggregation_length_v6: int = 128
 
     def selects_pool(self, pool: str, pool_labels: Mapping[str, str]) -> bool:
-        if not self.pools and not self.pool_selectors:
-            return True
-        return pool in self.pools or any(selector_matches(s, dict(pool_labels)) for s in self.pool_selectors)
+        return selects_by_name_or_labels(self.pools, self.pool_selectors, pool, pool_labels)
 
     def selects_node(self, node_labels: Mapping[str, str]) -> bool:
-        return not self.node_selectors or any(selector_matches(s, dict(node_labels)) for s in self.node_selectors)
+        return selects_by_labels(self.node_selectors, node_labels)
 
     def selects_peer(self, peer: str) -> bool:
         return not self.peers or peer in self.peers

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from leifur.announce.interfaces import Lost
-from leifur.ipam.selectors import selector_matches
+from leifur.ipam.selectors import selects_by_labels, selects_by_name_or_labels
 from leifur.model import names
 from leifur.model.objects import Object
 
@@ -47,12 +47,10 @@ class Advertisement:
     mode: str = "Responder"
 
     def selects_pool(self, pool: str, pool_labels: Mapping[str, str]) -> bool:
-        if not self.pools and not self.pool_selectors:
-            return True
-        return pool in self.pools or any(selector_matches(s, dict(pool_labels)) for s in self.pool_selectors)
+        return selects_by_name_or_labels(self.pools, self.pool_selectors, pool, pool_labels)
 
     def selects_node(self, node_labels: Mapping[str, str]) -> bool:
-        return not self.node_selectors or any(selector_matches(s, dict(node_labels)) for s in self.node_selectors)
+        return selects_by_labels(self.node_selectors, node_labels)
 
 
 def parse_advertisement(obj: Object) -> Advertisement:

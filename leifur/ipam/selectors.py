@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -115,6 +115,22 @@ def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> 
         if not ok:
             return False
     return True
+
+
+def selects_by_name_or_labels(names: Collection[str], selectors: Iterable[Mapping[str, Any]], name: str,
+                              labels: Mapping[str, str]) -> bool:
+    """How an advertisement selects a pool: by name or by a label selector, and nothing named or
+    given selects every one."""
+    selectors = tuple(selectors)
+    if not names and not selectors:
+        return True
+    return name in names or any(selector_matches(s, labels) for s in selectors)
+
+
+def selects_by_labels(selectors: Iterable[Mapping[str, Any]], labels: Mapping[str, str]) -> bool:
+    """How an advertisement or a peer selects nodes: any of the selectors, and none selects every node."""
+    selectors = tuple(selectors)
+    return not selectors or any(selector_matches(s, labels) for s in selectors)
 
 
 class _FrozenDict(dict[str, Any]):
