@@ -22,6 +22,9 @@ need_apt=()
         promtool:prometheus podman:podman runc:runc mmdebstrap:mmdebstrap vtysh:frr bird:bird2; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool#*:}")
 done
+# frr-reload.py, which the agent applies FRR's configuration with, is in frr's recommended
+# package, and recommends are not installed here.
+[ -n "$python_only" ] || [ -x /usr/lib/frr/frr-reload.py ] || need_apt+=(frr-pythontools)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 [ -n "$python_only" ] || command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || need_apt+=(golang-go)
 if [ ${#need_apt[@]} -gt 0 ]; then
