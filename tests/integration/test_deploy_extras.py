@@ -25,7 +25,7 @@ from leifur.kube import metrics as kube_metrics
 from leifur.kube import observability
 from leifur.model import names
 from leifur.model.settings import AgentSettings, ControllerSettings
-from leifur_dev import gobuild
+from leifur_dev import gobuild, promtool
 from leifur_dev.cluster import REPO, wait_for
 
 pytestmark = pytest.mark.controlplane
@@ -187,6 +187,37 @@ def test_alert_rules_query_only_metrics_the_programs_export():
         used = metric_names(expr)
         assert used, f"{alert}: no metric in {expr!r}"
         assert used <= exported, f"{alert}: unknown metrics {used - exported}"
+
+
+def test_the_bgp_alerts_fire_for_a_session_or_bfd_down_past_two_minutes_and_not_before(tmp_path):
+    rule = yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())
+    by_name = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+
+    def fired(alert: str, node: str) -> dict:
+        # promtool compares the annotations too: the rule's own, with the labels filled in.
+        labels = {"node": node, "peer": "r1"}
+        annotations = {k: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m[1]], v)
+                       for k, v in by_name[alert]["annotations"].items()}
+        return {"exp_labels": {**labels, "severity": "warning"}, "exp_annotations": annotations}
+
+    tests = [{
+        "interval": "1m",
+        "input_series": [
+            {"series": 'leifur_agent_bgp_session_up{node="n1",peer="r1"}', "values": "1 1 0 0 0 0"},
+            {"series": 'leifur_agent_bgp_session_up{node="n2",peer="r1"}', "values": "1 1 1 1 1 1"},
+            {"series": 'leifur_agent_bfd_session_up{node="n1",peer="r1"}', "values": "1 1 1 1 1 1"},
+            {"series": 'leifur_agent_bfd_session_up{node="n2",peer="r1"}', "values": "1 0 0 0 0 0"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "3m", "alertname": "LeifurBGPSessionDown", "exp_alerts": []},
+            {"eval_time": "5m", "alertname": "LeifurBGPSessionDown",
+             "exp_alerts": [fired("LeifurBGPSessionDown", "n1")]},
+            {"eval_time": "2m", "alertname": "LeifurBFDSessionDown", "exp_alerts": []},
+            {"eval_time": "5m", "alertname": "LeifurBFDSessionDown",
+             "exp_alerts": [fired("LeifurBFDSessionDown", "n2")]},
+        ],
+    }]
+    assert promtool.test_rules(rule["spec"], tests, str(tmp_path)) == []
 
 
 def test_the_not_announced_rule_joins_the_controllers_family_with_the_agents_as_is():
