@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import pytest
+from test_agent import expected_owner, wait_single_answer
 
 from leifur.model import names
 from leifur_dev import bird
@@ -256,3 +257,25 @@ def test_a_crashed_node_is_withdrawn_by_bfd_or_the_hold_timer_and_the_client_rec
     how = "BFD 100 ms x 3" if bfd else "hold time 9 s"
     print(f"crash, {how}: {len(lost_after_crash)} of {result['sent']} probes lost, "
           f"blackout {result['blackout']:.3f} s, path gone {gone - crashed:.3f} s after the crash (as polled)")
+
+
+def test_layer2_and_bgp_serve_one_pool_at_once(bgp_stack):
+    # The same pool in an L2Advertisement too: on the LAN one elected node answers for the IP,
+    # and every node still advertises it to the router.
+    bgp = bgp_stack
+    pool, _, ns = setup(bgp)
+    bgp.stack.advertisement("lan", ipAddressPools=[pool], interfaces=["eth0"])
+    ip = bgp.stack.service(ns, "web")
+    bgp.serve(ip)
+    bgp.wait_advertised(ip, bgp.lab.nodes)
+    answering = wait_single_answer(bgp.stack, ip)
+    assert answering == expected_owner(bgp.stack, ip)
+    assert len(bgp.stack.who_answers(ip, duration=1.0)) == 1
+    assert wait_for(lambda: bgp.stack.connect(ip), SETTLE, what="a TCP answer on the LAN") == answering
+    reached = wait_for(lambda: r if len(r := bgp.reached(ip)) > 1 else None, SETTLE, interval=1,
+                       what=f"connections to {ip} from behind the router served by more than one node")
+    assert reached <= {h.name for h in bgp.lab.nodes}
+    # explain shows both: the LAN's owner, and every node's route to the router.
+    [announcement] = explained(bgp, ns, "web")
+    assert announcement["state"] == "Announced", announcement
+    assert {a["node"] for a in announcement["advertisedBy"]} == {bgp.stack.node_name(h) for h in bgp.lab.nodes}
