@@ -197,9 +197,11 @@ def merged(routes: list[Route]) -> Route:
                  max(prefs) if prefs else None)
 
 
-def decide_bgp(cluster: plan.Cluster, load_balancer_class: str | None = None) -> dict[str, BGPDecision]:
-    """IP -> BGPDecision for every IP in the status of a LoadBalancer Service of ours."""
-    parsed = Parsed.of(cluster)
+def decide_bgp(cluster: plan.Cluster, load_balancer_class: str | None = None,
+               parsed: Parsed | None = None) -> dict[str, BGPDecision]:
+    """IP -> BGPDecision for every IP in the status of a LoadBalancer Service of ours; `parsed`:
+    the cluster's BGP objects, when the caller parsed them already."""
+    parsed = parsed or Parsed.of(cluster)
     pools = plan.Pools.of(cluster)
     nodes = [plan.node_of(n, frozenset()) for n in cluster.nodes]
     usable = {n.name: node_peers(parsed.peers, n.labels)[0] for n in nodes}
@@ -260,18 +262,18 @@ def _nobody(ip: str, keys: tuple[str, ...], pool: str, labels: Mapping[str, str]
 
 def node_intent(cluster: plan.Cluster, node: str, load_balancer_class: str | None = None) -> NodeIntent:
     """Every session `node` opens and every route it advertises on them."""
-    parsed = Parsed.of(cluster)
-    me = next((plan.node_of(n, frozenset()) for n in cluster.nodes if n["metadata"]["name"] == node), None)
-    if me is None:
+    obj = next((n for n in cluster.nodes if n["metadata"]["name"] == node), None)
+    if obj is None:
         return NodeIntent(router_id="")
-    peers, _ = node_peers(parsed.peers, me.labels)
+    parsed = Parsed.of(cluster)
+    peers, _ = node_peers(parsed.peers, plan.node_of(obj, frozenset()).labels)
     routes: dict[str, dict[str, list[Route]]] = {p.name: {} for p in peers}
-    for decision in decide_bgp(cluster, load_balancer_class).values():
+    for decision in decide_bgp(cluster, load_balancer_class, parsed).values():
         for path in decision.paths:
             if path.node == node:
                 routes[path.peer].setdefault(path.route.prefix, []).append(path.route)
     return NodeIntent(
-        router_id=_router_id(peers, _node_object(cluster, node)),
+        router_id=_router_id(peers, obj),
         sessions=tuple(_session(p, parsed.bfd) for p in peers),
         routes={peer: tuple(merged(rs) for _, rs in sorted(by_prefix.items()))
                 for peer, by_prefix in routes.items()},
@@ -284,10 +286,6 @@ def _session(peer: Peer, profiles: Mapping[str, BFD]) -> Session:
                    ebgp_multihop=peer.ebgp_multihop, source_address=peer.source_address,
                    password_secret=peer.password_secret,
                    bfd=profiles.get(peer.bfd_profile) if peer.bfd_profile else None)
-
-
-def _node_object(cluster: plan.Cluster, node: str) -> Object:
-    return next((n for n in cluster.nodes if n["metadata"]["name"] == node), {})
 
 
 def _router_id(peers: list[Peer], node: Object) -> str:
