@@ -102,7 +102,7 @@ class FRR:
         every established session has been sent the withdrawals; False if that did not happen
         within `timeout` seconds."""
         before = self.progress()
-        self._run([self.vtysh, "--vty_socket", self.vty_dir, *(a for c in commands for a in ("-c", c))])
+        self._vtysh(*commands)
         deadline = time.monotonic() + timeout
         while True:
             now = self.progress()
@@ -114,8 +114,9 @@ class FRR:
                 return False
             sleep(0.05)
 
-    def _vtysh(self, command: str) -> str:
-        return self._run([self.vtysh, "--vty_socket", self.vty_dir, "-c", command])
+    def _vtysh(self, *commands: str) -> str:
+        """One vtysh run of `commands`, in order."""
+        return self._run([self.vtysh, "--vty_socket", self.vty_dir, *(a for c in commands for a in ("-c", c))])
 
     def _run(self, argv: list[str]) -> str:
         try:
