@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from leifur.announce import bgp_plan, plan
 from leifur.announce.interfaces import Lost
 from leifur.cli.snapshot import Snapshot
+from leifur.controller.bgp_status import record_sessions
 from leifur.controller.reconcile import State
 from leifur.ipam.pool import Pool
 from leifur.model import names
@@ -132,14 +133,9 @@ def bgp_configured(snap: Snapshot) -> bool:
 
 def sessions(snap: Snapshot) -> list[dict]:
     """Every node's BGP sessions, as its record lists them."""
-    out = []
-    for obj in sorted(snap.node_statuses, key=lambda o: o["metadata"]["name"]):
-        for s in ((obj.get("status") or {}).get("bgp") or {}).get("sessions") or []:
-            if isinstance(s, dict) and s.get("peer"):
-                out.append({"node": obj["metadata"]["name"], "peer": s["peer"], "address": s.get("address"),
-                            "state": s.get("state"), "since": s.get("since"),
-                            "prefixesAdvertised": s.get("prefixesAdvertised"), "bfd": s.get("bfd")})
-    return out
+    return [{"node": node, "peer": s["peer"], "address": s.get("address"), "state": s.get("state"),
+             "since": s.get("since"), "prefixesAdvertised": s.get("prefixesAdvertised"), "bfd": s.get("bfd")}
+            for node, s in record_sessions(snap.node_statuses)]
 
 
 def session_problems(snap: Snapshot) -> list[str]:

@@ -33,21 +33,26 @@ class Want:
     message: str
 
 
+def record_sessions(records: Iterable[dict]) -> list[tuple[str, dict]]:
+    """(node, session) for every BGP session the nodes' records list, by node name (leifurctl reads
+    them the same way)."""
+    return [(r["metadata"]["name"], s) for r in sorted(records, key=lambda o: o["metadata"]["name"])
+            for s in ((r.get("status") or {}).get("bgp") or {}).get("sessions") or []
+            if isinstance(s, dict) and s.get("peer")]
+
+
 def _sessions_by_peer(records: Iterable[dict]) -> dict[str, list[tuple[str, dict]]]:
     out: dict[str, list[tuple[str, dict]]] = {}
-    for r in sorted(records, key=lambda o: o["metadata"]["name"]):
-        for s in ((r.get("status") or {}).get("bgp") or {}).get("sessions") or []:
-            if isinstance(s, dict) and s.get("peer"):
-                out.setdefault(str(s["peer"]), []).append((r["metadata"]["name"], s))
+    for node, s in record_sessions(records):
+        out.setdefault(str(s["peer"]), []).append((node, s))
     return out
 
 
 def wanted(cluster: plan.Cluster, records: Iterable[dict]) -> dict[tuple[str, str], list[Want]]:
-    """(kind, name) -> the conditions of every BGP object in `cluster`."""
+    """(kind, name) -> the conditions of every BGP object in `cluster` (the controller gives it no
+    Nodes: what a peer cannot do on a node is that node's agent's to report, in its record)."""
     problems: dict[tuple[str, str], list[str]] = {}
-    for p in bgp_plan.problems(plan.Cluster(pools=cluster.pools, peers=cluster.peers,
-                                            bgp_advertisements=cluster.bgp_advertisements,
-                                            bfd_profiles=cluster.bfd_profiles)):
+    for p in bgp_plan.problems(cluster):
         problems.setdefault((p.kind, p.name), []).append(p.message)
     overlapping = bgp_plan.overlaps(cluster)
     sessions = _sessions_by_peer(records)
