@@ -41,7 +41,9 @@ class Recorder(Protocol):
 class ServiceWrites(Protocol):
     def patch_metadata(self, svc: dict, finalizers: list[str], annotations: dict[str, str | None]) -> dict: ...
 
-    def patch_status(self, svc: dict, ingress: list[dict], conditions: list[dict]) -> dict: ...
+    def patch_status(self, svc: dict, ingress: list[dict], conditions: list[dict],
+                     finalizers: list[str] | None = None,
+                     annotations: dict[str, str | None] | None = None) -> dict: ...
 
 
 class PoolWrites(Protocol):
@@ -270,7 +272,7 @@ class ServiceReconciler:
     def _write(self, svc: dict, outcome: allocation.Outcome) -> None:
         key = key_of(svc)
         meta = svc["metadata"]
-        replaced = {meta.get("resourceVersion")}
+        replaced = {meta.get("resourceVersion")}  # what our writes below replace
         before = [str(ip) for ip in service.ingress_ips(svc)]
         after = [str(ip) for ip in outcome.shown]
         current = (meta.get("annotations") or {}).get(names.ANN_ALLOCATED_FROM_POOL)
@@ -281,15 +283,11 @@ class ServiceReconciler:
             origin |= set(current.split(","))
         pools = ",".join(sorted(origin)) or None
         finalizers = list(meta.get("finalizers") or [])
+        metadata: tuple[list[str], dict[str, str | None]] | None = None
         if names.SERVICE_FINALIZER not in finalizers or current != pools:
-            # One write for both, before the status: the finalizer is on before any IP becomes
-            # visible, so no IP can leak.
             if names.SERVICE_FINALIZER not in finalizers:
                 finalizers.append(names.SERVICE_FINALIZER)
-            svc = self.writer.patch_metadata(svc, finalizers,
-                                             {names.ANN_ALLOCATED_FROM_POOL: pools} if current != pools else {})
-            self._superseded[key] = set(replaced)
-            replaced.add(svc["metadata"].get("resourceVersion"))
+            metadata = finalizers, ({names.ANN_ALLOCATED_FROM_POOL: pools} if current != pools else {})
         status = svc.get("status") or {}
         old_conditions = status.get("conditions")
         conditions = condition(old_conditions, names.COND_SERVICE_ALLOCATED, outcome.ok, outcome.reason,
@@ -297,9 +295,14 @@ class ServiceReconciler:
         if self.records is not None:
             found = address_conflict(key, after, self.records.objects()) if after else None
             conditions = with_address_conflict(conditions, found, meta.get("generation"))
-        if after != before or not same_conditions(old_conditions, conditions):
+        status_changes = after != before or not same_conditions(old_conditions, conditions)
+        if metadata is not None and not status_changes:
+            self.writer.patch_metadata(svc, *metadata)
+            self._superseded[key] = replaced
+        if status_changes:
             ingress = [{"ip": ip, "ipMode": "VIP"} for ip in after] + service.foreign_ingress(svc)
-            self.writer.patch_status(svc, ingress, conditions)
+            # The finalizer goes on with the status or before it, never after: no IP can leak.
+            self.writer.patch_status(svc, ingress, conditions, *(metadata or ()))
             self._superseded[key] = replaced
             for ip in {*before, *after}:
                 self._touch_pools_of(ipaddress.ip_address(ip))

@@ -72,25 +72,58 @@ class ServiceWriter(_Guarded):
     def __init__(self, api_client: client.ApiClient, may_write: Callable[[], bool] | None = None) -> None:
         super().__init__(may_write)
         self.api_client = api_client
+        # Whether the API server keeps metadata sent to a Service's /status (None: not seen yet).
+        # It does for Services and the other early kinds, so that a new Service's finalizer, pool
+        # annotation and IP take one write; the API conventions do not promise it, so it is
+        # learned from the answers, never assumed.
+        self.status_keeps_metadata: bool | None = None
 
     def patch_metadata(self, svc: dict, finalizers: list[str], annotations: dict[str, str | None]) -> dict:
         """Set the finalizer list and our annotations (None deletes one). Returns the new object."""
         self._check()
-        meta = svc["metadata"]
-        body = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers,
-                             "annotations": annotations}}
-        written = _patch(self.api_client, _service_path(meta), body)
+        written = _patch(self.api_client, _service_path(svc["metadata"]),
+                         _metadata_body(svc, finalizers, annotations))
         _log(status_log.finalizer_removed(svc, finalizers))
         return written
 
-    def patch_status(self, svc: dict, ingress: list[dict], conditions: list[dict]) -> dict:
+    def patch_status(self, svc: dict, ingress: list[dict], conditions: list[dict],
+                     finalizers: list[str] | None = None,
+                     annotations: dict[str, str | None] | None = None) -> dict:
+        """Write the status; with `finalizers`, set them and `annotations` no later than the status
+        (so that no IP shows without the finalizer): in the same write where the API server keeps
+        metadata on /status, in a metadata write first where it does not."""
         self._check()
-        meta = svc["metadata"]
-        body = {"metadata": {"resourceVersion": meta["resourceVersion"]},
-                "status": {"loadBalancer": {"ingress": ingress or None}, "conditions": conditions or None}}
-        written = _patch(self.api_client, _service_path(meta) + "/status", body)
-        _log(status_log.status_written(svc, ingress, conditions))
+        path = _service_path(svc["metadata"]) + "/status"
+        status = {"loadBalancer": {"ingress": ingress or None}, "conditions": conditions or None}
+        if finalizers is None:
+            written = _patch(self.api_client, path, {**_metadata_body(svc), "status": status})
+        elif self.status_keeps_metadata:
+            written = _patch(self.api_client, path, {**_metadata_body(svc, finalizers, annotations), "status": status})
+            if not _carries(written, finalizers, annotations or {}):
+                # The API server stopped keeping them (upgraded under us): put them on at once.
+                log.warning("the API server no longer keeps metadata written with a Service's status: "
+                            "the finalizer goes in a write of its own from now on")
+                self.status_keeps_metadata = False
+                written = self.patch_metadata(written, finalizers, annotations or {})
+        else:
+            written = self._metadata_first(svc, finalizers, annotations or {})
+            written = _patch(self.api_client, path, {**_metadata_body(written), "status": status})
+        # The status as it was, with the metadata as written (the pool the IPs came from).
+        _log(status_log.status_written({**svc, "metadata": written["metadata"]}, ingress, conditions))
         return written
+
+    def _metadata_first(self, svc: dict, finalizers: list[str], annotations: dict[str, str | None]) -> dict:
+        if self.status_keeps_metadata is None:
+            # Learn it with a write that shows no IP yet: metadata alone, through /status.
+            written = _patch(self.api_client, _service_path(svc["metadata"]) + "/status",
+                             _metadata_body(svc, finalizers, annotations))
+            self.status_keeps_metadata = _carries(written, finalizers, annotations)
+            log.info("the API server %s metadata written with a Service's status",
+                     "keeps" if self.status_keeps_metadata else "drops")
+            if self.status_keeps_metadata:
+                return written
+            svc = written
+        return self.patch_metadata(svc, finalizers, annotations)
 
 
 class CustomWriter(_Guarded):
@@ -121,6 +154,23 @@ def _log(lines: list[status_log.Line]) -> None:
     """Once the write is done: a write that failed changed nothing to tell."""
     for line in lines:
         log.log(line.level, line.message, extra=line.fields)
+
+
+def _metadata_body(svc: dict, finalizers: list[str] | None = None,
+                   annotations: dict[str, str | None] | None = None) -> dict:
+    meta: dict = {"resourceVersion": svc["metadata"]["resourceVersion"]}
+    if finalizers is not None:
+        meta["finalizers"] = finalizers
+        meta["annotations"] = annotations or {}
+    return {"metadata": meta}
+
+
+def _carries(obj: dict, finalizers: list[str], annotations: dict[str, str | None]) -> bool:
+    """Whether the object as written shows the finalizers and annotations a write asked for."""
+    meta = obj.get("metadata") or {}
+    have = meta.get("annotations") or {}
+    return (set(meta.get("finalizers") or []) == set(finalizers)
+            and all(have.get(k) == v for k, v in annotations.items()))
 
 
 def _service_path(meta: dict) -> str:

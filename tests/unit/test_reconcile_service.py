@@ -46,21 +46,21 @@ class FakeServiceWriter:
 
     def patch_metadata(self, svc: dict, finalizers: list[str], annotations: dict[str, str | None]) -> dict:
         stored = self._stored(svc)
-        meta = stored["metadata"]
-        before = meta.get("finalizers") or []
-        notes = [f"+{f}" for f in finalizers if f not in before] + [f"-{f}" for f in before if f not in finalizers]
-        notes += [f"{k}={v}" if v is not None else f"-{k}" for k, v in annotations.items()]
-        self._call(f"metadata {key_of(svc)}: {', '.join(notes) or 'no change'}")
-        meta["finalizers"] = list(finalizers)
-        merged = {**(meta.get("annotations") or {}), **annotations}
-        meta["annotations"] = {k: v for k, v in merged.items() if v is not None}
+        self._call(f"metadata {key_of(svc)}: {self._set_metadata(stored, finalizers, annotations)}")
         return self._commit(stored)
 
-    def patch_status(self, svc: dict, ingress: list[dict], conditions: list[dict]) -> dict:
+    def patch_status(self, svc: dict, ingress: list[dict], conditions: list[dict],
+                     finalizers: list[str] | None = None,
+                     annotations: dict[str, str | None] | None = None) -> dict:
+        """One write, as the API server takes it on a Service's /status: with `finalizers`, the
+        metadata too (the line ends `with` what it changed)."""
         stored = self._stored(svc)
         ours = next((c for c in conditions if c["type"] == names.COND_SERVICE_ALLOCATED), None)
         line = f"status {key_of(svc)}: {','.join(i.get('ip') or i['hostname'] for i in ingress) or '-'}"
-        self._call(line + (f" [{ours['status']} {ours['reason']}]" if ours else ""))
+        line += f" [{ours['status']} {ours['reason']}]" if ours else ""
+        if finalizers is not None:
+            line += f" with {self._set_metadata(stored, finalizers, annotations or {})}"
+        self._call(line)
         status = stored.setdefault("status", {})
         status["loadBalancer"] = {"ingress": ingress} if ingress else {}
         if conditions:
@@ -68,6 +68,18 @@ class FakeServiceWriter:
         else:
             status.pop("conditions", None)
         return self._commit(stored)
+
+    @staticmethod
+    def _set_metadata(stored: dict, finalizers: list[str], annotations: dict[str, str | None]) -> str:
+        """Set them on `stored`; what changed, as a log line says it."""
+        meta = stored["metadata"]
+        before = meta.get("finalizers") or []
+        notes = [f"+{f}" for f in finalizers if f not in before] + [f"-{f}" for f in before if f not in finalizers]
+        notes += [f"{k}={v}" if v is not None else f"-{k}" for k, v in annotations.items()]
+        meta["finalizers"] = list(finalizers)
+        merged = {**(meta.get("annotations") or {}), **annotations}
+        meta["annotations"] = {k: v for k, v in merged.items() if v is not None}
+        return ", ".join(notes) or "no change"
 
     def _stored(self, obj: dict) -> dict:
         stored = self.lister.store.get(key_of(obj))
@@ -191,35 +203,32 @@ def test_a_new_service_gets_the_finalizer_with_its_pool_before_any_ip_shows_and_
     w = World({"lan": ["192.0.2.10-192.0.2.11"]})
     a = w.add(svc("a"))
     assert w.sync(a) == [
-        f"metadata ns/a: +{FIN}, {FROM_POOL}=lan",
-        "status ns/a: 192.0.2.10 [True Allocated]",
+        # One write: the finalizer and the pool go on with the IP, so no IP shows without them.
+        f"status ns/a: 192.0.2.10 [True Allocated] with +{FIN}, {FROM_POOL}=lan",
         "enqueue pool lan",
         "event ns/a Normal IPAllocated",
     ]
     assert w.sync(a) == []
 
 
-@pytest.mark.parametrize(("fails", "held_after_failure"), [
-    # The finalizer and the annotation, one write. The IP stays reserved for this Service (no one
-    # else gets it) until a retry shows it; should the Service go away instead, its sync finds it
-    # gone and releases it (gone-from-cache below).
-    pytest.param(f"+{FIN}, {FROM_POOL}=lan", ["192.0.2.10"], id="metadata"),
-    pytest.param("status ns/a", ["192.0.2.10"], id="status"),
-])
-def test_a_failed_write_shows_nothing_and_the_retry_gives_the_same_ip(fails, held_after_failure):
+def test_a_failed_write_shows_nothing_and_the_retry_gives_the_same_ip():
+    # The finalizer, the annotation and the IP go in one write. The IP stays reserved for this
+    # Service (no one else gets it) until a retry shows it; should the Service go away instead, its
+    # sync finds it gone and releases it (gone-from-cache below).
     w = World({"lan": ["192.0.2.10-192.0.2.11"]})
     a, b = w.add(svc("a")), w.add(svc("b"))
-    w.writer.fail_when(fails)
+    w.writer.fail_when("status ns/a")
     with pytest.raises(ApiException):
         w.sync(a)
     assert w.log[-1].endswith("-> 500")  # nothing written after the failed call
-    assert w.shown(a) == [] and w.held(a) == held_after_failure
+    assert w.shown(a) == [] and w.held(a) == ["192.0.2.10"]
+    assert FIN not in (w.services.store[a]["metadata"].get("finalizers") or [])
     assert not any(line.startswith("event") for line in w.log)
 
     w.sync(b)  # meanwhile: another Service must not get what is reserved
-    assert w.shown(b) == (["192.0.2.11"] if held_after_failure else ["192.0.2.10"])
+    assert w.shown(b) == ["192.0.2.11"]
     w.sync(a)
-    assert w.shown(a) == w.held(a) == (held_after_failure or ["192.0.2.11"])
+    assert w.shown(a) == w.held(a) == ["192.0.2.10"]
 
 
 # -- letting go --------------------------------------------------------------------------------
@@ -277,7 +286,7 @@ def test_a_service_moved_to_another_pool_frees_its_ip_for_the_one_waiting():
     w.sync(b)
     assert w.shown(a) == ["192.0.2.10"] and w.shown(b) == []
     w.edit(a, lambda o: o["metadata"]["annotations"].update({names.ANN_ADDRESS_POOL: "dmz"}))
-    assert writes(w.sync(a)) == [f"metadata ns/a: {FROM_POOL}=dmz", "status ns/a: 198.51.100.10 [True Allocated]"]
+    assert writes(w.sync(a)) == [f"status ns/a: 198.51.100.10 [True Allocated] with {FROM_POOL}=dmz"]
     assert w.queue == [b]
     w.drain()
     assert w.shown(b) == ["192.0.2.10"]
@@ -318,7 +327,7 @@ def test_an_invalid_request_is_reported_on_the_service_and_disturbs_no_other(bad
     a = w.add(svc("a", **bad))
 
     lines = w.sync(a)
-    assert lines == [f"metadata ns/a: +{FIN}", f"status ns/a: - [False {service.REASON_INVALID_REQUEST}]",
+    assert lines == [f"status ns/a: - [False {service.REASON_INVALID_REQUEST}] with +{FIN}",
                      "event ns/a Warning AllocationFailed"]
     assert w.recorder.messages[-1].startswith(f"{service.REASON_INVALID_REQUEST}: ")
     assert w.held(a) == []
@@ -421,8 +430,8 @@ def test_a_service_numbered_elsewhere_keeps_its_ip_and_its_status_ip_is_never_re
     a = w.add(numbered_elsewhere("a", "192.0.2.11"))
     lines = w.sync(a)
     assert writes(lines) == [
-        f"metadata ns/a: +{FIN}, {FROM_POOL}=lan",  # from now on the agents announce it
-        "status ns/a: 192.0.2.11 [True Allocated]",  # the condition only: the same IP
+        # The condition only (the same IP), and from now on the agents announce it.
+        f"status ns/a: 192.0.2.11 [True Allocated] with +{FIN}, {FROM_POOL}=lan",
     ]
     assert "event ns/a Normal IPAdopted" in lines and "event ns/a Normal IPAllocated" not in lines
     assert w.held(a) == ["192.0.2.11"] and w.sync(a) == []
