@@ -1,9 +1,10 @@
 """Kubernetes Events (core/v1) about our objects, written in the background.
 
 `event()` never blocks and never raises for API trouble: it puts the event on a bounded
-in-memory queue that one thread drains; when the queue is full the event is dropped with a
-log line (an Event is a hint to a human, never worth stalling a reconcile). API errors are
-logged and counted in `leifur_events_dropped_total`.
+in-memory queue that one thread drains; when the queue is full an event is dropped (an Event
+is a hint to a human, never worth stalling a reconcile), a Normal one before any Warning, and
+the drops are logged at most once per DROP_LOG_INTERVAL. Drops and API errors are counted in
+`leifur_events_dropped_total`.
 
 Repeats are aggregated like client-go's event correlator does for identical events: the same
 (object uid, reason, message) within 10 minutes of the last occurrence patches count and
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 AGGREGATION_WINDOW = 600.0  # seconds a repeat still counts into the same Event
 _CACHE_SIZE = 4096  # events remembered for aggregation; the oldest go first
 _TYPES = ("Normal", "Warning")
+DROP_LOG_INTERVAL = 10.0  # seconds: a burst that overflows the queue logs one line, not thousands
 
 
 @dataclass
@@ -62,6 +64,8 @@ class EventRecorder:
         self._stopped = False
         self._seen: collections.OrderedDict[tuple[str, ...], _Seen] = collections.OrderedDict()
         self._dropped = metrics.EVENTS_DROPPED.labels(component=component)
+        self._unlogged_drops = 0
+        self._last_drop_log = float("-inf")
         self._thread = threading.Thread(target=self._run, name=f"events-{component}", daemon=True)
         self._thread.start()
 
@@ -85,13 +89,32 @@ class EventRecorder:
         with self._cond:
             if self._stopped:
                 return
+            item = (ref, type_, reason, message, timestamps.now())
             if len(self._pending) >= self.queue_size:
-                self._dropped.inc()
-                log.warning("event queue full, dropping %s event %s on %s: %s", type_, reason, _describe(ref),
-                            message)
+                normal = next((i for i, p in enumerate(self._pending) if p[1] == "Normal"), None)
+                if type_ == "Warning" and normal is not None:
+                    # The oldest Normal one makes room: a warning is what an operator looks for.
+                    evicted = self._pending[normal]
+                    del self._pending[normal]
+                    self._pending.append(item)
+                    item = evicted
+                self._drop(item)
                 return
-            self._pending.append((ref, type_, reason, message, timestamps.now()))
+            self._pending.append(item)
             self._cond.notify_all()
+
+    def _drop(self, item: tuple[dict, str, str, str, str]) -> None:
+        """Count a dropped event; log the drops at most once per DROP_LOG_INTERVAL."""
+        self._dropped.inc()
+        self._unlogged_drops += 1
+        now = time.monotonic()
+        if now - self._last_drop_log >= DROP_LOG_INTERVAL:
+            ref, type_, reason, message, _when = item
+            log.warning("event queue full (%d pending): dropped %d events since the last such line (all are "
+                        "counted in leifur_events_dropped_total), the latest %s %s on %s: %s", self.queue_size,
+                        self._unlogged_drops, type_, reason, _describe(ref), message)
+            self._unlogged_drops = 0
+            self._last_drop_log = now
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued event has been written (or given up on); False on timeout."""
