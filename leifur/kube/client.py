@@ -11,14 +11,20 @@ from kubernetes.client.exceptions import ApiException
 
 # Items per page of a LIST: a reader holds one decoded page at a time besides what it keeps.
 PAGE_SIZE = 500
+# Connections kept open to the API server. Every watch holds one for its life and every worker
+# one per write; beyond the pool's size urllib3 closes each connection after use (and logs it),
+# and its default, 5 per CPU, is below what the controller's watches and workers use on 2 cores.
+CONNECTIONS = 32
 
 
 def load_client(kubeconfig: str | None = None) -> client.ApiClient:
     """The kubeconfig file if given, else in-cluster config (ServiceAccount token and CA)."""
-    if kubeconfig:
-        return config.new_client_from_config(config_file=kubeconfig)
     cfg = client.Configuration()
-    config.load_incluster_config(client_configuration=cfg)
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    else:
+        config.load_incluster_config(client_configuration=cfg)
+    cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, CONNECTIONS)
     return client.ApiClient(cfg)
 
 

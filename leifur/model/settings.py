@@ -50,7 +50,9 @@ class ControllerSettings:
     # Plain HTTP, /healthz and /readyz only, for the kubelet's probes: on the Pod's network, where
     # the kubelet reaches it at the Pod's IP.
     health_address: str = ":7475"
-    workers: int = 4
+    # A sync waits on its API write most of its time: on a backlog of 5,000, 2/4/8/16 workers gave
+    # 323/454/530–551/569 Services/s (docs/benchmarks.md, section 5).
+    workers: int = 8
     # A pool's status (addresses in use) follows the Services' allocations this many seconds late
     # at most: one pool sync and one status write per interval, not one per Service allocated.
     pool_status_delay: float = 1.0
