@@ -14,14 +14,15 @@ from kubernetes.client.exceptions import ApiException
 from leifur.kube import client as client_module
 from leifur.kube import informer as informer_module
 from leifur.kube.informer import Informer
-from leifur.kube.kept import kept
+from leifur.kube.kept import LAST_APPLIED, kept
 
 MANAGED = [{"manager": "kubectl", "operation": "Update", "apiVersion": "v1", "fieldsType": "FieldsV1",
             "fieldsV1": {"f:spec": {"f:ports": {}}}}]
 
 
 def svc(name: str, rv: str) -> dict:
-    return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": rv, "annotations": {"a": "b"},
+    return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": rv,
+                         "annotations": {"a": "b", LAST_APPLIED: json.dumps({"kind": "Service", "spec": {}})},
                          "managedFields": copy.deepcopy(MANAGED)},
             "spec": {"type": "LoadBalancer"}}
 
@@ -38,7 +39,7 @@ def inf(monkeypatch) -> Informer:
     return i
 
 
-def test_listed_and_watched_objects_are_stored_without_managed_fields(inf):
+def test_listed_and_watched_objects_are_stored_without_managed_fields_or_the_last_applied_copy(inf):
     assert inf.get("ns/listed")["kind"] == "Service"  # filled in from the list, as before
     inf._handle_event({"type": "ADDED", "object": svc("watched", "11")})
     inf._handle_event({"type": "MODIFIED", "object": svc("listed", "12")})
@@ -74,6 +75,7 @@ def test_stored_objects_share_their_keys_and_short_strings_and_keep_their_conten
     sa, sb = inf.shared()[-2:]
     for s, want in ((sa, a), (sb, b)):
         del want["metadata"]["managedFields"]
+        del want["metadata"]["annotations"][LAST_APPLIED]
         assert s == want
     # One copy of each, whichever object it came from: keys, values, list items.
     assert next(k for k in sa["metadata"] if k == "namespace") is next(k for k in sb["metadata"] if k == "namespace")
