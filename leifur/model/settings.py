@@ -51,7 +51,7 @@ class ControllerSettings:
     # the kubelet reaches it at the Pod's IP.
     health_address: str = ":7475"
     # A sync waits on its API write most of its time: on a backlog of 5,000, 2/4/8/16 workers gave
-    # 323/454/530–551/569 Services/s (docs/benchmarks.md, section 5).
+    # 323/454/530-551/569 Services/s (docs/benchmarks.md, section 5).
     workers: int = 8
     # A pool's status (addresses in use) follows the Services' allocations this many seconds late
     # at most: one pool sync and one status write per interval, not one per Service allocated.
