@@ -26,7 +26,8 @@ class Caches:
         self.node = node
         self._on_change = on_change
         self.services = Informer(api_client, "/api/v1/services", "services")
-        self.slices = Informer(api_client, "/apis/discovery.k8s.io/v1/endpointslices", "endpointslices")
+        self.slices = Informer(api_client, "/apis/discovery.k8s.io/v1/endpointslices", "endpointslices",
+                               keep=plan.slice_as_read)
         self.nodes = Informer(api_client, "/api/v1/nodes", "nodes")
         self.pools = Informer(api_client, f"/apis/{names.API_VERSION}/{names.POOLS}", names.POOLS)
         self.ads = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2ADVERTISEMENTS}", names.L2ADVERTISEMENTS)

@@ -81,13 +81,15 @@ class Informer:
     `resource` names it in logs and metrics. `request_timeout` bounds each LIST request and the
     connect of each WATCH. Keyword-only additions: `watch_timeout` (server-side timeoutSeconds of
     a watch, randomised up to +20%), `label_selector`, `field_selector`, `page_size` (LIST limit;
-    0 disables paging).
+    0 disables paging), `keep` (the part of each object the cache holds, for a reader that needs
+    little of a large kind; it must keep metadata's name, namespace and resourceVersion).
     """
 
     def __init__(self, api_client: client.ApiClient, path: str, resource: str, request_timeout: float = 10.0, *,
                  watch_timeout: float = 300.0, label_selector: str | None = None, field_selector: str | None = None,
-                 page_size: int = PAGE_SIZE) -> None:
+                 page_size: int = PAGE_SIZE, keep: Callable[[dict], dict] | None = None) -> None:
         self.api_client = api_client
+        self._keep = keep or (lambda obj: obj)
         self.path = path
         self.resource = resource
         self.request_timeout = request_timeout
@@ -282,7 +284,7 @@ class Informer:
             kind, api_version = body.get("kind") or "", body.get("apiVersion")
             item_kind = kind.removesuffix("List") if kind.endswith("List") else None
             for item in body.get("items") or []:
-                obj = kept(item)
+                obj = self._keep(kept(item))
                 if item_kind and "kind" not in obj:
                     obj["kind"] = item_kind
                 if api_version and "apiVersion" not in obj:
@@ -368,7 +370,7 @@ class Informer:
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             log.warning("%s: ignoring watch event of type %r", self.resource, kind)
             return
-        obj = kept(obj)
+        obj = self._keep(kept(obj))
         key = key_of(obj)
         with self._dispatch_lock:
             with self._store_lock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from leifur.announce import plan
 from leifur.announce.election import owner
 from leifur.model import names
@@ -192,3 +194,38 @@ def test_in_one_decision_each_ip_is_elected_among_its_own_nodes():
         assert out[f"192.0.2.{50 + i}"].announcement == plan.Announcement(
             f"192.0.2.{50 + i}", "n3", ("eth1",), "Responder")
     assert [out[f"192.0.2.{44 + i}"].announcement.node for i in range(4)] == ["n1", "n2", "n1", "n2"]
+
+
+def ep(node: str | None, ready: bool | None = True, address: str = "198.51.100.7") -> dict:
+    out: dict = {"addresses": [address], "targetRef": {"kind": "Pod", "name": f"p-{address}"}, "zone": "z1",
+                 "conditions": {} if ready is None else {"ready": ready, "serving": True, "terminating": False}}
+    if node is not None:
+        out["nodeName"] = node
+    return out
+
+
+def with_endpoints(endpoints: list[dict], name: str = "web") -> dict:
+    s = slice_(name, [])
+    s["endpoints"] = endpoints
+    s["ports"] = [{"port": 8080, "protocol": "TCP"}]
+    return s
+
+
+@pytest.mark.parametrize("slices", [
+    pytest.param([with_endpoints([ep("n1"), ep("n2")])], id="ready-on-two-nodes"),
+    pytest.param([with_endpoints([ep("n1", ready=None)])], id="nil-ready-reads-as-ready"),
+    pytest.param([with_endpoints([ep("n1", ready=False), ep("n2")])], id="not-ready-is-left-out"),
+    pytest.param([with_endpoints([ep(None)])], id="no-node-name"),
+    pytest.param([with_endpoints([ep("n1", address=f"198.51.100.{i}") for i in range(50)]
+                                 + [ep("n1", ready=False)])], id="fifty-pods-on-one-node"),
+    pytest.param([with_endpoints([ep("n1")]), with_endpoints([ep("n3")], name="other")], id="two-services"),
+    pytest.param([{"metadata": {"name": "x", "namespace": "default"}, "endpoints": [ep("n1")]}],
+                 id="no-service-label"),
+    pytest.param([with_endpoints([])], id="no-endpoints"),
+])
+def test_what_the_cache_keeps_of_a_slice_reads_the_same(slices):
+    kept = [plan.slice_as_read(s) for s in slices]
+    assert plan.ready_endpoint_nodes(kept) == plan.ready_endpoint_nodes(slices)
+    for s, k in zip(slices, kept, strict=True):
+        assert k["metadata"] == s["metadata"]
+        assert len(k["endpoints"]) == len({(e.get("nodeName"), e["conditions"].get("ready")) for e in s["endpoints"]})

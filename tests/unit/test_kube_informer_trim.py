@@ -105,3 +105,15 @@ def test_list_all_starts_over_in_one_page_when_its_continue_token_expired(monkey
     items = client_module.list_all(client.ApiClient(), "/api/v1/services", keep=kept)
     assert [(o["metadata"]["name"], o["metadata"]["resourceVersion"]) for o in items] == [("a", "2"), ("b", "2")]
     assert [("limit" in q, "continue" in q) for q in sent] == [(True, False), (True, True), (False, False)]
+
+
+def test_an_informer_keeps_what_its_keep_function_returns_from_lists_and_watches(monkeypatch):
+    body = {"kind": "ServiceList", "apiVersion": "v1", "metadata": {"resourceVersion": "10"},
+            "items": [svc("listed", "5")]}
+    monkeypatch.setattr(informer_module, "request", lambda *a, **kw: copy.deepcopy(body))
+    i = Informer(client.ApiClient(), "/api/v1/services", "services-keep",
+                 keep=lambda o: {"metadata": o["metadata"], "spec": {"type": o["spec"]["type"]}})
+    i._list_and_replace()
+    i._handle_event({"type": "ADDED", "object": {**svc("watched", "11"), "status": {"big": "x" * 100}}})
+    assert [sorted(o) for o in i.shared()] == [["apiVersion", "kind", "metadata", "spec"], ["metadata", "spec"]]
+    assert i.resource_version == "11"
