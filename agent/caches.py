@@ -10,7 +10,7 @@ from typing import Any
 
 from kubernetes import client
 
-from leifur.announce import plan
+from leifur.announce import as_read, plan
 from leifur.announce.bgp_intent import SecretRef
 from leifur.kube.informer import Informer
 from leifur.model import names
@@ -25,9 +25,10 @@ class Caches:
         self.api_client = api_client
         self.node = node
         self._on_change = on_change
-        self.services = Informer(api_client, "/api/v1/services", "services")
+        # Of Services and EndpointSlices, the parts the decisions read.
+        self.services = Informer(api_client, "/api/v1/services", "services", keep=as_read.service)
         self.slices = Informer(api_client, "/apis/discovery.k8s.io/v1/endpointslices", "endpointslices",
-                               keep=plan.slice_as_read)
+                               keep=as_read.endpoint_slice)
         self.nodes = Informer(api_client, "/api/v1/nodes", "nodes")
         self.pools = Informer(api_client, f"/apis/{names.API_VERSION}/{names.POOLS}", names.POOLS)
         self.ads = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2ADVERTISEMENTS}", names.L2ADVERTISEMENTS)

@@ -59,19 +59,6 @@ class Cluster:
     bfd_profiles: list[Object] = field(default_factory=list)
 
 
-def slice_as_read(s: Object) -> Object:
-    """All of an EndpointSlice that ready_endpoint_nodes reads, each node's readiness once: what an
-    agent's cache holds of it, without the endpoints' addresses, targets and zones, and the ports."""
-    meta = s.get("metadata") or {}
-    seen: dict[tuple[str | None, bool | None], None] = {}
-    for ep in s.get("endpoints") or []:
-        seen[(ep.get("nodeName"), (ep.get("conditions") or {}).get("ready"))] = None
-    out: Object = {k: s[k] for k in ("kind", "apiVersion") if k in s}
-    out["metadata"] = {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "labels") if k in meta}
-    out["endpoints"] = [{"nodeName": node, "conditions": {"ready": ready}} for node, ready in seen]
-    return out
-
-
 def ready_endpoint_nodes(slices: Iterable[Object]) -> dict[str, set[str]]:
     """Service key -> nodes with at least one ready endpoint ("" for endpoints without a nodeName)."""
     out: dict[str, set[str]] = {}

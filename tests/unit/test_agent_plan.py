@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from leifur.announce import plan
+from leifur.announce import as_read, plan
 from leifur.announce.election import owner
 from leifur.model import names
 
@@ -224,8 +224,39 @@ def with_endpoints(endpoints: list[dict], name: str = "web") -> dict:
     pytest.param([with_endpoints([])], id="no-endpoints"),
 ])
 def test_what_the_cache_keeps_of_a_slice_reads_the_same(slices):
-    kept = [plan.slice_as_read(s) for s in slices]
+    kept = [as_read.endpoint_slice(s) for s in slices]
     assert plan.ready_endpoint_nodes(kept) == plan.ready_endpoint_nodes(slices)
     for s, k in zip(slices, kept, strict=True):
         assert k["metadata"] == s["metadata"]
         assert len(k["endpoints"]) == len({(e.get("nodeName"), e["conditions"].get("ready")) for e in s["endpoints"]})
+
+
+def full(s: dict, **spec) -> dict:
+    """As the API server returns it: with what the agent's cache leaves out."""
+    s = {**s, "spec": {**s["spec"], "selector": {"app": "x"}, "clusterIP": "198.51.100.1",
+                       "clusterIPs": ["198.51.100.1"], "ipFamilies": ["IPv4"], "sessionAffinity": "None", **spec}}
+    s["metadata"] = {**s["metadata"], "uid": "u-" + s["metadata"]["name"], "resourceVersion": "7",
+                     "finalizers": [names.SERVICE_FINALIZER], "creationTimestamp": "2026-01-01T00:00:00Z"}
+    s["status"] = {**s["status"], "conditions": [{"type": names.COND_SERVICE_ALLOCATED, "status": "True"}]}
+    return s
+
+
+@pytest.mark.parametrize("services", [
+    pytest.param([full(svc("web", ["192.0.2.40"]))], id="ours"),
+    pytest.param([full(svc("web", ["192.0.2.41"], policy="Local"))], id="local-policy"),
+    pytest.param([full(svc("a", ["192.0.2.42"])), full(svc("b", ["192.0.2.42"]))], id="shared-ip"),
+    pytest.param([full(svc("web", ["192.0.2.43"]), loadBalancerClass="example.com/other")], id="another-class"),
+    pytest.param([full(svc("web", ["192.0.2.44"]), type="NodePort")], id="not-a-load-balancer"),
+    pytest.param([full(svc("web", ["192.0.2.45"], deletionTimestamp="2026-01-02T00:00:00Z"))], id="being-deleted"),
+    pytest.param([full(svc("web", ["192.0.2.46"], pool=None))], id="not-allocated-by-leifur"),
+    pytest.param([full(svc("web", ["2001:db8::41"]))], id="ipv6"),
+])
+def test_what_the_cache_keeps_of_a_service_decides_the_same(services):
+    kept = [as_read.service(s) for s in services]
+    for lb_class in (None, "example.com/other"):
+        assert (plan.decide_announcements(cluster(kept), LIVE, lb_class)
+                == plan.decide_announcements(cluster(services), LIVE, lb_class))
+    for s, k in zip(services, kept, strict=True):
+        assert (k["metadata"]["uid"], k["metadata"]["annotations"]) == (s["metadata"]["uid"],
+                                                                        s["metadata"]["annotations"])
+        assert "ports" not in k["spec"] and "conditions" not in k["status"]
