@@ -34,7 +34,8 @@ class Caches:
         self.ads = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2ADVERTISEMENTS}", names.L2ADVERTISEMENTS)
         # Every node's record: ours, to write it again should it disappear; the others', for the IPs
         # our nodes announce (never probed again) and our nodes' MACs (a handover, not a conflict).
-        self.record = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}", names.L2NODESTATUSES)
+        self.record = Informer(api_client, f"/apis/{names.API_VERSION}/{names.L2NODESTATUSES}", names.L2NODESTATUSES,
+                               keep=as_read.record)
         self.all: tuple[Informer, ...] = (self.services, self.slices, self.nodes, self.pools, self.ads, self.record)
         # BGP mode only: a layer 2 agent neither watches these nor needs the right to.
         self.bgp: list[Informer] = []

@@ -1,6 +1,6 @@
-"""What an agent's caches keep of Services and EndpointSlices: the parts the plans read (plan.py,
-bgp_plan.py, and the agent's Events and probes), with parts that are the same in many objects
-shared.
+"""What an agent's caches keep of Services, EndpointSlices and the nodes' records: the parts the
+plans read (plan.py, bgp_plan.py, and the agent's Events and probes), with parts that are the
+same in many objects shared.
 
 An agent caches every Service and EndpointSlice of the cluster and reads little of each; at 5,000
 Services the whole objects were most of its memory. Most Services have the same spec fields here
@@ -17,6 +17,7 @@ Object = dict[str, Any]
 SERVICE_METADATA = ("name", "namespace", "uid", "resourceVersion", "annotations", "labels", "deletionTimestamp")
 SERVICE_SPEC = ("type", "loadBalancerClass", "externalTrafficPolicy")
 SLICE_METADATA = ("name", "namespace", "uid", "resourceVersion", "labels")
+RECORD_METADATA = ("name", "uid", "resourceVersion")
 # Distinct shared parts kept at most (each is a node's readiness or a spec's three fields): a
 # cluster that has more just gets copies.
 _SHARED_MAX = 4096
@@ -42,6 +43,9 @@ def service(svc: Object) -> Object:
     spec = svc.get("spec") or {}
     out: Object = {k: svc[k] for k in ("kind", "apiVersion") if k in svc}
     out["metadata"] = {k: meta[k] for k in SERVICE_METADATA if k in meta}
+    if isinstance(meta.get("annotations"), dict):  # most Services' are alike: the pool's name
+        out["metadata"]["annotations"] = _one(("annotations", *sorted(meta["annotations"].items())),
+                                              meta["annotations"])
     kept = tuple((k, spec[k]) for k in SERVICE_SPEC if k in spec)
     out["spec"] = _one(("spec", kept), dict(kept))
     out["status"] = {"loadBalancer": (svc.get("status") or {}).get("loadBalancer") or {}}
@@ -68,4 +72,17 @@ def endpoint_slice(s: Object) -> Object:
             continue
         endpoints.append(_one(("endpoint", node, ready), part))
     out["endpoints"] = endpoints
+    return out
+
+
+def record(r: Object) -> Object:
+    """A node's L2NodeStatus as the agents read the others': the IPs it announces and its MACs
+    (not where, since when, for which Services)."""
+    meta = r.get("metadata") or {}
+    status = r.get("status") or {}
+    out: Object = {k: r[k] for k in ("kind", "apiVersion") if k in r}
+    out["metadata"] = {k: meta[k] for k in RECORD_METADATA if k in meta}
+    out["status"] = {"announcements": [{"ip": a.get("ip")} for a in status.get("announcements") or []
+                                       if isinstance(a, dict)],
+                     "macs": status.get("macs") or []}
     return out

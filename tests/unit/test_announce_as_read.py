@@ -33,3 +33,23 @@ def test_values_against_the_schema_are_kept_as_they_are():
     s = eps("n1")
     s["endpoints"][0]["nodeName"] = {"odd": 1}
     assert as_read.endpoint_slice(s)["endpoints"] == [{"nodeName": {"odd": 1}, "conditions": {"ready": True}}]
+
+
+def test_a_services_annotations_are_shared_with_those_of_services_that_have_the_same():
+    a, b, c = svc("a"), svc("b"), svc("c")
+    for s, pool in ((a, "v6"), (b, "v6"), (c, "v4")):
+        s["metadata"]["annotations"] = {"leifur.io/ip-allocated-from-pool": pool}
+    ka, kb, kc = (as_read.service(s) for s in (a, b, c))
+    assert ka["metadata"]["annotations"] is kb["metadata"]["annotations"]
+    assert kc["metadata"]["annotations"] == {"leifur.io/ip-allocated-from-pool": "v4"}
+
+
+def test_a_record_keeps_the_ips_and_macs_the_agents_read():
+    r = {"kind": "L2NodeStatus", "metadata": {"name": "n1", "uid": "u", "resourceVersion": "3", "labels": {}},
+         "status": {"count": 2, "ips": "192.0.2.1,192.0.2.2", "macs": ["02:00:00:00:00:01"],
+                    "announcements": [{"ip": "192.0.2.1", "services": ["ns/a"], "interfaces": ["eth0"],
+                                       "mode": "Responder", "since": "2026-01-01T00:00:00Z"},
+                                      {"ip": "192.0.2.2", "services": ["ns/b"]}, "malformed"]}}
+    assert as_read.record(r) == {"kind": "L2NodeStatus", "metadata": {"name": "n1", "uid": "u", "resourceVersion": "3"},
+                                 "status": {"announcements": [{"ip": "192.0.2.1"}, {"ip": "192.0.2.2"}],
+                                            "macs": ["02:00:00:00:00:01"]}}
