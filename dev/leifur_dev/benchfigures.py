@@ -80,14 +80,16 @@ def against_n(runs: Mapping[str, Sequence[tuple[int, float]]], *, title: str, y_
 # -- recorded results (docs/benchmarks.md, section 5, measured 2026-12-02) --------------------
 
 THROUGHPUT = {  # backlog throughput, Services/s, from ready to the last IP
-    "run E (current)": [(1000, 146), (5000, 140)],
-    "run D (after the two changes)": [(1000, 107), (5000, 107), (10000, 115)],
+    "run G (current)": [(1000, 556), (5000, 554), (10000, 504)],
+    "run E": [(1000, 146), (5000, 140)],
+    "run D": [(1000, 107), (5000, 107), (10000, 115)],
     "run A (before)": [(1000, 83), (5000, 65)],
 }
 PEAK_RSS = {  # controller peak RSS, MB, once every Service of the backlog has its IPs
-    "run F (memory cut, current)": [(0, 50.1), (1000, 59.6), (5000, 84.6)],
+    "run G (current)": [(0, 51.4), (1000, 61.2), (5000, 83.3), (10000, 112.0)],
+    "run F (memory cut)": [(0, 50.1), (1000, 59.6), (5000, 84.6)],
     "run E": [(0, 83), (1000, 97), (5000, 137)],
-    "run D (after the two changes)": [(0, 83), (1000, 98), (5000, 138), (10000, 191)],
+    "run D": [(0, 83), (1000, 98), (5000, 138), (10000, 191)],
     "run A (before)": [(1000, 105), (5000, 172)],
 }
 FAILOVER = "failover-signed-SIGKILL.json"
