@@ -72,8 +72,9 @@ class HoldBack:
         self.api.create_validating_admission_policy({
             "metadata": {"name": self.name},
             "spec": {"failurePolicy": "Fail", "matchConstraints": {
+                # Both: the controller puts its finalizer on with the status, through /status.
                 "resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
-                                   "resources": ["services"]}],
+                                   "resources": ["services", "services/status"]}],
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.namespace}}},
                 "validations": [{"expression": f"!has(object.metadata.finalizers) || "
                                  f"!object.metadata.finalizers.exists(f, f == '{names.SERVICE_FINALIZER}')",
