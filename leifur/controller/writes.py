@@ -95,28 +95,29 @@ class ServiceWriter(_Guarded):
         self._check()
         path = _service_path(svc["metadata"]) + "/status"
         status = {"loadBalancer": {"ingress": ingress or None}, "conditions": conditions or None}
+        annotations = annotations or {}
         if finalizers is None:
             written = _patch(self.api_client, path, {**_metadata_body(svc), "status": status})
         elif self.status_keeps_metadata:
             written = _patch(self.api_client, path, {**_metadata_body(svc, finalizers, annotations), "status": status})
-            if not _carries(written, finalizers, annotations or {}):
+            if not _carries(written, finalizers, annotations):
                 # The API server stopped keeping them (upgraded under us): put them on at once.
                 log.warning("the API server no longer keeps metadata written with a Service's status: "
                             "the finalizer goes in a write of its own from now on")
                 self.status_keeps_metadata = False
-                written = self.patch_metadata(written, finalizers, annotations or {})
+                written = self.patch_metadata(written, finalizers, annotations)
         else:
-            written = self._metadata_first(svc, finalizers, annotations or {})
+            written = self._metadata_first(path, svc, finalizers, annotations)
             written = _patch(self.api_client, path, {**_metadata_body(written), "status": status})
         # The status as it was, with the metadata as written (the pool the IPs came from).
         _log(status_log.status_written({**svc, "metadata": written["metadata"]}, ingress, conditions))
         return written
 
-    def _metadata_first(self, svc: dict, finalizers: list[str], annotations: dict[str, str | None]) -> dict:
+    def _metadata_first(self, status_path: str, svc: dict, finalizers: list[str],
+                        annotations: dict[str, str | None]) -> dict:
         if self.status_keeps_metadata is None:
             # Learn it with a write that shows no IP yet: metadata alone, through /status.
-            written = _patch(self.api_client, _service_path(svc["metadata"]) + "/status",
-                             _metadata_body(svc, finalizers, annotations))
+            written = _patch(self.api_client, status_path, _metadata_body(svc, finalizers, annotations))
             self.status_keeps_metadata = _carries(written, finalizers, annotations)
             log.info("the API server %s metadata written with a Service's status",
                      "keeps" if self.status_keeps_metadata else "drops")
