@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 # Strings up to this long are interned: keys, names, enums, IPs, timestamps. Longer ones
-# (messages, certificates, last-applied configurations) are seldom repeated.
+# (messages, certificates) are seldom repeated.
 INTERN_UP_TO = 64
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
