@@ -9,8 +9,11 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-# Items per page of a LIST: a reader holds one decoded page at a time besides what it keeps.
-PAGE_SIZE = 500
+# Items per page of a LIST: a reader holds one decoded page at a time besides what it keeps, and
+# the memory a page took stays with the process after (what it keeps is allocated among the
+# page's objects, so the allocator cannot give those blocks back). client-go's 500 left an agent
+# with 5,000 Services at a peak of about 100 MB; 100 per page, about 94 (docs/benchmarks.md).
+PAGE_SIZE = 100
 # Connections kept open to the API server. Every watch holds one for its life and every worker
 # one per write; beyond the pool's size urllib3 closes each connection after use (and logs it),
 # and its default, 5 per CPU, is below what the controller's watches and workers use on 2 cores.
