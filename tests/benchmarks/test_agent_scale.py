@@ -5,8 +5,8 @@ LEIFUR_BENCHMARKS=1 pytest tests/benchmarks/test_agent_scale.py -s
 
 Each figure has a baseline from the same run: the mass failure a single failure on the same lab,
 the heartbeat rate the design's (N-1)/interval, the memory and CPU the same agents before the
-Services existed. Sizes: LEIFUR_SCALE_SERVICES (500) for the failover, LEIFUR_SCALE_BIG (5000)
-for memory and CPU.
+Services existed. Sizes: LEIFUR_SCALE_SERVICES (500) for the failover, in LEIFUR_FAILOVER_ROUNDS
+(3) rounds; LEIFUR_SCALE_BIG (5000) for memory and CPU.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.benchmark, pytest.mark.netns, pytest.mark.controlplane
 SERVICES = int(os.environ.get("LEIFUR_SCALE_SERVICES", "500"))
 BIG = int(os.environ.get("LEIFUR_SCALE_BIG", "5000"))
 SAMPLE = 30  # IPs probed through a failover: 30 frames per 20 ms, bounded
+ROUNDS = int(os.environ.get("LEIFUR_FAILOVER_ROUNDS", "3"))
 FIRST = 0x1000  # the pool's first IPv6 offset in the lab's /64
 
 
@@ -123,22 +124,47 @@ def _ms(gaps: list[float]) -> str:
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("stack", [10], indirect=True)
 def test_ten_nodes_three_killed_at_once(stack):
+    """Rounds of one node killed (the baseline, same lab) and then three at once, other nodes each
+    round: one round's longest gap is mostly what the loaded lab adds (the surviving nodes' IPs,
+    which never move, show it), so the comparison is made round by round and over the rounds."""
     ips = _announce(stack, SERVICES)
-    # The baseline, on the same lab: one node killed.
-    one, _ = _blackouts(stack, ips, [stack.lab.nodes[0]])
-    stack.start_agent(stack.lab.nodes[0]).wait_ready()
-    _settled(stack, ips, stack.lab.nodes)
-    three, stayed = _blackouts(stack, ips, stack.lab.nodes[1:4])
-    # Every one of the IPs ends with exactly one MAC, its owner's among the survivors.
-    _settled(stack, ips, [h for h in stack.lab.nodes if h not in stack.lab.nodes[1:4]], 30)
+    nodes = stack.lab.nodes
     interval = HeartbeatSettings().interval
-    print(f"\nten nodes, {SERVICES} IPv6 Services, ARP/NDP probe every 20 ms:")
-    print(f"  one node killed (baseline): {_ms(one)}")
-    print(f"  three nodes killed at once: {_ms(three)}")
-    print(f"  IPs of the surviving nodes: {_ms(stayed)}")
-    print(f"  target: within the single-failure blackout plus one heartbeat interval, "
-          f"{(max(one) + interval) * 1000:.0f} ms; every one of the {len(ips)} IPs ended with its owner's MAC alone")
+    rounds: list[tuple[list[float], list[float], list[float]]] = []
+    for r in range(ROUNDS):
+        single, triple = [nodes[(4 * r) % 10]], [nodes[(4 * r + k) % 10] for k in (1, 2, 3)]
+        one, _ = _blackouts(stack, ips, single)
+        _restart(stack, ips, single)
+        three, stayed = _blackouts(stack, ips, triple)
+        # Every one of the IPs ends with exactly one MAC, its owner's among the survivors.
+        _settled(stack, ips, [h for h in nodes if h not in triple], 30)
+        rounds.append((one, three, stayed))
+        if r + 1 < ROUNDS:
+            _restart(stack, ips, triple)
+    print(f"\nten nodes, {SERVICES} IPv6 Services, ARP/NDP probe every 20 ms, {ROUNDS} rounds:")
+    met = 0
+    for r, (one, three, stayed) in enumerate(rounds, 1):
+        ok = max(three) <= max(one) + interval
+        met += ok
+        print(f"  round {r}: one node killed (baseline): {_ms(one)}")
+        print(f"           three nodes killed at once: {_ms(three)}")
+        print(f"           IPs of the surviving nodes: {_ms(stayed)}")
+        print(f"           target {(max(one) + interval) * 1000:.0f} ms (the single failure's max plus one "
+              f"heartbeat interval): {'met' if ok else 'missed'}")
+    ones, threes = [max(one) for one, _, _ in rounds], [max(three) for _, three, _ in rounds]
+    print(f"  over the rounds, median of each round's max: one killed {statistics.median(ones) * 1000:.0f} ms, "
+          f"three killed {statistics.median(threes) * 1000:.0f} ms; target met in {met} of {ROUNDS} rounds")
+    print(f"  every one of the {len(ips)} IPs ended with its owner's MAC alone after each mass failure")
     print("  (the surviving nodes' IPs never move: their gaps are what the probe and a loaded machine add)")
+
+
+def _restart(stack: Stack, ips: list[str], hosts: list) -> None:
+    """Start the killed agents of `hosts` again and wait until every IP is back with its owner."""
+    for h in hosts:
+        stack.start_agent(h)
+    for h in hosts:
+        stack.agents[h.name].wait_ready()
+    _settled(stack, ips, stack.lab.nodes)
 
 
 @pytest.mark.parametrize("stack", [3, 6, 10], indirect=True, ids=["3-nodes", "6-nodes", "10-nodes"])
@@ -204,6 +230,7 @@ def test_agents_memory_and_cpu_with_thousands_of_services(stack):
     _settled(stack, sample, stack.lab.nodes, 600)
     print(f"  ten agents started on them: ready and every sampled IP ({len(sample)}) answered by its owner "
           f"alone {time.monotonic() - t0:.0f} s after the start")
+    settled_rss = {h.name: runtime.memory_kib(stack.agents[h.name].proc.pid)[1] for h in stack.lab.nodes}
     time.sleep(10)  # the start's record writes land
     made = {h.name: stack.agents[h.name].metric("leifur_agent_decisions_total", result="made")
             for h in stack.lab.nodes}
@@ -218,4 +245,5 @@ def test_agents_memory_and_cpu_with_thousands_of_services(stack):
           f"median {statistics.median(made_during.values()):.0f}")
     for h in stack.lab.nodes:
         peak, now = runtime.memory_kib(stack.agents[h.name].proc.pid)
-        print(f"  {h.name}: RSS without Services {idle_rss[h.name]} kB; with them: peak {peak} kB, now {now} kB")
+        print(f"  {h.name}: RSS without Services {idle_rss[h.name]} kB; with them: peak {peak} kB, "
+              f"{settled_rss[h.name]} kB once settled, {now} kB after the window")
