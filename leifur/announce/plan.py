@@ -7,8 +7,9 @@ node, which interfaces, which mode) or a reason why nobody announces it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 
 from leifur.announce.election import (
     Advertisement,
@@ -107,13 +108,42 @@ def node_of(obj: Object, live: frozenset[str]) -> Node:
 
 
 def decide_announcements(cluster: Cluster, live: Iterable[str], load_balancer_class: str | None = None,
-                         lost: Mapping[str, Lost] | None = None) -> dict[str, Decision]:
+                         lost: Mapping[str, Lost] | None = None, *,
+                         before: tuple[frozenset[str], Mapping[str, Decision]] | None = None) -> dict[str, Decision]:
     """IP -> Decision for every IP in the status of a LoadBalancer Service of ours.
 
     `live` is the set of nodes whose agent is alive and ready (this node included if it is);
-    `lost`, what links going down took from some of them (interfaces.Lost).
+    `lost`, what links going down took from some of them (interfaces.Lost). `before`: the live
+    nodes and the decisions of a call on the same cluster, class and lost; when nodes have only
+    left since, only the IPs whose owner left are decided again (the same answer: see _unmoved).
     """
     live = frozenset(live)
+    if before is not None and live <= before[0]:
+        unmoved = _unmoved(before[1], live)
+        if len(unmoved) == len(before[1]):
+            return dict(before[1])
+        decide = _decider(cluster, live, lost)
+        services = {key_of(s): (i, s) for i, s in enumerate(cluster.services)}
+        return {ip: unmoved.get(ip) or decide(ip_address(ip), [s for _, s in sorted(services[k] for k in d.services)])
+                for ip, d in before[1].items()}
+    decide = _decider(cluster, live, lost)
+    return {ip: decide(addr, svcs) for ip, (addr, svcs) in held_ips(cluster, load_balancer_class).items()}
+
+
+def _unmoved(decisions: Mapping[str, Decision], live: frozenset[str]) -> dict[str, Decision]:
+    """The decisions that nodes leaving cannot change: every one but those whose owner left.
+
+    Ranking is rendezvous hashing: the owner ranks first among the candidates, and is first among
+    any subset of them that holds it. Nothing else in a decision depends on who is live: with no
+    owner it says why (no endpoints, no advertisement, no eligible node), which fewer live nodes
+    do not change, and the owner's interfaces and mode come from the advertisements.
+    """
+    return {ip: d for ip, d in decisions.items() if d.announcement is None or d.announcement.node in live}
+
+
+def _decider(cluster: Cluster, live: frozenset[str], lost: Mapping[str, Lost] | None) -> Callable[
+        [IP, list[Object]], Decision]:
+    """Decides one IP (its Services given) in `cluster`, parsing what every IP shares only once."""
     pools = Pools.of(cluster)
     ads = [parse_advertisement(a) for a in cluster.advertisements]
     nodes = [node_of(n, live) for n in cluster.nodes]
@@ -121,8 +151,7 @@ def decide_announcements(cluster: Cluster, live: Iterable[str], load_balancer_cl
     # Which nodes may announce an IP depends on its pool and its Services' endpoints only: worked
     # out once per pool (and Local set), not once per IP (most of a sync's work at 5,000 Services).
     eligibility: dict[tuple[str, frozenset[str] | None], dict[str, list[Advertisement]]] = {}
-    return {ip: _decide_ip(addr, svcs, pools, ads, nodes, ready, lost, eligibility)
-            for ip, (addr, svcs) in held_ips(cluster, load_balancer_class).items()}
+    return lambda addr, svcs: _decide_ip(addr, svcs, pools, ads, nodes, ready, lost, eligibility)
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from itertools import combinations
+
 import pytest
 
 from leifur.announce import as_read, plan
 from leifur.announce.election import owner
+from leifur.announce.interfaces import Lost
 from leifur.model import names
 
 
@@ -260,3 +263,108 @@ def test_what_the_cache_keeps_of_a_service_decides_the_same(services):
         assert (k["metadata"]["uid"], k["metadata"]["annotations"]) == (s["metadata"]["uid"],
                                                                         s["metadata"]["annotations"])
         assert "ports" not in k["spec"] and "conditions" not in k["status"]
+
+
+# -- deciding again after nodes left (`before=`): only the IPs whose owner left are decided anew,
+# and the answer is what deciding every IP anew gives, for every set of nodes that can leave.
+
+FOUR = ("n1", "n2", "n3", "n4")
+WIDE = {"metadata": {"name": "lan"}, "spec": {"addresses": ["192.0.2.40-192.0.2.79", "2001:db8::40/122"]}}
+UNADVERTISED = {"metadata": {"name": "unadvertised"}, "spec": {"addresses": ["198.51.100.0/28"]}}
+ON_ETH0 = {"metadata": {"name": "all"}, "spec": {"ipAddressPools": ["lan"], "interfaces": ["eth0"]}}
+BY_SUBNET = {"metadata": {"name": "all"}, "spec": {"ipAddressPools": ["lan"]}}
+
+
+def many_services(count: int, policy: str = "Cluster", endpoints: tuple[str, ...] = FOUR) -> tuple[list, list]:
+    services = [svc(f"s{i}", [f"192.0.2.{40 + i}", f"2001:db8::{0x40 + i:x}"], policy) for i in range(count)]
+    return services, [slice_(f"s{i}", list(endpoints)) for i in range(count)]
+
+
+def nodes_left_cluster_policy() -> plan.Cluster:
+    services, slices = many_services(24)
+    return plan.Cluster(services, slices, [node(n) for n in FOUR], [WIDE], [ON_ETH0])
+
+
+def nodes_left_local_policy() -> plan.Cluster:
+    services, slices = [], []
+    for i, where in enumerate([("n1",), ("n2", "n3"), ("n1", "n4"), (), ("n1", "n2", "n3", "n4"), ("n3",)] * 3):
+        services.append(svc(f"s{i}", [f"192.0.2.{40 + i}"], "Local"))
+        slices.append(slice_(f"s{i}", list(where)))
+    return plan.Cluster(services, slices, [node(n) for n in FOUR], [WIDE], [ON_ETH0])
+
+
+def nodes_left_shared_ips() -> plan.Cluster:
+    services = [svc("web", ["192.0.2.40"], "Local"), svc("dns", ["192.0.2.40"], "Local"),
+                svc("api", ["192.0.2.41"]), svc("api6", ["192.0.2.41"])]
+    slices = [slice_("web", ["n1", "n2", "n3"]), slice_("dns", ["n2", "n3", "n4"]), slice_("api", list(FOUR)),
+              slice_("api6", ["n1"])]
+    return plan.Cluster(services, slices, [node(n) for n in FOUR], [WIDE], [ON_ETH0])
+
+
+def nodes_left_selected_nodes() -> plan.Cluster:
+    services, slices = many_services(16)
+    ad = {"metadata": {"name": "some"}, "spec": {"ipAddressPools": ["lan"],
+                                                  "nodeSelectors": [{"matchLabels": {"lb": "yes"}}]}}
+    nodes = [node("n1", lb="yes"), node("n2", lb="yes"), node("n3", lb="yes", **{names.LABEL_EXCLUDE_LB: ""}),
+             node("n4")]
+    return plan.Cluster(services, slices, nodes, [WIDE], [ad])
+
+
+def nodes_left_not_announced() -> plan.Cluster:
+    services, slices = many_services(6)
+    services += [svc("foreign", ["192.0.2.70"], pool=None), svc("elsewhere", ["198.51.100.3"], pool="unadvertised"),
+                 svc("multicast", ["224.0.0.9"])]
+    slices += [slice_(n, list(FOUR)) for n in ("foreign", "elsewhere", "multicast")]
+    return plan.Cluster(services, slices, [node(n) for n in FOUR], [WIDE, UNADVERTISED], [ON_ETH0])
+
+
+def nodes_left_by_subnet() -> plan.Cluster:
+    return plan.Cluster(*many_services(16), [node(n) for n in FOUR], [WIDE], [BY_SUBNET])
+
+
+SUBNET_LOST = Lost.from_dict({"subnets": ["192.0.2.0/24"], "interfaces": []})
+NODES_LEFT_CASES = {
+    "cluster-policy": (nodes_left_cluster_policy, None),
+    "local-policy-and-no-endpoints": (nodes_left_local_policy, None),
+    "shared-ips": (nodes_left_shared_ips, None),
+    "node-selectors-and-exclusion": (nodes_left_selected_nodes, None),
+    "not-announced-for-other-reasons": (nodes_left_not_announced, None),
+    "a-link-lost-on-one-node": (nodes_left_cluster_policy, {"n2": Lost(named=(("eth0",),))}),
+    "the-subnet-lost-on-two-nodes": (nodes_left_by_subnet, {"n1": SUBNET_LOST, "n3": SUBNET_LOST}),
+    "the-subnet-lost-everywhere": (nodes_left_by_subnet, {n: SUBNET_LOST for n in FOUR}),
+}
+
+
+def subsets(live: frozenset[str]) -> list[frozenset[str]]:
+    """Every set of live nodes that nodes leaving `live` can leave, `live` and none included."""
+    return [frozenset(c) for k in range(len(live) + 1) for c in combinations(sorted(live), k)]
+
+
+@pytest.mark.parametrize("name", NODES_LEFT_CASES)
+def test_after_nodes_left_the_decisions_are_those_made_anew(name: str) -> None:
+    make, lost = NODES_LEFT_CASES[name]
+    cluster = make()
+    for live in (frozenset(FOUR), frozenset(FOUR[:3])):
+        before = plan.decide_announcements(cluster, live, None, lost)
+        for after in subsets(live):
+            again = plan.decide_announcements(cluster, after, None, lost, before=(live, before))
+            assert again == plan.decide_announcements(cluster, after, None, lost), sorted(after)
+            assert list(again) == list(before)  # the same IPs, in the same order
+
+
+def test_only_the_ips_of_nodes_that_left_are_decided_again() -> None:
+    cluster = nodes_left_cluster_policy()
+    before = plan.decide_announcements(cluster, FOUR)
+    again = plan.decide_announcements(cluster, {"n1", "n3", "n4"}, before=(frozenset(FOUR), before))
+    moved = {ip for ip, d in before.items() if d.announcement and d.announcement.node == "n2"}
+    assert moved and all(again[ip].announcement.node != "n2" for ip in moved)  # type: ignore[union-attr]
+    assert all(again[ip] is d for ip, d in before.items() if ip not in moved)
+
+
+@pytest.mark.parametrize("live", [frozenset(FOUR), frozenset({"n1", "n2", "n3", "n4", "n5"}),
+                                  frozenset({"n1", "n5"})], ids=["the-same", "a-node-joined", "one-left-one-joined"])
+def test_nodes_that_joined_are_decided_for_every_ip(live: frozenset[str]) -> None:
+    cluster = plan.Cluster(*many_services(24), [node(n) for n in (*FOUR, "n5")], [WIDE], [ON_ETH0])
+    before = plan.decide_announcements(cluster, FOUR)
+    again = plan.decide_announcements(cluster, live, before=(frozenset(FOUR), before))
+    assert again == plan.decide_announcements(cluster, live)
