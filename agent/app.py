@@ -105,6 +105,9 @@ class Agent:
         self._foreign: list[tuple[str, str, str, float]] = []  # (ip, mac, interface, when) from responder threads
         self._probes: dict[tuple[str, tuple[str, ...]], Probe] = {}  # conflicts.probe_key -> probe
         self._prober = ThreadPoolExecutor(max_workers=2, thread_name_prefix="probe")
+        # The probes the last sync waits for: one queued for an IP that is no longer ours by its
+        # turn (an agent ready before its peers claims every new IP for a moment) is not run.
+        self._probes_wanted: frozenset[tuple[str, tuple[str, ...]]] = frozenset()
         self._announced_ever: set[str] = set()  # IPs this process announced: never new again
         self._in_use_reported: dict[str, str] = {}  # ip -> the InUse Event sent (to send each once)
         self._claimed: dict[str, tuple[str, str]] = {}  # ip -> (interface, since) of persistent claims reported
@@ -463,6 +466,8 @@ class Agent:
         return new, probed
 
     def _probe(self, outcome: step.Outcome, peer_macs: frozenset[bytes], now: float) -> None:
+        self._probes_wanted = frozenset(self._allocation(outcome.withheld[ip].decision)
+                                        for ip in outcome.held(step.PROBING))
         for ip in outcome.held(step.PROBING):
             w = outcome.withheld[ip]
             key = self._allocation(w.decision)
@@ -475,6 +480,10 @@ class Agent:
 
     def _run_probe(self, key: tuple[str, tuple[str, ...]], ip: str, ifaces: tuple[str, ...],
                    ours: frozenset[bytes]) -> None:
+        if key not in self._probes_wanted:
+            # Not waited for any more: forgotten, so that a sync that wants it again submits it again.
+            self._probes.pop(key, None)
+            return
         cs = self.settings.conflicts
         found: prober.ProbeResult | None = None
         failed = False
