@@ -132,7 +132,7 @@ def test_ten_nodes_three_killed_at_once(stack):
     interval = HeartbeatSettings().interval
     rounds: list[tuple[list[float], list[float], list[float]]] = []
     for r in range(ROUNDS):
-        single, triple = [nodes[(4 * r) % 10]], [nodes[(4 * r + k) % 10] for k in (1, 2, 3)]
+        single, triple = [nodes[4 * r % len(nodes)]], [nodes[(4 * r + k) % len(nodes)] for k in (1, 2, 3)]
         one, _ = _blackouts(stack, ips, single)
         _restart(stack, ips, single)
         three, stayed = _blackouts(stack, ips, triple)
