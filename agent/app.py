@@ -466,11 +466,10 @@ class Agent:
         return new, probed
 
     def _probe(self, outcome: step.Outcome, peer_macs: frozenset[bytes], now: float) -> None:
-        self._probes_wanted = frozenset(self._allocation(outcome.withheld[ip].decision)
-                                        for ip in outcome.held(step.PROBING))
-        for ip in outcome.held(step.PROBING):
+        wanted = {ip: self._allocation(outcome.withheld[ip].decision) for ip in outcome.held(step.PROBING)}
+        self._probes_wanted = frozenset(wanted.values())
+        for ip, key in wanted.items():
             w = outcome.withheld[ip]
-            key = self._allocation(w.decision)
             if key in self._probes:
                 continue
             self._probes[key] = Probe(None)
